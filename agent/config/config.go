@@ -1,0 +1,261 @@
+package config
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Config is the whole configuration file. Field comments give the YAML key;
+// the example file in packaging/ documents each one.
+type Config struct {
+	// DeviceID names this device to the platform. Empty: the agent
+	// generates one on first start and keeps it in the store.
+	DeviceID string `yaml:"device_id"`
+	// DataDir holds the bbolt store and, by default, the device key and
+	// the API socket.
+	DataDir string `yaml:"data_dir"`
+	// Lines are the Leadport numbers on this device, normalised to E.164
+	// by Parse.
+	Lines []string `yaml:"lines"`
+	// DefaultCountry is the calling code (digits, no "+") for numbers
+	// written without one.
+	DefaultCountry string `yaml:"default_country"`
+
+	Store    Store    `yaml:"store"`
+	SIP      SIP      `yaml:"sip"`
+	Policy   Policy   `yaml:"policy"`
+	MQTT     MQTT     `yaml:"mqtt"`
+	Commands Commands `yaml:"commands"`
+	API      API      `yaml:"api"`
+	Log      Log      `yaml:"log"`
+}
+
+// Store configures the bbolt file.
+type Store struct {
+	MaxSize ByteSize `yaml:"max_size"`
+	// KeyFile holds the device key that encrypts personal fields.
+	// Default: <data_dir>/device.key.
+	KeyFile string `yaml:"key_file"`
+}
+
+// SIPMode selects how the agent sees SIP.
+type SIPMode string
+
+// SIP modes. Capture is reserved: Validate rejects it until it exists.
+const (
+	ModeProxy   SIPMode = "proxy"
+	ModeCapture SIPMode = "capture"
+)
+
+// SIP configures the signalling side.
+type SIP struct {
+	Mode SIPMode `yaml:"mode"`
+	// Listen is where local user agents (the PBX, softphones) send SIP.
+	Listen []Endpoint `yaml:"listen"`
+	// Upstream is the Leadport SIP edge; zero until configured.
+	Upstream Endpoint `yaml:"upstream"`
+	// Local is where inbound calls go (a PBX trunk); zero: to the
+	// contacts registered through the agent.
+	Local Endpoint `yaml:"local"`
+	// TLS is the server certificate for tls:// listeners.
+	TLS CertPair `yaml:"tls"`
+}
+
+// CertPair names a certificate and its private key, both PEM files.
+type CertPair struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Action is what a rule does when it trips.
+type Action string
+
+// Rule actions.
+const (
+	ActionBlock   Action = "block"   // refuse the request and record a violation
+	ActionObserve Action = "observe" // let it through, record a violation
+	ActionOff     Action = "off"     // do not evaluate the rule
+)
+
+// Policy holds the rule settings used until the platform sends a signed
+// policy.
+type Policy struct {
+	Forwarding Forwarding `yaml:"forwarding"`
+	Pacing     Pacing     `yaml:"pacing"`
+	Trunking   Trunking   `yaml:"trunking"`
+}
+
+// Forwarding configures the forwarding rule.
+type Forwarding struct {
+	Action Action `yaml:"action"`
+}
+
+// Pacing configures the machine-paced dialing rule.
+type Pacing struct {
+	Action               Action  `yaml:"action"`
+	MaxAttemptsPerMinute int     `yaml:"max_attempts_per_minute"`
+	MinGapAfterCallS     float64 `yaml:"min_gap_after_call_s"`
+	CooldownS            int     `yaml:"cooldown_s"`
+}
+
+// MinGapAfterCall is MinGapAfterCallS as a duration.
+func (p Pacing) MinGapAfterCall() time.Duration {
+	return time.Duration(p.MinGapAfterCallS * float64(time.Second))
+}
+
+// Cooldown is CooldownS as a duration.
+func (p Pacing) Cooldown() time.Duration { return time.Duration(p.CooldownS) * time.Second }
+
+// Trunking configures the trunking rule.
+type Trunking struct {
+	Action             Action `yaml:"action"`
+	MaxDialogsPerLine  int    `yaml:"max_dialogs_per_line"`
+	MaxContactsPerLine int    `yaml:"max_contacts_per_line"`
+}
+
+// MQTT configures the connection to the platform.
+type MQTT struct {
+	// Brokers are URLs as paho takes them (tcp|ssl|ws|wss://host:port);
+	// empty: no broker, records wait in the store.
+	Brokers      []string `yaml:"brokers"`
+	TopicPrefix  string   `yaml:"topic_prefix"`
+	TLS          MQTTTLS  `yaml:"tls"`
+	Username     string   `yaml:"username"`
+	PasswordFile string   `yaml:"password_file"`
+}
+
+// MQTTTLS names the CA bundle and the client certificate for the broker.
+type MQTTTLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Commands configures verification of platform commands.
+type Commands struct {
+	// TrustedKeys maps a key id (the "kid" of a signed command) to its
+	// Ed25519 public key, decoded from base64 by Parse.
+	TrustedKeys map[string]ed25519.PublicKey `yaml:"trusted_keys"`
+}
+
+// API configures the local API, status page and metrics.
+type API struct {
+	// Socket is the unix socket the CLI talks to. Default:
+	// /run/leadport-agent/api.sock as root, <data_dir>/api.sock otherwise.
+	Socket string `yaml:"socket"`
+	// Listen is an optional loopback host:port for the status page and
+	// metrics.
+	Listen string `yaml:"listen"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// Defaults that do not depend on who runs the agent.
+const (
+	DefaultDataDirRoot = "/var/lib/leadport-agent"
+	DefaultDataDirUser = "./var/leadport"
+	DefaultSocketRoot  = "/run/leadport-agent/api.sock"
+	DefaultMaxSize     = 256 * MiB
+	DefaultTopicPrefix = "leadport/v1"
+)
+
+// Package variables so tests can play root and 32-bit.
+var (
+	geteuid = os.Geteuid
+	intSize = strconv.IntSize
+)
+
+// DefaultPath returns the config file named by $LEADPORT_CONFIG, or "" when
+// it is unset. The CLI's --config flag takes precedence over it.
+func DefaultPath() string { return os.Getenv("LEADPORT_CONFIG") }
+
+// Default returns the configuration used when there is no file. It depends
+// on the effective user: as root the agent is the system service and uses
+// system paths; otherwise it keeps everything under ./var/leadport so that
+// a trial run needs no privileges.
+func Default() *Config {
+	c := base()
+	c.resolve()
+	return c
+}
+
+// base holds the defaults that do not derive from other keys; resolve fills
+// in the rest once the file has had its say.
+func base() *Config {
+	dataDir := DefaultDataDirUser
+	if geteuid() == 0 {
+		dataDir = DefaultDataDirRoot
+	}
+	return &Config{
+		DataDir: dataDir,
+		Lines:   []string{},
+		Store:   Store{MaxSize: DefaultMaxSize},
+		SIP: SIP{
+			Mode: ModeProxy,
+			Listen: []Endpoint{
+				{Transport: "udp", Host: "0.0.0.0", Port: 5060},
+				{Transport: "tcp", Host: "0.0.0.0", Port: 5060},
+			},
+		},
+		Policy: Policy{
+			Forwarding: Forwarding{Action: ActionBlock},
+			Pacing: Pacing{
+				Action:               ActionBlock,
+				MaxAttemptsPerMinute: 6,
+				MinGapAfterCallS:     2,
+				CooldownS:            900,
+			},
+			Trunking: Trunking{Action: ActionBlock, MaxDialogsPerLine: 1, MaxContactsPerLine: 1},
+		},
+		MQTT:     MQTT{Brokers: []string{}, TopicPrefix: DefaultTopicPrefix},
+		Commands: Commands{TrustedKeys: map[string]ed25519.PublicKey{}},
+		Log:      Log{Level: "info", Format: "text"},
+	}
+}
+
+// resolve fills in defaults derived from other keys, so that setting
+// data_dir alone moves the key file and socket along with it.
+func (c *Config) resolve() {
+	if c.Store.KeyFile == "" && c.DataDir != "" {
+		c.Store.KeyFile = filepath.Join(c.DataDir, "device.key")
+	}
+	if c.API.Socket == "" {
+		if geteuid() == 0 {
+			c.API.Socket = DefaultSocketRoot
+		} else if c.DataDir != "" {
+			c.API.Socket = filepath.Join(c.DataDir, "api.sock")
+		}
+	}
+	if c.Lines == nil {
+		c.Lines = []string{}
+	}
+	if c.MQTT.Brokers == nil {
+		c.MQTT.Brokers = []string{}
+	}
+	if c.Commands.TrustedKeys == nil {
+		c.Commands.TrustedKeys = map[string]ed25519.PublicKey{}
+	}
+}
+
+// Load reads and parses the file at path. An empty path means no file and
+// returns Default(). A file that cannot be read gives an error wrapping the
+// os error (errors.Is(err, fs.ErrNotExist) works); a file with problems
+// gives an *Error.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		return Default(), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}

@@ -1,0 +1,194 @@
+package store_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/leadport/leadport-agent/store"
+	bolt "go.etcd.io/bbolt"
+)
+
+var eraseRecords = flag.Int("erase.records", 1_000_000, "records in the store for BenchmarkEraseSubject")
+
+// benchUsage is a usage record of about 300 bytes as stored (public JSON,
+// header and one sealed field), the size the targets are set for.
+func benchUsage(i int) *store.Usage {
+	u := usage(fmt.Sprintf("+1555%07d", i%10_000_000))
+	u.BlockedBy = "" // keep the size steady
+	return u
+}
+
+// rawValueSize matches what one benchUsage record occupies in its outbox.
+const rawValueSize = 300
+
+func openBench(b *testing.B) *store.Store {
+	b.Helper()
+	dir := b.TempDir()
+	if d := os.Getenv("LEADPORT_BENCH_DIR"); d != "" {
+		// e.g. /dev/shm, to take the disk out and see the CPU cost alone.
+		var err error
+		if dir, err = os.MkdirTemp(d, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	s, err := store.Open(store.Options{Dir: dir, DefaultCountry: "1", MaxSize: 4 << 30, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// BenchmarkAppend measures durable appends of single records by 1, 8 and 64
+// concurrent appenders: with one, every record pays its own commit; with
+// more, group commit shares each fsync among the appenders waiting.
+func BenchmarkAppend(b *testing.B) {
+	for _, appenders := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("appenders=%d", appenders), func(b *testing.B) {
+			s := openBench(b)
+			var wg sync.WaitGroup
+			start := time.Now()
+			b.ResetTimer()
+			for g := range appenders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := g; i < b.N; i += appenders {
+						if _, err := s.Append(context.Background(), benchUsage(i)); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+			if st, err := s.Stats(); err == nil && st.Commits > 0 {
+				b.ReportMetric(float64(st.Committed)/float64(st.Commits), "records/commit")
+			}
+		})
+	}
+}
+
+// BenchmarkRawBolt is the floor to compare BenchmarkAppend with: bare bbolt
+// transactions of the same number of 300-byte values, with no encryption,
+// no indexes and no queue in between.
+func BenchmarkRawBolt(b *testing.B) {
+	for _, batch := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			dir := b.TempDir()
+			if d := os.Getenv("LEADPORT_BENCH_DIR"); d != "" {
+				dir, _ = os.MkdirTemp(d, "raw")
+				defer os.RemoveAll(dir)
+			}
+			db, err := bolt.Open(filepath.Join(dir, "raw.db"), 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			val := make([]byte, rawValueSize)
+			start := time.Now()
+			b.ResetTimer()
+			for done := 0; done < b.N; done += batch {
+				err := db.Update(func(tx *bolt.Tx) error {
+					bk, err := tx.CreateBucketIfNotExists([]byte("outbox"))
+					if err != nil {
+						return err
+					}
+					for range min(batch, b.N-done) {
+						seq, _ := bk.NextSequence()
+						key := []byte{byte(seq >> 56), byte(seq >> 48), byte(seq >> 40), byte(seq >> 32), byte(seq >> 24), byte(seq >> 16), byte(seq >> 8), byte(seq)}
+						if err := bk.Put(key, val); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+		})
+	}
+}
+
+func fill(b *testing.B, s *store.Store, n, subjects int) {
+	b.Helper()
+	batch := make([]store.Payload, 0, 1000)
+	for i := range n {
+		batch = append(batch, usage(fmt.Sprintf("+1555%07d", i%subjects)))
+		if len(batch) == cap(batch) || i == n-1 {
+			if _, err := s.Append(context.Background(), batch...); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+}
+
+// BenchmarkEraseSubject erases one subject among -erase.records records,
+// compaction of the whole file included. Run it with -benchtime=1x.
+func BenchmarkEraseSubject(b *testing.B) {
+	s := openBench(b)
+	const subjects = 200_000
+	fill(b, s, *eraseRecords, subjects)
+	st, _ := s.Stats()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		res, err := s.EraseSubject(fmt.Sprintf("+1555%07d", i%subjects))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.UsageRedacted == 0 {
+			b.Fatalf("erase %d found nothing", i)
+		}
+	}
+	b.ReportMetric(time.Since(start).Seconds()/float64(b.N), "s/erase")
+	b.ReportMetric(float64(st.SizeBytes)/(1<<20), "file-MiB")
+	b.ReportMetric(float64(*eraseRecords), "records")
+}
+
+// BenchmarkPendingAck drains 100,000 pending records the way sync will:
+// read a page, acknowledge it, read the next.
+func BenchmarkPendingAck(b *testing.B) {
+	const n = 100_000
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s := openBench(b)
+		fill(b, s, n, 50_000)
+		b.StartTimer()
+		start := time.Now()
+		drained := 0
+		for {
+			recs, err := s.Pending(store.TypeUsage, store.ReadOptions{Limit: 1000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(recs) == 0 {
+				break
+			}
+			ids := make([]string, len(recs))
+			for j, r := range recs {
+				ids[j] = r.ID
+			}
+			if _, err := s.Ack(ids...); err != nil {
+				b.Fatal(err)
+			}
+			drained += len(recs)
+		}
+		if drained != n {
+			b.Fatalf("drained %d, want %d", drained, n)
+		}
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
+	}
+}

@@ -1,0 +1,146 @@
+package store_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/leadport/leadport-agent/store"
+	"github.com/leadport/leadport-agent/store/storetest"
+)
+
+// snapshot maps record id -> platform JSON for every pending record.
+func snapshot(t *testing.T, db *storetest.DB) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, typ := range store.Types {
+		for _, r := range pending(t, db, typ) {
+			b, err := json.Marshal(r)
+			if err != nil {
+				t.Fatalf("marshal %s: %v", r.ID, err)
+			}
+			out[r.ID] = string(b)
+		}
+	}
+	return out
+}
+
+func TestEraseSubjectLeavesNoTrace(t *testing.T) {
+	db := storetest.Open(t)
+	const subject = "+15551234567"
+	// The subject arrives in the forms real systems write it.
+	var subjIDs []string
+	for _, form := range []string{"+15551234567", "(555) 123-4567", "sip:+15551234567@pbx.example;user=phone", "tel:+1-555-123-4567", "0015551234567"} {
+		subjIDs = append(subjIDs, mustAppend(t, db, usage(form))...)
+	}
+	subjIDs = append(subjIDs, mustAppend(t, db,
+		consent("5551234567"),
+		violation(subject, "+15550000002"),
+		&store.Receipt{CommandID: "export-1", Status: "done", Subject: subject, Result: json.RawMessage(`{"records":[{"remote":"+15551234567"}]}`)},
+	)...)
+	// Other people, before and after, must come through untouched.
+	var others []string
+	for i := range 20 {
+		n := fmt.Sprintf("+1555000%04d", 100+i)
+		others = append(others, mustAppend(t, db, usage(n), consent(n))...)
+	}
+	before := snapshot(t, db)
+
+	exp, err := db.Export("+1 555 123 4567")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exp) != len(subjIDs) {
+		t.Errorf("export found %d records, want %d", len(exp), len(subjIDs))
+	}
+	for _, r := range exp {
+		if r.Type == store.TypeViolation {
+			v, _ := r.Decode()
+			if nums := v.(*store.Violation).Numbers; len(nums) != 1 || nums[0] != subject {
+				t.Errorf("export of a shared violation disclosed %d numbers, want only the subject's", len(nums))
+			}
+		}
+	}
+
+	res, err := db.EraseSubject("+1 555 123 4567")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.EraseResult{UsageRedacted: 5, ConsentDeleted: 1, ViolationRedacted: 1, ReceiptRedacted: 1, KeyDestroyed: true}
+	if res != want {
+		t.Errorf("erase = %+v, want %+v", res, want)
+	}
+	if recs, err := db.Export(subject); err != nil || len(recs) != 0 {
+		t.Errorf("export after erase = %d records, %v", len(recs), err)
+	}
+	after := snapshot(t, db)
+	for _, id := range others {
+		if after[id] != before[id] {
+			t.Errorf("record %s of another subject changed:\n before %s\n after  %s", id, before[id], after[id])
+		}
+	}
+	// Billing stays right: the usage records remain, minus the remote party.
+	for _, r := range pending(t, db, store.TypeUsage) {
+		p, _ := r.Decode()
+		u := p.(*store.Usage)
+		if before[r.ID] != "" && u.Remote == "" && (u.DurationS != 60 || u.Line != "+15551230001" || u.AnsweredAt.IsZero()) {
+			t.Errorf("redacted usage %s lost non-personal fields: %+v", r.ID, u)
+		}
+	}
+	if got := len(pending(t, db, store.TypeUsage)); got != 5+20 {
+		t.Errorf("usage records after erase = %d, want 25", got)
+	}
+	for _, r := range pending(t, db, store.TypeViolation) {
+		p, _ := r.Decode()
+		if v := p.(*store.Violation); len(v.Numbers) != 1 || v.Numbers[0] != "+15550000002" {
+			t.Errorf("violation numbers after erase = %v, want only the other party", v.Numbers)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(db.Dir, store.FileName+".compact")); !os.IsNotExist(err) {
+		t.Errorf("compaction left its temporary file: %v", err)
+	}
+	again, err := db.EraseSubject(subject)
+	if err != nil || again != (store.EraseResult{}) {
+		t.Errorf("second erase = %+v, %v; want a no-op", again, err)
+	}
+	// Cleanup scans every byte of the directory for the subject.
+}
+
+func TestEraseAll(t *testing.T) {
+	db := storetest.Open(t)
+	subjects := []string{"+15551234567", "+15557654321", "+442079460000"}
+	for _, s := range subjects {
+		mustAppend(t, db, usage(s), consent(s), violation(s))
+	}
+	digests := map[string][]byte{}
+	for _, s := range subjects {
+		digests[s] = db.SubjectDigest(s)
+	}
+	res, err := db.EraseAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.EraseAllResult{Usage: 3, Consent: 3, Violation: 3, Keys: 3}
+	if res != want {
+		t.Errorf("erase all = %+v, want %+v", res, want)
+	}
+	for _, typ := range store.Types {
+		if n := len(pending(t, db, typ)); n != 0 {
+			t.Errorf("%s: %d records after erase all", typ, n)
+		}
+	}
+	st, _ := db.Stats()
+	for typ, ts := range st.Outbox {
+		if ts.Pending != 0 {
+			t.Errorf("stats %s pending = %d after erase all", typ, ts.Pending)
+		}
+	}
+	// The store keeps working afterwards.
+	mustAppend(t, db, usage("+15550001111"))
+	db.Close()
+	for _, s := range subjects {
+		storetest.AssertNoTrace(t, db.Dir, s, digests[s])
+	}
+}
