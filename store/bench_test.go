@@ -20,13 +20,15 @@ var eraseRecords = flag.Int("erase.records", 1_000_000, "records in the store fo
 // benchUsage is a usage record of about 300 bytes as stored (public JSON,
 // header and one sealed field), the size the issue's targets are set for.
 func benchUsage(i int) *store.Usage {
-	u := usage(fmt.Sprintf("+1555%07d", i%10_000_000))
+	u := usage(fmt.Sprintf("+1555%07d", i%benchSubjects))
 	u.BlockedBy = "" // keep the size steady
 	return u
 }
 
 // rawValueSize matches what one benchUsage record occupies in its outbox.
 const rawValueSize = 300
+
+var benchSubjects = 10_000_000
 
 func openBench(b *testing.B) *store.Store {
 	b.Helper()

@@ -118,10 +118,14 @@ func next(t *testing.T, lines <-chan string) (string, bool) {
 // An append reported as returned must survive a SIGKILL at any moment, and
 // the file must pass bbolt's check every time.
 func TestAppendSurvivesSIGKILL(t *testing.T) {
+	kills := *crashAppends
+	if testing.Short() {
+		kills = min(kills, 5)
+	}
 	dir := t.TempDir()
 	acked := map[string]string{} // id -> remote
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
-	for i := range *crashAppends {
+	for i := range kills {
 		cmd, lines := child(t, "append", dir, i)
 		if l, _ := next(t, lines); l != "opened" {
 			cmd.Process.Kill()
@@ -170,7 +174,7 @@ func TestAppendSurvivesSIGKILL(t *testing.T) {
 		}
 		s.Close()
 	}
-	t.Logf("%d SIGKILLs, %d acknowledged records all present", *crashAppends, len(acked))
+	t.Logf("%d SIGKILLs, %d acknowledged records all present", kills, len(acked))
 }
 
 const eraseSubject = "+15551234567"
@@ -178,6 +182,10 @@ const eraseSubject = "+15551234567"
 // A SIGKILL at any moment of an erase leaves the store holding the data from
 // before the erase or from after it, complete, and nothing in between.
 func TestEraseSurvivesSIGKILL(t *testing.T) {
+	kills := *crashErases
+	if testing.Short() {
+		kills = min(kills, 5)
+	}
 	const nA, nB = 2000, 20000
 	template := t.TempDir()
 	tdb, err := store.Open(store.Options{Dir: template, DefaultCountry: "1", Logger: slog.New(slog.DiscardHandler)})
@@ -219,7 +227,7 @@ func TestEraseSurvivesSIGKILL(t *testing.T) {
 
 	rng := rand.New(rand.NewPCG(2, uint64(time.Now().UnixNano())))
 	var pre, post, midCopy int
-	for i := range *crashErases {
+	for i := range kills {
 		dir := copyDir(t, template)
 		cmd, lines := child(t, "erase", dir, i)
 		timer := time.AfterFunc(time.Duration(rng.Int64N(int64(span))), func() { cmd.Process.Kill() })
@@ -270,8 +278,8 @@ func TestEraseSurvivesSIGKILL(t *testing.T) {
 			t.Fatalf("iteration %d: half an erase: export %d records, %d consents", i, len(exp), len(consents))
 		}
 	}
-	t.Logf("%d SIGKILLs over a %v erase: %d left the data before it, %d after it; %d landed while the compacted copy was being written", *crashErases, span.Round(time.Millisecond), pre, post, midCopy)
-	if *crashErases >= 10 && (pre == 0 || post == 0 || midCopy == 0) {
+	t.Logf("%d SIGKILLs over a %v erase: %d left the data before it, %d after it; %d landed while the compacted copy was being written", kills, span.Round(time.Millisecond), pre, post, midCopy)
+	if kills >= 10 && (pre == 0 || post == 0 || midCopy == 0) {
 		t.Errorf("kills missed part of the erase (pre %d, post %d, mid-copy %d): the test is not exercising what it claims", pre, post, midCopy)
 	}
 }

@@ -16,6 +16,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// appendFill is the fill factor for buckets whose keys only grow.
+const appendFill = 0.95
+
 // maxGroup bounds one group commit, so a burst of appenders cannot build a
 // transaction that holds the writer lock for long.
 const maxGroup = 4096
@@ -223,6 +226,10 @@ func (s *Store) freeBytes() int64 {
 
 func (s *Store) putLocked(tx *bolt.Tx, req *appendReq, created *[]subjectRef) error {
 	ids := tx.Bucket(bucketIDs)
+	// Outbox keys and record ids (ULIDs, monotonic) only ever grow, so
+	// leaves can be filled before they split; bbolt's default of half
+	// would leave every outbox page half empty.
+	ids.FillPercent = appendFill
 	idx := tx.Bucket(bucketSubjects)
 	var buf []byte
 	for i := range req.recs {
@@ -240,6 +247,7 @@ func (s *Store) putLocked(tx *bolt.Tx, req *appendReq, created *[]subjectRef) er
 			r.st.parts = append(r.st.parts, sealedPart{ref: r.refs[j], sealed: sealed})
 		}
 		ob := tx.Bucket(outboxBucket(r.st.typ))
+		ob.FillPercent = appendFill
 		seq, err := ob.NextSequence()
 		if err != nil {
 			return err

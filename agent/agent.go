@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/leadport/leadport-agent/agent/config"
+	"github.com/leadport/leadport-agent/store"
+)
+
+// Agent is the running daemon.
+type Agent struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	store    *store.Store
+	deviceID string
+}
+
+// Open brings the agent up to the point where it can serve: the store is
+// open and the device id known.
+func Open(cfg *config.Config, log *slog.Logger) (*Agent, error) {
+	st, err := store.Open(store.Options{
+		Dir:            cfg.DataDir,
+		KeyFile:        cfg.Store.KeyFile,
+		MaxSize:        int64(cfg.Store.MaxSize),
+		DefaultCountry: cfg.DefaultCountry,
+		Logger:         log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	id := cfg.DeviceID
+	if id == "" {
+		if id, err = st.DeviceID(newDeviceID); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("device id: %w", err)
+		}
+	}
+	return &Agent{cfg: cfg, log: log, store: st, deviceID: id}, nil
+}
+
+// newDeviceID makes an id that fits the protocol's [A-Za-z0-9._-]{1,64}.
+func newDeviceID() string {
+	b := make([]byte, 10)
+	rand.Read(b)
+	return "lp-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+}
+
+// DeviceID is the id the device uses towards the platform.
+func (a *Agent) DeviceID() string { return a.deviceID }
+
+// Store is the agent's store.
+func (a *Agent) Store() *store.Store { return a.store }
+
+// Run serves until ctx is done, then closes everything it opened.
+func (a *Agent) Run(ctx context.Context) error {
+	st, err := a.store.Stats()
+	if err != nil {
+		return err
+	}
+	pending := 0
+	for _, t := range st.Outbox {
+		pending += t.Pending
+	}
+	a.log.Info("agent running", "version", Version().Version, "device_id", a.deviceID,
+		"store", st.Path, "store_bytes", st.SizeBytes, "store_cap_bytes", st.MaxBytes,
+		"pending_records", pending, "lines", len(a.cfg.Lines))
+	<-ctx.Done()
+	a.log.Info("agent stopping", "reason", context.Cause(ctx))
+	return a.Close()
+}
+
+// Close releases what Open acquired.
+func (a *Agent) Close() error {
+	if err := a.store.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}

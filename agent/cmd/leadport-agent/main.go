@@ -1,0 +1,77 @@
+// Command leadport-agent is the Leadport edge agent: a daemon on a PBX or
+// softphone host that enforces Leadport's terms on SIP signalling, meters
+// usage, keeps consent records and syncs them to the platform.
+//
+// Usage:
+//
+//	leadport-agent run [--config FILE]
+//	leadport-agent config check FILE
+//	leadport-agent version
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+// command is one subcommand; each lives in its own file.
+type command struct {
+	name  string
+	usage string
+	run   func(args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"run", "run [--config FILE]        run the agent in the foreground", runCmd},
+		{"config", "config check FILE          validate a configuration file without starting", configCmd},
+		{"version", "version                    print version, commit and Go version", versionCmd},
+	}
+}
+
+// errUsage makes main print usage and exit 2 without repeating an error.
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(args[1:], stdout, stderr)
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+			fmt.Fprintf(stderr, "usage: leadport-agent %s\n", c.usage)
+			return 2
+		default:
+			fmt.Fprintf(stderr, "leadport-agent %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "leadport-agent: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: leadport-agent <command> [arguments]")
+	fmt.Fprintln(w)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %s\n", c.usage)
+	}
+}
