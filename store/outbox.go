@@ -88,13 +88,20 @@ func (s *Store) Append(ctx context.Context, ps ...Payload) ([]string, error) {
 	}
 	s.appending.Add(1)
 	defer s.appending.Add(-1)
+	// closeMu keeps Close from stopping the committer between our check
+	// and our send: a request queued after it drained would wait forever.
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return nil, ErrClosed
+	}
 	select {
 	case s.appendCh <- req:
-	case <-s.stop:
-		return nil, ErrClosed
 	case <-ctx.Done():
+		s.closeMu.RUnlock()
 		return nil, ctx.Err()
 	}
+	s.closeMu.RUnlock()
 	// Once queued, the record may be committed whatever ctx says, so wait
 	// for the outcome instead of reporting a failure that did not happen.
 	<-req.done

@@ -85,6 +85,10 @@ type Store struct {
 	mu sync.RWMutex
 	db *bolt.DB
 
+	// closeMu guards closed; Append holds it shared while it queues.
+	closeMu sync.RWMutex
+	closed  bool
+
 	appendCh  chan *appendReq
 	appending atomic.Int64  // callers inside Append; see gather
 	commits   atomic.Uint64 // group commits done
@@ -299,7 +303,12 @@ func (s *Store) loadCounts() error {
 // Close stops accepting appends, lets those already queued finish, and
 // closes the file.
 func (s *Store) Close() error {
-	s.stopOnce.Do(func() { close(s.stop) })
+	s.stopOnce.Do(func() {
+		s.closeMu.Lock()
+		s.closed = true
+		s.closeMu.Unlock()
+		close(s.stop)
+	})
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -471,4 +472,36 @@ func ExampleStore_Append() {
 	c, _ := recs[0].Decode()
 	fmt.Println(phone.Mask(c.(*store.Consent).Subject), c.(*store.Consent).State)
 	// Output: +1555***4567 granted
+}
+
+// Appends racing Close either land or get ErrClosed; none hangs.
+func TestAppendRacingClose(t *testing.T) {
+	for range 20 {
+		s, err := store.Open(store.Options{Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 8)
+		for range 8 {
+			go func() {
+				for {
+					if _, err := s.Append(context.Background(), usage("+15551234567")); err != nil {
+						done <- err
+						return
+					}
+				}
+			}()
+		}
+		s.Close()
+		for range 8 {
+			select {
+			case err := <-done:
+				if !errors.Is(err, store.ErrClosed) {
+					t.Fatalf("append after close: %v, want ErrClosed", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("an append hung across Close")
+			}
+		}
+	}
 }
