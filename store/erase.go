@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -271,14 +272,44 @@ func (s *Store) compact() error {
 	return s.openDB()
 }
 
-// copyTo writes a compacted copy of the store to path. The copy skips fsync
-// per transaction: it is invisible until renamed, and one fsync at the end
-// makes it durable before the rename.
+// copyTo writes a copy of the store to path in which no free page keeps
+// old bytes. When at least half the file is free it rebuilds the file
+// (bbolt.Compact), which also gives the space back; otherwise it streams the
+// file page by page with every free page zeroed, which keeps page ids and so
+// costs one sequential copy instead of a B-tree rebuild (for a 555 MiB file,
+// about 1 s against 5). Either way the copy is invisible until renamed, so it
+// skips per-transaction fsyncs and is fsynced once at the end.
 func (s *Store) copyTo(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	dst, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, FreelistType: bolt.FreelistMapType})
+	var free map[int]bool
+	var pages int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		free = map[int]bool{}
+		pages = int(tx.Size() / int64(s.db.Info().PageSize))
+		for id := 2; id < pages; id++ {
+			info, err := tx.Page(id)
+			if err != nil {
+				return err
+			}
+			if info != nil && info.Type == "free" {
+				free[id] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list free pages: %w", err)
+	}
+	if len(free)*2 >= pages {
+		return s.compactTo(path)
+	}
+	return s.scrubTo(path, free)
+}
+
+func (s *Store) compactTo(path string) error {
+	dst, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return err
 	}
@@ -295,4 +326,90 @@ func (s *Store) copyTo(path string) error {
 		err = cerr
 	}
 	return err
+}
+
+// scrubTo streams the file through bbolt's Tx.WriteTo, which writes both
+// meta pages afresh from the current transaction, so neither points to a
+// tree from before the erase. Pages in bbolt's freelist, pending ones
+// included, are written as zeros. compact_pending is cleared in the copy
+// only: cleared in the live file, a crash before the rename would leave the
+// old pages with nothing to say they still need scrubbing.
+func (s *Store) scrubTo(path string, free map[int]bool) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		// The list is made again in the transaction that is copied, so
+		// it cannot disagree with the pages written.
+		clear(free)
+		for id := 2; id < int(tx.Size()/int64(s.db.Info().PageSize)); id++ {
+			info, err := tx.Page(id)
+			if err != nil {
+				return err
+			}
+			if info != nil && info.Type == "free" {
+				free[id] = true
+			}
+		}
+		w := &scrubWriter{w: bufio.NewWriterSize(f, 1<<20), free: free, pageSize: s.db.Info().PageSize}
+		if _, err := tx.WriteTo(w); err != nil {
+			return err
+		}
+		return w.w.Flush()
+	})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	dst, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return fmt.Errorf("open scrubbed copy: %w", err)
+	}
+	err = dst.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Delete(metaCompactPending)
+	})
+	if err == nil {
+		err = dst.Sync()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// scrubWriter passes a bbolt file through, replacing the bytes of free
+// pages with zeros.
+type scrubWriter struct {
+	w        *bufio.Writer
+	free     map[int]bool
+	pageSize int
+	off      int
+	zero     []byte
+}
+
+func (z *scrubWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		id := z.off / z.pageSize
+		chunk := min(len(p), (id+1)*z.pageSize-z.off)
+		var err error
+		if z.free[id] {
+			if len(z.zero) < chunk {
+				z.zero = make([]byte, z.pageSize)
+			}
+			_, err = z.w.Write(z.zero[:chunk])
+		} else {
+			_, err = z.w.Write(p[:chunk])
+		}
+		if err != nil {
+			return n, err
+		}
+		p = p[chunk:]
+		n += chunk
+		z.off += chunk
+	}
+	return n, nil
 }
