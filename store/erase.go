@@ -283,37 +283,35 @@ func (s *Store) copyTo(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	var free map[int]bool
-	var pages int
+	var free, pages int
 	err := s.db.View(func(tx *bolt.Tx) error {
-		free = map[int]bool{}
-		pages = int(tx.Size() / int64(s.db.Info().PageSize))
-		for id := 2; id < pages; id++ {
-			info, err := tx.Page(id)
-			if err != nil {
-				return err
-			}
-			if info != nil && info.Type == "free" {
-				free[id] = true
-			}
-		}
-		return nil
+		f, n, err := s.freePages(tx)
+		free, pages = len(f), n
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("list free pages: %w", err)
 	}
-	if len(free)*2 >= pages {
+	if free*2 >= pages {
 		return s.compactTo(path)
 	}
-	return s.scrubTo(path, free)
+	return s.scrubTo(path)
 }
 
 func (s *Store) compactTo(path string) error {
+	return finishCopy(path, func(dst *bolt.DB) error { return bolt.Compact(dst, s.db, 64<<20) })
+}
+
+// finishCopy opens the copy at path, lets fill write into it (nil: it is
+// already written), clears compact_pending in it, and makes it durable.
+func finishCopy(path string, fill func(dst *bolt.DB) error) error {
 	dst, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		return err
+		return fmt.Errorf("open copy: %w", err)
 	}
-	err = bolt.Compact(dst, s.db, 64<<20)
+	if fill != nil {
+		err = fill(dst)
+	}
 	if err == nil {
 		err = dst.Update(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketMeta).Delete(metaCompactPending)
@@ -328,29 +326,40 @@ func (s *Store) compactTo(path string) error {
 	return err
 }
 
+// freePages lists the pages in bbolt's freelist, pending ones included, and
+// the number of pages in the file as tx sees it.
+func (s *Store) freePages(tx *bolt.Tx) (map[int]bool, int, error) {
+	free := map[int]bool{}
+	pages := int(tx.Size() / int64(s.db.Info().PageSize))
+	for id := 2; id < pages; id++ {
+		info, err := tx.Page(id)
+		if err != nil {
+			return nil, 0, err
+		}
+		if info != nil && info.Type == "free" {
+			free[id] = true
+		}
+	}
+	return free, pages, nil
+}
+
 // scrubTo streams the file through bbolt's Tx.WriteTo, which writes both
 // meta pages afresh from the current transaction, so neither points to a
 // tree from before the erase. Pages in bbolt's freelist, pending ones
 // included, are written as zeros. compact_pending is cleared in the copy
 // only: cleared in the live file, a crash before the rename would leave the
 // old pages with nothing to say they still need scrubbing.
-func (s *Store) scrubTo(path string, free map[int]bool) error {
+func (s *Store) scrubTo(path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
 	err = s.db.View(func(tx *bolt.Tx) error {
-		// The list is made again in the transaction that is copied, so
-		// it cannot disagree with the pages written.
-		clear(free)
-		for id := 2; id < int(tx.Size()/int64(s.db.Info().PageSize)); id++ {
-			info, err := tx.Page(id)
-			if err != nil {
-				return err
-			}
-			if info != nil && info.Type == "free" {
-				free[id] = true
-			}
+		// The list is made in the transaction that is copied, so it
+		// cannot disagree with the pages written.
+		free, _, err := s.freePages(tx)
+		if err != nil {
+			return err
 		}
 		w := &scrubWriter{w: bufio.NewWriterSize(f, 1<<20), free: free, pageSize: s.db.Info().PageSize}
 		if _, err := tx.WriteTo(w); err != nil {
@@ -364,20 +373,7 @@ func (s *Store) scrubTo(path string, free map[int]bool) error {
 	if err != nil {
 		return err
 	}
-	dst, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
-	if err != nil {
-		return fmt.Errorf("open scrubbed copy: %w", err)
-	}
-	err = dst.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Delete(metaCompactPending)
-	})
-	if err == nil {
-		err = dst.Sync()
-	}
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return finishCopy(path, nil)
 }
 
 // scrubWriter passes a bbolt file through, replacing the bytes of free
