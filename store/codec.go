@@ -22,27 +22,33 @@ type stored struct {
 }
 
 type sealedPart struct {
-	ref    subjectRef
-	sealed []byte // nonce || ciphertext of (name, value)
+	ref     subjectRef
+	wrapped []byte // the subject's data key, wrapped by the device key
+	sealed  []byte // nonce || ciphertext of (name, value)
 }
 
 // Layout, version 1:
 //
 //	0x01 | type | id[16] | uvarint(created ms) | uvarint(len) public |
-//	uvarint(n) | n x (ref[32] | uvarint(len) sealed)
+//	uvarint(n) | n x (ref[32] | uvarint(len) wrapped key | uvarint(len) sealed)
+//
+// Each part carries its subject's wrapped data key, so a record can be read
+// without the key bucket: the subject index and key bucket are brought up to
+// date in batches (see mergeIndexLocked), not in every commit.
 const codecVersion = 1
 
 // Limits that keep a corrupt length from allocating wildly while decoding.
 const (
-	maxPublicLen = 1 << 20
-	maxSealedLen = 1 << 20
-	maxParts     = 1 << 12
+	maxPublicLen  = 1 << 20
+	maxSealedLen  = 1 << 20
+	maxParts      = 1 << 12
+	maxWrappedLen = 256
 )
 
 func (s *stored) size() int {
 	n := 2 + 16 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + len(s.public) + binary.MaxVarintLen32
 	for _, p := range s.parts {
-		n += len(p.ref) + binary.MaxVarintLen32 + len(p.sealed)
+		n += len(p.ref) + 2*binary.MaxVarintLen32 + len(p.wrapped) + len(p.sealed)
 	}
 	return n
 }
@@ -56,6 +62,8 @@ func (s *stored) appendTo(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s.parts)))
 	for _, p := range s.parts {
 		b = append(b, p.ref[:]...)
+		b = binary.AppendUvarint(b, uint64(len(p.wrapped)))
+		b = append(b, p.wrapped...)
 		b = binary.AppendUvarint(b, uint64(len(p.sealed)))
 		b = append(b, p.sealed...)
 	}
@@ -83,6 +91,7 @@ func decodeStored(v []byte) (*stored, error) {
 	for i := 0; i < n && d.err == nil; i++ {
 		var p sealedPart
 		copy(p.ref[:], d.bytes(len(p.ref)))
+		p.wrapped = d.bytes(int(d.uvarint(maxWrappedLen)))
 		p.sealed = d.bytes(int(d.uvarint(maxSealedLen)))
 		s.parts = append(s.parts, p)
 	}

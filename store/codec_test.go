@@ -9,10 +9,10 @@ import (
 func sampleStored() []*stored {
 	return []*stored{
 		{typ: TypeUsage, id: [16]byte{1, 2, 3}, created: 1764237600000, public: []byte(`{"line":"+15551230001","direction":"outbound","duration_s":60,"disposition":"answered"}`),
-			parts: []sealedPart{{ref: subjectRef{9}, sealed: bytes.Repeat([]byte{0xaa}, sealOver+20)}}},
+			parts: []sealedPart{{ref: subjectRef{9}, wrapped: bytes.Repeat([]byte{0xbb}, sealOver+keySize), sealed: bytes.Repeat([]byte{0xaa}, sealOver+20)}}},
 		{typ: TypeConsent, id: [16]byte{4}, created: 1, public: []byte(`{"purpose":"p","state":"granted","method":"web"}`)},
 		{typ: TypeViolation, id: [16]byte{5}, public: []byte(`{"rule":"pacing","action":"blocked","evidence":{"n":9}}`),
-			parts: []sealedPart{{ref: subjectRef{1}, sealed: []byte{1, 2}}, {ref: subjectRef{2}, sealed: nil}}},
+			parts: []sealedPart{{ref: subjectRef{1}, wrapped: []byte{3}, sealed: []byte{1, 2}}, {ref: subjectRef{2}, sealed: nil}}},
 		{typ: TypeReceipt, id: [16]byte{6}, public: []byte(`{"command_id":"c","status":"done","reason":""}`)},
 	}
 }

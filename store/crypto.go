@@ -111,8 +111,12 @@ func open(key, aad, sealed []byte) ([]byte, error) {
 }
 
 // partAAD binds a sealed field to its record and subject, so that fields
-// cannot be swapped between records unnoticed.
+// cannot be swapped between records unnoticed. The record's id is used
+// without its sequence bytes, which the committer fills in after the field
+// was sealed (see idSeqOffset): time, type and 32 random bits still tell
+// records apart.
 func partAAD(id [16]byte, ref subjectRef) []byte {
+	clear(id[idSeqOffset : idSeqOffset+idSeqLen])
 	aad := make([]byte, 0, len(id)+len(ref))
 	return append(append(aad, id[:]...), ref[:]...)
 }

@@ -32,8 +32,11 @@ func (s *Store) Export(subject string) ([]Record, error) {
 	ref := s.keys.ref(s.Subject(subject))
 	var out []Record
 	err := s.locked(func() error {
+		if err := s.updateMerged(nil); err != nil {
+			return err
+		}
 		return s.view(func(tx *bolt.Tx) error {
-			kr := keyReader{s: s, tx: tx}
+			kr := keyReader{s: s}
 			c := tx.Bucket(bucketSubjects).Cursor()
 			for k, _ := c.Seek(ref[:]); k != nil && bytes.HasPrefix(k, ref[:]); k, _ = c.Next() {
 				t, seq, err := parseIndexKey(k)
@@ -84,7 +87,7 @@ func (s *Store) EraseSubject(subject string) (EraseResult, error) {
 	var res EraseResult
 	var deleted [TypeReceipt + 1]int
 	err := s.locked(func() error {
-		return s.update(func(tx *bolt.Tx) error {
+		return s.updateMerged(func(tx *bolt.Tx) error {
 			res, deleted = EraseResult{}, [TypeReceipt + 1]int{}
 			var keys [][]byte
 			c := tx.Bucket(bucketSubjects).Cursor()
@@ -110,9 +113,7 @@ func (s *Store) EraseSubject(subject string) (EraseResult, error) {
 			if !res.changed() {
 				return nil
 			}
-			s.cacheMu.Lock()
-			delete(s.dataKeys, ref)
-			s.cacheMu.Unlock()
+			s.forgetKey(ref)
 			// Committed with the erase, so a crash before the rewrite
 			// finishes makes the next Open finish it.
 			return tx.Bucket(bucketMeta).Put(metaCompactPending, []byte{1})
@@ -148,7 +149,7 @@ func (s *Store) eraseFromRecordLocked(tx *bolt.Tx, ref subjectRef, t Type, seq u
 	}
 	if t == TypeConsent {
 		// A consent record is about its subject from end to end.
-		refs, err := deleteRecord(tx, t, seq, ulid.ULID(st.id))
+		refs, _, err := deleteRecord(tx, t, seq, ulid.ULID(st.id))
 		if err != nil {
 			return err
 		}
@@ -203,28 +204,38 @@ type EraseAllResult struct {
 func (s *Store) EraseAll() (EraseAllResult, error) {
 	var res EraseAllResult
 	err := s.locked(func() error {
-		return s.update(func(tx *bolt.Tx) error {
+		return s.updateMerged(func(tx *bolt.Tx) error {
+			// Counted by cursor: Bucket.Stats does not see what this
+			// transaction's merge has just written.
 			res = EraseAllResult{
-				Usage:     tx.Bucket(outboxBucket(TypeUsage)).Stats().KeyN,
-				Consent:   tx.Bucket(outboxBucket(TypeConsent)).Stats().KeyN,
-				Violation: tx.Bucket(outboxBucket(TypeViolation)).Stats().KeyN,
-				Receipt:   tx.Bucket(outboxBucket(TypeReceipt)).Stats().KeyN,
-				Keys:      tx.Bucket(bucketKeys).Stats().KeyN,
+				Usage:     countKeys(tx.Bucket(outboxBucket(TypeUsage))),
+				Consent:   countKeys(tx.Bucket(outboxBucket(TypeConsent))),
+				Violation: countKeys(tx.Bucket(outboxBucket(TypeViolation))),
+				Receipt:   countKeys(tx.Bucket(outboxBucket(TypeReceipt))),
+				Keys:      countKeys(tx.Bucket(bucketKeys)),
 			}
 			for _, name := range allBuckets() {
 				if bytes.Equal(name, bucketMeta) || bytes.Equal(name, bucketLedger) || bytes.Equal(name, bucketPolicy) {
 					continue
 				}
+				// Sequences go on from where they were, so a reader
+				// resuming after a sequence never skips new records.
+				seq := tx.Bucket(name).Sequence()
 				if err := tx.DeleteBucket(name); err != nil {
 					return err
 				}
-				if _, err := tx.CreateBucket(name); err != nil {
+				b, err := tx.CreateBucket(name)
+				if err != nil {
+					return err
+				}
+				if err := b.SetSequence(seq); err != nil {
 					return err
 				}
 			}
-			s.cacheMu.Lock()
-			clear(s.dataKeys)
-			s.cacheMu.Unlock()
+			s.keyMu.Lock()
+			clear(s.cache)
+			clear(s.fresh)
+			s.keyMu.Unlock()
 			return tx.Bucket(bucketMeta).Put(metaCompactPending, []byte{1})
 		})
 	})
@@ -408,4 +419,13 @@ func (z *scrubWriter) Write(p []byte) (int, error) {
 		z.off += chunk
 	}
 	return n, nil
+}
+
+func countKeys(b *bolt.Bucket) int {
+	n := 0
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		n++
+	}
+	return n
 }

@@ -144,3 +144,73 @@ func TestEraseAll(t *testing.T) {
 		storetest.AssertNoTrace(t, db.Dir, s, digests[s])
 	}
 }
+
+// The subject index catches up in batches; an erase or export must find the
+// subject's records on both sides of the last merge, and an ack must remove
+// merged records from the index.
+func TestIndexAcrossMerges(t *testing.T) {
+	db := storetest.Open(t)
+	const subject = "+15551234567"
+	var first []string
+	batch := make([]store.Payload, 0, 500)
+	for i := range 9000 { // more than one merge's worth
+		remote := fmt.Sprintf("+1555%07d", i)
+		if i%1000 == 0 {
+			remote = subject
+		}
+		batch = append(batch, usage(remote))
+		if len(batch) == cap(batch) {
+			ids := mustAppend(t, db, batch...)
+			if first == nil {
+				first = ids
+			}
+			batch = batch[:0]
+		}
+	}
+	tail := mustAppend(t, db, usage(subject), consent(subject)) // after the merge
+	exp, err := db.Export(subject)
+	if err != nil || len(exp) != 9+2 {
+		t.Fatalf("export = %d records, %v; want 11 (9 merged, 2 in the tail)", len(exp), err)
+	}
+	// first[0] is a merged record of the subject.
+	if n, err := db.Ack(first[0]); err != nil || n != 1 {
+		t.Fatalf("ack = %d, %v", n, err)
+	}
+	if exp, _ := db.Export(subject); len(exp) != 10 {
+		t.Errorf("export after ack = %d records, want 10", len(exp))
+	}
+	res, err := db.EraseSubject(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.UsageRedacted != 9 || res.ConsentDeleted != 1 || !res.KeyDestroyed {
+		t.Errorf("erase = %+v, want 9 usage redacted, 1 consent deleted, key destroyed", res)
+	}
+	for _, id := range tail[:1] {
+		for _, r := range pending(t, db, store.TypeUsage) {
+			if r.ID == id && len(r.Personal) != 0 {
+				t.Errorf("tail record %s still has personal fields after erase", id)
+			}
+		}
+	}
+}
+
+// An id is checked against the record it points to: one that names the
+// right place but is not that record's id removes nothing.
+func TestAckChecksID(t *testing.T) {
+	db := storetest.Open(t)
+	ids := mustAppend(t, db, usage("+15551234567"))
+	forged := []byte(ids[0])
+	last := forged[len(forged)-1]
+	if last == 'Z' {
+		forged[len(forged)-1] = 'Y'
+	} else {
+		forged[len(forged)-1] = 'Z'
+	}
+	if n, err := db.Ack(string(forged)); err != nil || n != 0 {
+		t.Errorf("ack of a forged id = %d, %v; want 0, nil", n, err)
+	}
+	if got := len(pending(t, db, store.TypeUsage)); got != 1 {
+		t.Errorf("pending after forged ack = %d, want 1", got)
+	}
+}

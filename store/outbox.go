@@ -30,12 +30,23 @@ type appendReq struct {
 	done chan struct{}
 }
 
-// pendingRec is a record ready to be written but for sealing its personal
-// fields, which needs the subject's data key and so a write transaction.
+// pendingRec is a record encoded and sealed by its appender, ready to be
+// written but for its sequence, which only the committer can give.
 type pendingRec struct {
-	st     stored
+	typ Type
+	buf []byte // the encoded record, sequence bytes of its id zero
+	id  [16]byte
+	// unsealed is set instead of buf when a field's subject had no key in
+	// memory: the committer finds or makes the key in its transaction
+	// (a read transaction per new subject here would cost more than the
+	// sealing it moves off the committer).
+	unsealed *unsealedRec
+}
+
+type unsealedRec struct {
+	st     stored // parts sealed so far
 	fields []Field
-	refs   []subjectRef // refs[i] is the subject of fields[i]
+	refs   []subjectRef
 }
 
 // Subject returns the form of raw that the store files personal data under:
@@ -55,39 +66,21 @@ func (s *Store) Append(ctx context.Context, ps ...Payload) ([]string, error) {
 	if len(ps) == 0 {
 		return nil, nil
 	}
+	// Counted from the start, so a commit waits the few microseconds this
+	// appender needs to join it (see gather).
+	s.appending.Add(1)
+	defer s.appending.Add(-1)
 	req := &appendReq{recs: make([]pendingRec, len(ps)), done: make(chan struct{})}
 	ids := make([]string, len(ps))
 	now := time.Now()
 	for i, p := range ps {
-		pub, personal, err := p.split()
+		r, err := s.prepare(now, p)
 		if err != nil {
 			return nil, err
 		}
-		pj, err := json.Marshal(pub)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidRecord, p.RecordType(), err)
-		}
-		id := ulid.Make()
-		r := &req.recs[i]
-		r.st = stored{typ: p.RecordType(), id: id, created: now.UnixMilli(), public: pj}
-		r.fields = personal
-		r.refs = make([]subjectRef, len(personal))
-		for j, f := range personal {
-			r.fields[j].Subject = s.Subject(f.Subject)
-			if f.Name == "subject" {
-				// A field that names the subject itself is kept in the
-				// form the subject is filed under, so the platform
-				// sees one spelling of each person.
-				r.fields[j].Value = jsonString(r.fields[j].Subject)
-			}
-			r.refs[j] = s.keys.ref(r.fields[j].Subject)
-			req.size += len(f.Name) + len(f.Value) + sealOver + 64
-		}
-		req.size += r.st.size() + 64
-		ids[i] = id.String()
+		req.recs[i] = r
+		req.size += len(r.buf) + 64
 	}
-	s.appending.Add(1)
-	defer s.appending.Add(-1)
 	// closeMu keeps Close from stopping the committer between our check
 	// and our send: a request queued after it drained would wait forever.
 	s.closeMu.RLock()
@@ -108,7 +101,58 @@ func (s *Store) Append(ctx context.Context, ps ...Payload) ([]string, error) {
 	if req.err != nil {
 		return nil, req.err
 	}
+	for i := range req.recs {
+		ids[i] = ulid.ULID(req.recs[i].id).String()
+	}
 	return ids, nil
+}
+
+// prepare does all of an append that needs no transaction, in the
+// appender's goroutine, so appenders use every core and the committer only
+// numbers and writes: validation, JSON, subjects, keys and sealing.
+func (s *Store) prepare(now time.Time, p Payload) (pendingRec, error) {
+	pub, personal, err := p.split()
+	if err != nil {
+		return pendingRec{}, err
+	}
+	pj, err := json.Marshal(pub)
+	if err != nil {
+		return pendingRec{}, fmt.Errorf("%w: %s: %v", ErrInvalidRecord, p.RecordType(), err)
+	}
+	st := stored{typ: p.RecordType(), created: now.UnixMilli(), public: pj}
+	if st.id, err = makeID(now, st.typ, 0); err != nil {
+		return pendingRec{}, err
+	}
+	var later *unsealedRec
+	for _, f := range personal {
+		f.Subject = s.Subject(f.Subject)
+		if f.Name == "subject" {
+			// A field that names the subject itself is kept in the form
+			// the subject is filed under, so the platform sees one
+			// spelling of each person.
+			f.Value = jsonString(f.Subject)
+		}
+		ref := s.keys.ref(f.Subject)
+		dk := s.cachedKey(ref)
+		if dk == nil || later != nil {
+			if later == nil {
+				later = &unsealedRec{}
+			}
+			later.fields = append(later.fields, f)
+			later.refs = append(later.refs, ref)
+			continue
+		}
+		sealed, err := sealField(dk.key, st.id, ref, f)
+		if err != nil {
+			return pendingRec{}, err
+		}
+		st.parts = append(st.parts, sealedPart{ref: ref, wrapped: dk.wrapped, sealed: sealed})
+	}
+	if later != nil {
+		later.st = st
+		return pendingRec{typ: st.typ, id: st.id, unsealed: later}, nil
+	}
+	return pendingRec{typ: st.typ, buf: st.encode(), id: st.id}, nil
 }
 
 // committer runs group commits until Close. While one commit is on disk the
@@ -169,7 +213,6 @@ func (s *Store) gather(batch []*appendReq) []*appendReq {
 }
 
 func (s *Store) commit(batch []*appendReq) {
-	var created []subjectRef
 	var added [TypeReceipt + 1]int
 	err := s.locked(func() error {
 		return s.update(func(tx *bolt.Tx) error {
@@ -181,11 +224,11 @@ func (s *Store) commit(batch []*appendReq) {
 					req.err = fmt.Errorf("%w: %s is at its cap of %d MiB; records wait until the platform takes some", ErrFull, s.path, s.opts.MaxSize>>20)
 					continue
 				}
-				if err := s.putLocked(tx, req, &created); err != nil {
+				if err := s.putLocked(tx, req); err != nil {
 					return err
 				}
 				for _, r := range req.recs {
-					added[r.st.typ]++
+					added[r.typ]++
 				}
 				used += int64(req.size)
 			}
@@ -212,16 +255,25 @@ func (s *Store) commit(batch []*appendReq) {
 		}
 	}
 	s.statsMu.Unlock()
-	if err != nil {
-		// The keys made in the failed transaction never reached the file.
-		s.cacheMu.Lock()
-		for _, ref := range created {
-			delete(s.dataKeys, ref)
-		}
-		s.cacheMu.Unlock()
-	}
 	for _, req := range batch {
 		close(req.done)
+	}
+	if err == nil {
+		n := 0
+		for _, c := range added {
+			n += c
+		}
+		s.keyMu.Lock()
+		fresh := len(s.fresh)
+		s.keyMu.Unlock()
+		if s.unmerged.Add(int64(n)) >= mergeEvery || fresh >= maxFreshKeys {
+			// Appenders queue meanwhile; a failed merge is retried
+			// after the next commit, and the records are safe either
+			// way: they carry their keys.
+			if err := s.locked(func() error { return s.updateMerged(nil) }); err != nil {
+				s.log.Warn("merging the subject index failed; will retry", "err", err)
+			}
+		}
 	}
 }
 
@@ -231,125 +283,63 @@ func (s *Store) freeBytes() int64 {
 	return int64(st.FreePageN+st.PendingPageN) * int64(s.db.Info().PageSize)
 }
 
-func (s *Store) putLocked(tx *bolt.Tx, req *appendReq, created *[]subjectRef) error {
-	ids := tx.Bucket(bucketIDs)
-	// Outbox keys and record ids (ULIDs, monotonic) only ever grow, so
-	// leaves can be filled before they split; bbolt's default of half
-	// would leave every outbox page half empty.
-	ids.FillPercent = appendFill
-	idx := tx.Bucket(bucketSubjects)
-	var buf []byte
+func (s *Store) putLocked(tx *bolt.Tx, req *appendReq) error {
 	for i := range req.recs {
 		r := &req.recs[i]
-		r.st.parts = r.st.parts[:0]
-		for j, f := range r.fields {
-			dk, err := s.dataKeyLocked(tx, r.refs[j], created)
-			if err != nil {
-				return err
-			}
-			sealed, err := sealField(dk, r.st.id, r.refs[j], f)
-			if err != nil {
-				return err
-			}
-			r.st.parts = append(r.st.parts, sealedPart{ref: r.refs[j], sealed: sealed})
-		}
-		ob := tx.Bucket(outboxBucket(r.st.typ))
+		ob := tx.Bucket(outboxBucket(r.typ))
+		// Outbox keys only ever grow, so leaves can be filled before they
+		// split; bbolt's default of half would leave every page half empty.
 		ob.FillPercent = appendFill
 		seq, err := ob.NextSequence()
 		if err != nil {
 			return err
 		}
-		buf = r.st.appendTo(buf[:0])
-		// bbolt keeps a reference to the value until commit: give it its own copy.
-		if err := ob.Put(seqKey(seq), bytes.Clone(buf)); err != nil {
-			return err
-		}
-		if err := ids.Put(r.st.id[:], idValue(r.st.typ, seq)); err != nil {
-			return err
-		}
-		for j, ref := range r.refs {
-			if j > 0 && containsRef(r.refs[:j], ref) {
-				continue
+		if u := r.unsealed; u != nil {
+			for j, f := range u.fields {
+				dk, err := s.dataKeyLocked(tx, u.refs[j])
+				if err != nil {
+					return err
+				}
+				sealed, err := sealField(dk.key, r.id, u.refs[j], f)
+				if err != nil {
+					return err
+				}
+				u.st.parts = append(u.st.parts, sealedPart{ref: u.refs[j], wrapped: dk.wrapped, sealed: sealed})
 			}
-			if err := idx.Put(indexKey(ref, r.st.typ, seq), nil); err != nil {
-				return err
-			}
+			r.buf, r.unsealed = u.st.encode(), nil
+		}
+		setIDSeq(r.id[:], seq)
+		copy(r.buf[idOffset:idOffset+len(r.id)], r.id[:])
+		// r.buf stays untouched until the commit is done, as bbolt needs.
+		if err := ob.Put(seqKey(seq), r.buf); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func containsRef(refs []subjectRef, r subjectRef) bool {
-	for _, x := range refs {
-		if x == r {
-			return true
-		}
-	}
-	return false
-}
-
-// dataKeyLocked returns the subject's data key, creating and storing it in
-// tx if the subject has none. It runs only inside write transactions, which
-// bbolt serialises, so the cache and the keys bucket move together.
-func (s *Store) dataKeyLocked(tx *bolt.Tx, ref subjectRef, created *[]subjectRef) ([]byte, error) {
-	s.cacheMu.Lock()
-	dk, ok := s.dataKeys[ref]
-	s.cacheMu.Unlock()
-	if ok {
-		return dk, nil
-	}
-	kb := tx.Bucket(bucketKeys)
-	if w := kb.Get(ref[:]); w != nil {
-		var err error
-		if dk, err = s.keys.unwrapDataKey(ref, w); err != nil {
-			return nil, err
-		}
-	} else {
-		var err error
-		if dk, err = newKey(); err != nil {
-			return nil, err
-		}
-		w, err := s.keys.wrapDataKey(ref, dk)
-		if err != nil {
-			return nil, err
-		}
-		if err := kb.Put(ref[:], w); err != nil {
-			return nil, err
-		}
-		*created = append(*created, ref)
-	}
-	s.cacheMu.Lock()
-	s.dataKeys[ref] = dk
-	s.cacheMu.Unlock()
-	return dk, nil
-}
-
-// keyReader opens sealed fields inside a read transaction. It unwraps keys
-// from the transaction's own snapshot, never from the shared cache, so a
-// reader that overlaps an erase sees exactly its snapshot.
+// keyReader opens sealed fields with the data key each part carries, so
+// reading needs neither the key bucket nor the writer's cache, and a reader
+// that overlaps an erase sees exactly its snapshot.
 type keyReader struct {
 	s    *Store
-	tx   *bolt.Tx
-	keys map[subjectRef][]byte
+	keys map[subjectRef]*dataKey // unwrapped during this read
 }
 
 func (k *keyReader) open(st *stored, p sealedPart) (Field, error) {
-	dk, ok := k.keys[p.ref]
-	if !ok {
-		w := k.tx.Bucket(bucketKeys).Get(p.ref[:])
-		if w == nil {
-			return Field{}, fmt.Errorf("%w: record %s: data key missing", ErrCorrupt, ulid.ULID(st.id))
-		}
-		var err error
-		if dk, err = k.s.keys.unwrapDataKey(p.ref, w); err != nil {
+	dk := k.keys[p.ref]
+	if dk == nil || !bytes.Equal(dk.wrapped, p.wrapped) {
+		key, err := k.s.keys.unwrapDataKey(p.ref, p.wrapped)
+		if err != nil {
 			return Field{}, fmt.Errorf("record %s: %w", ulid.ULID(st.id), err)
 		}
 		if k.keys == nil {
-			k.keys = make(map[subjectRef][]byte)
+			k.keys = make(map[subjectRef]*dataKey)
 		}
+		dk = &dataKey{key: key, wrapped: p.wrapped}
 		k.keys[p.ref] = dk
 	}
-	name, value, err := openField(dk, st.id, p.ref, p.sealed)
+	name, value, err := openField(dk.key, st.id, p.ref, p.sealed)
 	if err != nil {
 		return Field{}, fmt.Errorf("record %s: %w", ulid.ULID(st.id), err)
 	}
@@ -394,7 +384,7 @@ func (s *Store) Pending(t Type, o ReadOptions) ([]Record, error) {
 	var out []Record
 	err := s.locked(func() error {
 		return s.view(func(tx *bolt.Tx) error {
-			kr := keyReader{s: s, tx: tx}
+			kr := keyReader{s: s}
 			c := tx.Bucket(outboxBucket(t)).Cursor()
 			total := 0
 			for k, v := c.Seek(seqKey(o.After + 1)); k != nil; k, v = c.Next() {
@@ -429,28 +419,39 @@ func (s *Store) Pending(t Type, o ReadOptions) ([]Record, error) {
 // at-least-once, so the same id may be acknowledged twice. It returns how
 // many records it removed.
 func (s *Store) Ack(ids ...string) (int, error) {
+	type loc struct {
+		id  ulid.ULID
+		t   Type
+		seq uint64
+	}
+	locs := make([]loc, 0, len(ids))
+	for _, id := range ids {
+		u, t, seq, err := parseID(id)
+		if err != nil {
+			return 0, fmt.Errorf("store: ack: %w", err)
+		}
+		locs = append(locs, loc{u, t, seq})
+	}
 	var removed [TypeReceipt + 1]int
 	err := s.locked(func() error {
 		return s.update(func(tx *bolt.Tx) error {
 			removed = [TypeReceipt + 1]int{}
 			touched := map[subjectRef]bool{}
-			for _, id := range ids {
-				u, err := ulid.ParseStrict(id)
-				if err != nil {
-					return fmt.Errorf("ack %q: %w", id, err)
-				}
-				t, seq, ok := lookupID(tx, u)
-				if !ok {
+			for _, l := range locs {
+				if !l.t.valid() {
 					continue
 				}
-				refs, err := deleteRecord(tx, t, seq, u)
+				refs, ok, err := deleteRecord(tx, l.t, l.seq, l.id)
 				if err != nil {
 					return err
+				}
+				if !ok {
+					continue
 				}
 				for _, r := range refs {
 					touched[r] = true
 				}
-				removed[t]++
+				removed[l.t]++
 			}
 			for ref := range touched {
 				if err := s.dropKeyIfUnusedLocked(tx, ref); err != nil {
@@ -476,48 +477,55 @@ func (s *Store) Ack(ids ...string) (int, error) {
 	return n, nil
 }
 
-func lookupID(tx *bolt.Tx, id ulid.ULID) (Type, uint64, bool) {
-	v := tx.Bucket(bucketIDs).Get(id[:])
-	if len(v) != 9 {
-		return 0, 0, false
-	}
-	return Type(v[0]), binary.BigEndian.Uint64(v[1:]), true
-}
-
-// deleteRecord removes a record with its id and index entries and returns
-// the subjects it held fields of.
-func deleteRecord(tx *bolt.Tx, t Type, seq uint64, id ulid.ULID) ([]subjectRef, error) {
-	if !t.valid() {
-		return nil, fmt.Errorf("%w: id %s points to type %d", ErrCorrupt, id, t)
-	}
+// deleteRecord removes the record at (t, seq) if it carries id, with its
+// index entries when it was merged into the index, and returns the subjects
+// it held fields of.
+func deleteRecord(tx *bolt.Tx, t Type, seq uint64, id ulid.ULID) (refs []subjectRef, ok bool, err error) {
 	ob := tx.Bucket(outboxBucket(t))
 	key := seqKey(seq)
-	var refs []subjectRef
-	if v := ob.Get(key); v != nil {
-		st, err := decodeStored(v)
-		if err != nil {
-			return nil, fmt.Errorf("%s outbox seq %d: %w", t, seq, err)
+	v := ob.Get(key)
+	if v == nil {
+		return nil, false, nil
+	}
+	st, err := decodeStored(v)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s outbox seq %d: %w", t, seq, err)
+	}
+	if st.id != id {
+		return nil, false, nil
+	}
+	for _, p := range st.parts {
+		if !containsRef(refs, p.ref) {
+			refs = append(refs, p.ref)
 		}
-		for _, p := range st.parts {
-			if !containsRef(refs, p.ref) {
-				refs = append(refs, p.ref)
+	}
+	if err := ob.Delete(key); err != nil {
+		return nil, false, err
+	}
+	if seq <= watermark(tx, t) {
+		idx := tx.Bucket(bucketSubjects)
+		for _, ref := range refs {
+			if err := idx.Delete(indexKey(ref, t, seq)); err != nil {
+				return nil, false, err
 			}
 		}
-		if err := ob.Delete(key); err != nil {
-			return nil, err
-		}
 	}
-	idx := tx.Bucket(bucketSubjects)
-	for _, ref := range refs {
-		if err := idx.Delete(indexKey(ref, t, seq)); err != nil {
-			return nil, err
-		}
-	}
-	return refs, tx.Bucket(bucketIDs).Delete(id[:])
+	return refs, true, nil
 }
 
-// dropKeyIfUnusedLocked destroys a subject's data key once no record holds
-// a field of it: the device keeps personal data no longer than it must.
+func containsRef(refs []subjectRef, r subjectRef) bool {
+	for _, x := range refs {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// dropKeyIfUnusedLocked destroys a subject's data key once the index holds
+// no record of it: the device keeps nothing about a person once the
+// platform has it. A record not yet merged carries the key itself, and the
+// next merge puts it back.
 func (s *Store) dropKeyIfUnusedLocked(tx *bolt.Tx, ref subjectRef) error {
 	k, _ := tx.Bucket(bucketSubjects).Cursor().Seek(ref[:])
 	if k != nil && bytes.HasPrefix(k, ref[:]) {
@@ -526,9 +534,9 @@ func (s *Store) dropKeyIfUnusedLocked(tx *bolt.Tx, ref subjectRef) error {
 	if err := tx.Bucket(bucketKeys).Delete(ref[:]); err != nil {
 		return err
 	}
-	s.cacheMu.Lock()
-	delete(s.dataKeys, ref)
-	s.cacheMu.Unlock()
+	s.keyMu.Lock()
+	delete(s.cache, ref)
+	s.keyMu.Unlock()
 	return nil
 }
 

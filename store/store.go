@@ -41,7 +41,6 @@ var (
 
 var (
 	bucketMeta     = []byte("meta")
-	bucketIDs      = []byte("ids")      // record id -> type | seq
 	bucketSubjects = []byte("subjects") // ref | type | seq -> nothing
 	bucketKeys     = []byte("keys")     // ref -> wrapped data key
 	bucketLedger   = []byte("ledger")   // command id -> expiry (unix s)
@@ -80,7 +79,7 @@ type Store struct {
 	boltOpt *bolt.Options
 
 	// mu guards db: every operation holds it shared; compaction holds it
-	// exclusively while it replaces the file. Lock order: mu, then cacheMu,
+	// exclusively while it replaces the file. Lock order: mu, then keyMu,
 	// then statsMu.
 	mu sync.RWMutex
 	db *bolt.DB
@@ -97,11 +96,15 @@ type Store struct {
 	done      chan struct{}
 	stopOnce  sync.Once
 
-	// cacheMu guards dataKeys, which hold unwrapped data keys. Only write
-	// transactions fill or empty it, so it never holds a key that the
-	// file does not (see dataKeyLocked).
-	cacheMu  sync.Mutex
-	dataKeys map[subjectRef][]byte
+	// keyMu guards cache and fresh, unwrapped data keys. fresh holds the
+	// keys made since the last index merge, which live only in their
+	// records' parts until the merge copies them to the key bucket; cache
+	// holds keys read from the key bucket. Only write transactions fill
+	// them. unmerged counts records written since the last merge.
+	keyMu    sync.Mutex
+	cache    map[subjectRef]*dataKey
+	fresh    map[subjectRef]*dataKey
+	unmerged atomic.Int64
 
 	statsMu sync.Mutex
 	pending [TypeReceipt + 1]int
@@ -129,7 +132,8 @@ func Open(opts Options) (*Store, error) {
 		path:     filepath.Join(opts.Dir, FileName),
 		opts:     opts,
 		log:      opts.Logger.With("component", "store"),
-		dataKeys: make(map[subjectRef][]byte),
+		cache:    make(map[subjectRef]*dataKey),
+		fresh:    make(map[subjectRef]*dataKey),
 		appendCh: make(chan *appendReq, 1024),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -210,6 +214,11 @@ func (s *Store) init() error {
 			k, _ := b.Cursor().First()
 			sealedData = k != nil
 		}
+		if !sealedData && tx.Bucket(bucketMeta) != nil {
+			// Records written since the last index merge carry keys the
+			// key bucket does not have yet.
+			sealedData = tailHasParts(tx)
+		}
 		return nil
 	})
 	if err != nil {
@@ -253,6 +262,13 @@ func (s *Store) init() error {
 	if err != nil {
 		return fmt.Errorf("store %s: init: %w", s.path, err)
 	}
+	// Index what a previous run wrote but did not merge, so the key
+	// bucket holds every subject's key before anything asks for it.
+	if err := s.updateMerged(nil); err != nil {
+		// Not fatal: records carry their keys, erase and export merge
+		// first, and a full disk must not keep the agent from starting.
+		s.log.Warn("could not merge the subject index at start; will retry", "err", err)
+	}
 	if pendingCompact {
 		s.log.Info("finishing a compaction interrupted by a crash")
 		if err := s.compact(); err != nil {
@@ -263,7 +279,7 @@ func (s *Store) init() error {
 }
 
 func allBuckets() [][]byte {
-	b := [][]byte{bucketMeta, bucketIDs, bucketSubjects, bucketKeys, bucketLedger, bucketPolicy}
+	b := [][]byte{bucketMeta, bucketSubjects, bucketKeys, bucketLedger, bucketPolicy}
 	for _, t := range Types {
 		b = append(b, outboxBucket(t))
 	}
@@ -364,10 +380,6 @@ func indexKey(ref subjectRef, t Type, seq uint64) []byte {
 	k = append(k, ref[:]...)
 	k = append(k, byte(t))
 	return binary.BigEndian.AppendUint64(k, seq)
-}
-
-func idValue(t Type, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{byte(t)}, seq)
 }
 
 // SubjectDigest is the keyed hash under which the store files the subject.

@@ -1,0 +1,268 @@
+package store
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	bolt "go.etcd.io/bbolt"
+)
+
+// The subject index and the key bucket are keyed by a keyed hash, so every
+// entry lands on a random leaf. Written in each commit they dirtied two
+// random pages per record, several times the pages of the record itself.
+// Instead a commit writes only the outbox (in sequence order) and each
+// record part carries its subject's wrapped key; the index and key bucket
+// catch up in batches, sorted, from a watermark per outbox: every
+// mergeEvery records, before an erase or export, and at Open.
+//
+// A merge touches about every leaf of a large index whatever its size, so
+// rarer, larger merges cost less per record; the bounds keep the tail quick
+// to scan at Open and the fresh keys (about 150 bytes each) small in memory.
+const (
+	mergeEvery   = 32768 // records written since the last merge
+	maxFreshKeys = 8192  // keys made since the last merge
+)
+
+// maxCachedKeys bounds the unwrapped data keys kept in memory; past it the
+// cache starts again (keys are a Get and an unwrap away).
+const maxCachedKeys = 4096
+
+func watermarkKey(t Type) []byte { return []byte("indexed." + t.String()) }
+
+func watermark(tx *bolt.Tx, t Type) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(watermarkKey(t)); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// dataKey is a subject's data key, with its wrapped form for record parts.
+type dataKey struct {
+	key     []byte
+	wrapped []byte
+}
+
+// cachedKey returns the subject's data key if memory has it: made since the
+// last merge (fresh) or read from the key bucket before (cache).
+func (s *Store) cachedKey(ref subjectRef) *dataKey {
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	if dk := s.fresh[ref]; dk != nil {
+		return dk
+	}
+	return s.cache[ref]
+}
+
+// dataKeyLocked returns the subject's data key from memory or the key
+// bucket, or makes one, kept in fresh until the next merge writes it to the
+// key bucket. It runs in the committer's write transaction. Should an
+// appender race it with a key from memory that an erase has just dropped,
+// no harm follows: each record part carries the key it was sealed with,
+// and an erase strips every part of the subject.
+func (s *Store) dataKeyLocked(tx *bolt.Tx, ref subjectRef) (*dataKey, error) {
+	if dk := s.cachedKey(ref); dk != nil {
+		return dk, nil
+	}
+	if w := tx.Bucket(bucketKeys).Get(ref[:]); w != nil {
+		k, err := s.keys.unwrapDataKey(ref, w)
+		if err != nil {
+			return nil, err
+		}
+		dk := &dataKey{key: k, wrapped: bytes.Clone(w)}
+		s.keyMu.Lock()
+		if len(s.cache) >= maxCachedKeys {
+			clear(s.cache)
+		}
+		s.cache[ref] = dk
+		s.keyMu.Unlock()
+		return dk, nil
+	}
+	k, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	w, err := s.keys.wrapDataKey(ref, k)
+	if err != nil {
+		return nil, err
+	}
+	dk := &dataKey{key: k, wrapped: w}
+	s.keyMu.Lock()
+	s.fresh[ref] = dk
+	s.keyMu.Unlock()
+	return dk, nil
+}
+
+// forgetKey drops a subject's key from memory after its erase.
+func (s *Store) forgetKey(ref subjectRef) {
+	s.keyMu.Lock()
+	delete(s.fresh, ref)
+	delete(s.cache, ref)
+	s.keyMu.Unlock()
+}
+
+// mergeIndexLocked brings the subject index and key bucket up to date with
+// every record written since the watermarks, in sorted order so each leaf
+// is written once per merge. Records acknowledged before their merge leave
+// no entry, and neither do keys that no remaining record uses.
+func (s *Store) mergeIndexLocked(tx *bolt.Tx) error {
+	idx := tx.Bucket(bucketSubjects)
+	kb := tx.Bucket(bucketKeys)
+	meta := tx.Bucket(bucketMeta)
+	var entries [][]byte
+	keys := map[subjectRef][]byte{}
+	for _, t := range Types {
+		ob := tx.Bucket(outboxBucket(t))
+		from := watermark(tx, t)
+		c := ob.Cursor()
+		for k, v := c.Seek(seqKey(from + 1)); k != nil; k, v = c.Next() {
+			seq := binary.BigEndian.Uint64(k)
+			st, err := decodeStored(v)
+			if err != nil {
+				return fmt.Errorf("%s outbox seq %d: %w", t, seq, err)
+			}
+			for i, p := range st.parts {
+				if i > 0 && partsHaveRef(st.parts[:i], p.ref) {
+					continue
+				}
+				entries = append(entries, indexKey(p.ref, t, seq))
+				if _, ok := keys[p.ref]; !ok {
+					keys[p.ref] = p.wrapped
+				}
+			}
+		}
+		if seq := ob.Sequence(); seq > from {
+			if err := meta.Put(watermarkKey(t), binary.BigEndian.AppendUint64(nil, seq)); err != nil {
+				return err
+			}
+		}
+	}
+	slices.SortFunc(entries, bytes.Compare)
+	for _, e := range entries {
+		if err := idx.Put(e, nil); err != nil {
+			return err
+		}
+	}
+	refs := make([]subjectRef, 0, len(keys))
+	for r := range keys {
+		refs = append(refs, r)
+	}
+	slices.SortFunc(refs, func(a, b subjectRef) int { return bytes.Compare(a[:], b[:]) })
+	for _, r := range refs {
+		if kb.Get(r[:]) == nil {
+			if err := kb.Put(r[:], keys[r]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func partsHaveRef(parts []sealedPart, r subjectRef) bool {
+	for _, p := range parts {
+		if p.ref == r {
+			return true
+		}
+	}
+	return false
+}
+
+// updateMerged runs fn in a write transaction after merging the index, so
+// fn sees every record in it. Keys made since the last merge are in the key
+// bucket once this commits; until then they stay in fresh.
+func (s *Store) updateMerged(fn func(*bolt.Tx) error) error {
+	var taken map[subjectRef]*dataKey
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := s.mergeIndexLocked(tx); err != nil {
+			return err
+		}
+		s.keyMu.Lock()
+		taken, s.fresh = s.fresh, map[subjectRef]*dataKey{}
+		s.keyMu.Unlock()
+		if fn != nil {
+			return fn(tx)
+		}
+		return nil
+	})
+	if err != nil && taken != nil {
+		// Rolled back: those keys are still only in their records.
+		s.keyMu.Lock()
+		for r, dk := range taken {
+			if _, ok := s.fresh[r]; !ok {
+				s.fresh[r] = dk
+			}
+		}
+		s.keyMu.Unlock()
+		return err
+	}
+	if err == nil {
+		s.unmerged.Store(0)
+	}
+	return err
+}
+
+// Record ids are ULIDs whose 80 bits after the time hold the record type (8
+// bits), its outbox sequence (40 bits) and 32 random bits. Acknowledging by
+// id then needs no id index, and ids of different devices made in the same
+// millisecond with the same sequence still differ by the random bits.
+const (
+	seqBits     = 40
+	idSeqOffset = 7 // id[7:12] holds the sequence
+	idSeqLen    = 5
+	// idOffset is where the id starts in an encoded record.
+	idOffset = 2
+)
+
+// setIDSeq writes seq into an id's sequence bytes.
+func setIDSeq(id []byte, seq uint64) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seq&(1<<seqBits-1))
+	copy(id[idSeqOffset:idSeqOffset+idSeqLen], b[3:])
+}
+
+func makeID(now time.Time, t Type, seq uint64) ([16]byte, error) {
+	var id ulid.ULID
+	if err := id.SetTime(ulid.Timestamp(now)); err != nil {
+		return id, err
+	}
+	id[6] = byte(t)
+	setIDSeq(id[:], seq)
+	if _, err := rand.Read(id[12:]); err != nil {
+		return id, fmt.Errorf("random id: %w", err)
+	}
+	return id, nil
+}
+
+// parseID returns where a record id says the record is. A record found
+// there must still carry the same id: ids are checked, not trusted.
+func parseID(s string) (ulid.ULID, Type, uint64, error) {
+	id, err := ulid.ParseStrict(s)
+	if err != nil {
+		return id, 0, 0, fmt.Errorf("record id %q: %w", s, err)
+	}
+	var b [8]byte
+	copy(b[3:], id[idSeqOffset:idSeqOffset+idSeqLen])
+	return id, Type(id[6]), binary.BigEndian.Uint64(b[:]), nil
+}
+
+// tailHasParts reports whether a record not yet merged into the index holds
+// a sealed field, which only the device key opens.
+func tailHasParts(tx *bolt.Tx) bool {
+	for _, t := range Types {
+		ob := tx.Bucket(outboxBucket(t))
+		if ob == nil {
+			continue
+		}
+		c := ob.Cursor()
+		for k, v := c.Seek(seqKey(watermark(tx, t) + 1)); k != nil; k, v = c.Next() {
+			if st, err := decodeStored(v); err != nil || len(st.parts) > 0 {
+				return true // undecodable counts: better refuse than lose it
+			}
+		}
+	}
+	return false
+}
