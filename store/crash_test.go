@@ -35,7 +35,16 @@ func TestCrashHelper(t *testing.T) {
 		t.Skip("runs only as the child of a crash test")
 	}
 	dir := os.Getenv("LEADPORT_STORE_CRASH_DIR")
-	s, err := store.Open(store.Options{Dir: dir, DefaultCountry: "1", Logger: slog.New(slog.DiscardHandler)})
+	opts := store.Options{Dir: dir, DefaultCountry: "1", Logger: slog.New(slog.DiscardHandler)}
+	if point := os.Getenv("LEADPORT_STORE_CRASH_POINT"); point != "" {
+		store.WithCrashPoint(&opts, func(name string) {
+			if name == point {
+				fmt.Println("at", name)
+				time.Sleep(time.Minute) // wait here for the SIGKILL
+			}
+		})
+	}
+	s, err := store.Open(opts)
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(2)
@@ -73,16 +82,23 @@ func TestCrashHelper(t *testing.T) {
 			os.Exit(2)
 		}
 		fmt.Println("erased")
+	case "erase-all":
+		if _, err := s.EraseAll(); err != nil {
+			fmt.Println("erase all:", err)
+			os.Exit(2)
+		}
+		fmt.Println("erased")
 	}
 	s.Close()
 	os.Exit(0)
 }
 
 // child runs the helper in dir and returns its output lines as they come.
-func child(t *testing.T, role, dir string, iter int) (*exec.Cmd, <-chan string) {
+func child(t *testing.T, role, dir string, iter int, env ...string) (*exec.Cmd, <-chan string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+role, "LEADPORT_STORE_CRASH_DIR="+dir, fmt.Sprintf("LEADPORT_STORE_CRASH_ITER=%d", iter))
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -226,17 +242,37 @@ func TestEraseSurvivesSIGKILL(t *testing.T) {
 	span := time.Since(calib)
 
 	rng := rand.New(rand.NewPCG(2, uint64(time.Now().UnixNano())))
-	var pre, post, midCopy int
+	var pre, post, midScrub int
+	// Every other kill lands at a named point of the erase, the rest at a
+	// random moment of it.
+	points := []string{"erase:committed", "scrub:metas-flipped", "scrub:half-zeroed", "scrub:synced"}
 	for i := range kills {
 		dir := copyDir(t, template)
-		cmd, lines := child(t, "erase", dir, i)
-		timer := time.AfterFunc(time.Duration(rng.Int64N(int64(span))), func() { cmd.Process.Kill() })
-		for range lines {
+		point := ""
+		if i%2 == 1 {
+			point = points[(i/2)%len(points)]
+		}
+		cmd, lines := child(t, "erase", dir, i, "LEADPORT_STORE_CRASH_POINT="+point)
+		var timer *time.Timer
+		if point == "" {
+			timer = time.AfterFunc(time.Duration(rng.Int64N(int64(span))), func() { cmd.Process.Kill() })
+		}
+		reached := false
+		for l := range lines {
+			if point != "" && l == "at "+point {
+				reached = true
+				cmd.Process.Kill()
+			}
 		}
 		cmd.Wait()
-		timer.Stop()
-		if _, err := os.Stat(filepath.Join(dir, store.FileName+".compact")); err == nil {
-			midCopy++
+		if timer != nil {
+			timer.Stop()
+		}
+		if point != "" && !reached {
+			t.Fatalf("iteration %d: the erase never reached %s", i, point)
+		}
+		if store.CompactPendingForTest(t, filepath.Join(dir, store.FileName)) {
+			midScrub++ // killed after the erase committed, before its scrub ended
 		}
 
 		s, err := store.Open(store.Options{Dir: dir, DefaultCountry: "1", Logger: slog.New(slog.DiscardHandler)})
@@ -267,6 +303,9 @@ func TestEraseSurvivesSIGKILL(t *testing.T) {
 		}
 		switch {
 		case len(exp) == nA+1 && len(consents) == 1:
+			if point != "" {
+				t.Fatalf("iteration %d: killed at %s, after the erase committed, yet the subject is back", i, point)
+			}
 			pre++
 			s.Close()
 		case len(exp) == 0 && len(consents) == 0:
@@ -278,9 +317,9 @@ func TestEraseSurvivesSIGKILL(t *testing.T) {
 			t.Fatalf("iteration %d: half an erase: export %d records, %d consents", i, len(exp), len(consents))
 		}
 	}
-	t.Logf("%d SIGKILLs over a %v erase: %d left the data before it, %d after it; %d landed while the compacted copy was being written", kills, span.Round(time.Millisecond), pre, post, midCopy)
-	if kills >= 10 && (pre == 0 || post == 0 || midCopy == 0) {
-		t.Errorf("kills missed part of the erase (pre %d, post %d, mid-copy %d): the test is not exercising what it claims", pre, post, midCopy)
+	t.Logf("%d SIGKILLs over a %v erase: %d left the data before it, %d after it; %d landed between the erase's commit and the end of its scrub", kills, span.Round(time.Millisecond), pre, post, midScrub)
+	if kills >= 10 && (pre == 0 || post == 0 || midScrub == 0) {
+		t.Errorf("kills missed part of the erase (pre %d, post %d, mid-scrub %d): the test is not exercising what it claims", pre, post, midScrub)
 	}
 }
 
@@ -297,4 +336,72 @@ func copyDir(t *testing.T, src string) string {
 		}
 	}
 	return dst
+}
+
+// EraseAll frees most of the file, so it takes the other way to no trace:
+// a compacted copy renamed over the store. A SIGKILL at any point leaves
+// everything or nothing.
+func TestEraseAllSurvivesSIGKILL(t *testing.T) {
+	template := t.TempDir()
+	tdb, err := store.Open(store.Options{Dir: template, DefaultCountry: "1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	batch := make([]store.Payload, 0, 500)
+	for i := range n {
+		batch = append(batch, usage(fmt.Sprintf("+1555%07d", i)))
+		if len(batch) == cap(batch) {
+			if _, err := tdb.Append(context.Background(), batch...); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	watched := []string{"+15550000000", "+15550004999"}
+	digests := [][]byte{tdb.SubjectDigest(watched[0]), tdb.SubjectDigest(watched[1])}
+	tdb.Close()
+
+	points := []string{"erase:committed", "compact:copied", "compact:renamed", ""}
+	kills := 8
+	if testing.Short() {
+		kills = 4
+	}
+	for i := range kills {
+		point := points[i%len(points)]
+		dir := copyDir(t, template)
+		cmd, lines := child(t, "erase-all", dir, i, "LEADPORT_STORE_CRASH_POINT="+point)
+		reached := false
+		for l := range lines {
+			if point == "" || l == "at "+point {
+				reached = true
+				cmd.Process.Kill() // "" : as soon as it has opened
+			}
+		}
+		cmd.Wait()
+		if !reached {
+			t.Fatalf("iteration %d: the erase never reached %q", i, point)
+		}
+		s, err := store.Open(store.Options{Dir: dir, DefaultCountry: "1", Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatalf("iteration %d (%s): reopen: %v", i, point, err)
+		}
+		if err := s.Check(); err != nil {
+			t.Fatalf("iteration %d (%s): bbolt check: %v", i, point, err)
+		}
+		recs, err := s.Pending(store.TypeUsage, store.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		switch {
+		case len(recs) == n && point == "":
+		case len(recs) == 0 && point != "":
+			for j, w := range watched {
+				storetest.AssertNoTrace(t, dir, w, digests[j])
+			}
+		default:
+			t.Fatalf("iteration %d: killed at %q: %d records left, want %d before the erase or 0 after", i, point, len(recs), n)
+		}
+	}
 }

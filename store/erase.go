@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -130,6 +129,7 @@ func (s *Store) EraseSubject(subject string) (EraseResult, error) {
 		s.pending[t] -= n
 	}
 	s.statsMu.Unlock()
+	s.reach("erase:committed")
 	if err := s.compact(); err != nil {
 		return res, err
 	}
@@ -246,24 +246,50 @@ func (s *Store) EraseAll() (EraseAllResult, error) {
 	s.pending = [TypeReceipt + 1]int{}
 	s.full = false
 	s.statsMu.Unlock()
+	s.reach("erase:committed")
 	return res, s.compact()
 }
 
-// compact rewrites the store into a new file and swaps it in: copy, fsync,
-// rename over the old file, fsync the directory. A crash at any step leaves
-// either the old file (with its compaction still pending, so the next Open
-// redoes it) or the new one, and never a file without its data.
+// compact makes sure no free page of the file keeps bytes of what was
+// erased. When at least half the file is free (after EraseAll, or once a
+// large backlog has drained) it rewrites the file, which gives the space
+// back: copy, fsync, rename over the old file, fsync the directory.
+// Otherwise it zeroes the free pages in place (see scrubLocked), which
+// costs milliseconds instead of rewriting the whole file, needs no second
+// copy's worth of free disk (an erase must not fail on a nearly full
+// device), and spares the flash of small devices. A crash at any step
+// leaves a whole file with its rewrite still pending, and the next Open
+// redoes it.
 func (s *Store) compact() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
 		return ErrClosed
 	}
+	var free, pages int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		f, n, err := s.freePages(tx)
+		free, pages = len(f), n
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: compact: list free pages: %w", err)
+	}
+	if free*2 < pages {
+		if err := s.scrubLocked(); err != nil {
+			return fmt.Errorf("store: scrub free pages: %w", err)
+		}
+		return nil
+	}
 	tmp := s.compactPath()
-	if err := s.copyTo(tmp); err != nil {
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("store: compact: %w", err)
+	}
+	if err := s.compactTo(tmp); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("store: compact: %w", err)
 	}
+	s.reach("compact:copied")
 	if err := s.db.Close(); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("store: compact: close: %w", err)
@@ -277,36 +303,69 @@ func (s *Store) compact() error {
 		}
 		return fmt.Errorf("store: compact: rename: %w", err)
 	}
+	s.reach("compact:renamed")
 	if err := syncDir(filepath.Dir(s.path)); err != nil {
 		s.log.Warn("fsync of the data directory failed after compaction", "err", err)
 	}
 	return s.openDB()
 }
 
-// copyTo writes a copy of the store to path in which no free page keeps
-// old bytes. When at least half the file is free it rebuilds the file
-// (bbolt.Compact), which also gives the space back; otherwise it streams the
-// file page by page with every free page zeroed, which keeps page ids and so
-// costs one sequential copy instead of a B-tree rebuild (for a 555 MiB file,
-// about 1 s against 5). Either way the copy is invisible until renamed, so it
-// skips per-transaction fsyncs and is fsynced once at the end.
-func (s *Store) copyTo(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+// scrubLocked overwrites every free page of the live file with zeros. bbolt
+// never reads a free page (it writes one whole before using it), so this
+// changes nothing bbolt sees. First one more commit, so that both meta
+// pages describe trees from after the erase: the older meta would
+// otherwise still point to pages about to be zeroed. Pending pages (freed
+// by a commit that a reader might still see) are in bbolt's freelist too;
+// the caller holds mu exclusively, so no reader is left to see them.
+// compact_pending is cleared only once the zeros are on disk.
+func (s *Store) scrubLocked() error {
+	for range 2 {
+		// Two commits: after them neither meta page names the tree of
+		// the erase's predecessor, whatever slot the erase used.
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(metaCompactPending, []byte{1})
+		}); err != nil {
+			return err
+		}
 	}
-	var free, pages int
+	s.reach("scrub:metas-flipped")
+	var free map[int]bool
 	err := s.db.View(func(tx *bolt.Tx) error {
-		f, n, err := s.freePages(tx)
-		free, pages = len(f), n
+		var err error
+		free, _, err = s.freePages(tx)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("list free pages: %w", err)
+		return err
 	}
-	if free*2 >= pages {
-		return s.compactTo(path)
+	f, err := os.OpenFile(s.path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
 	}
-	return s.scrubTo(path)
+	pageSize := int64(s.db.Info().PageSize)
+	zero := make([]byte, pageSize)
+	n := 0
+	for id := range free {
+		if _, err = f.WriteAt(zero, int64(id)*pageSize); err != nil {
+			break
+		}
+		if n++; n == len(free)/2 {
+			s.reach("scrub:half-zeroed")
+		}
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	s.reach("scrub:synced")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Delete(metaCompactPending)
+	})
 }
 
 func (s *Store) compactTo(path string) error {
@@ -352,73 +411,6 @@ func (s *Store) freePages(tx *bolt.Tx) (map[int]bool, int, error) {
 		}
 	}
 	return free, pages, nil
-}
-
-// scrubTo streams the file through bbolt's Tx.WriteTo, which writes both
-// meta pages afresh from the current transaction, so neither points to a
-// tree from before the erase. Pages in bbolt's freelist, pending ones
-// included, are written as zeros. compact_pending is cleared in the copy
-// only: cleared in the live file, a crash before the rename would leave the
-// old pages with nothing to say they still need scrubbing.
-func (s *Store) scrubTo(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	err = s.db.View(func(tx *bolt.Tx) error {
-		// The list is made in the transaction that is copied, so it
-		// cannot disagree with the pages written.
-		free, _, err := s.freePages(tx)
-		if err != nil {
-			return err
-		}
-		w := &scrubWriter{w: bufio.NewWriterSize(f, 1<<20), free: free, pageSize: s.db.Info().PageSize}
-		if _, err := tx.WriteTo(w); err != nil {
-			return err
-		}
-		return w.w.Flush()
-	})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return finishCopy(path, nil)
-}
-
-// scrubWriter passes a bbolt file through, replacing the bytes of free
-// pages with zeros.
-type scrubWriter struct {
-	w        *bufio.Writer
-	free     map[int]bool
-	pageSize int
-	off      int
-	zero     []byte
-}
-
-func (z *scrubWriter) Write(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		id := z.off / z.pageSize
-		chunk := min(len(p), (id+1)*z.pageSize-z.off)
-		var err error
-		if z.free[id] {
-			if len(z.zero) < chunk {
-				z.zero = make([]byte, z.pageSize)
-			}
-			_, err = z.w.Write(z.zero[:chunk])
-		} else {
-			_, err = z.w.Write(p[:chunk])
-		}
-		if err != nil {
-			return n, err
-		}
-		p = p[chunk:]
-		n += chunk
-		z.off += chunk
-	}
-	return n, nil
 }
 
 func countKeys(b *bolt.Bucket) int {

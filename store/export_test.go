@@ -23,3 +23,26 @@ func SetSchemaForTest(t testing.TB, path string, v int) {
 		t.Fatal(err)
 	}
 }
+
+// CompactPendingForTest reports whether a closed store file still has an
+// erase whose rewrite or scrub has not finished.
+func CompactPendingForTest(t testing.TB, path string) bool {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	pending := false
+	db.View(func(tx *bolt.Tx) error {
+		if m := tx.Bucket(bucketMeta); m != nil {
+			pending = m.Get(metaCompactPending) != nil
+		}
+		return nil
+	})
+	return pending
+}
+
+// WithCrashPoint makes the store call fn at the named points of an erase,
+// where crash tests stop the process (like bbolt's gofail points).
+func WithCrashPoint(o *Options, fn func(name string)) { o.crashPoint = fn }

@@ -68,6 +68,10 @@ type Options struct {
 	DefaultCountry string
 	// Logger receives the store's few log lines; default slog.Default().
 	Logger *slog.Logger
+
+	// crashPoint, when set (tests only, see export_test.go), is called at
+	// named points of an erase, where crash tests stop the process.
+	crashPoint func(name string)
 }
 
 // Store is the agent's bbolt store. Its methods are safe for concurrent use.
@@ -388,4 +392,10 @@ func indexKey(ref subjectRef, t Type, seq uint64) []byte {
 func (s *Store) SubjectDigest(subject string) []byte {
 	ref := s.keys.ref(s.Subject(subject))
 	return ref[:]
+}
+
+func (s *Store) reach(point string) {
+	if s.opts.crashPoint != nil {
+		s.opts.crashPoint(point)
+	}
 }
