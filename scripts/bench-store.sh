@@ -6,11 +6,12 @@
 #   erase of one subject among ERASE_RECORDS records, compaction included;
 #   reading and acknowledging 100,000 pending records.
 # BENCH_DIR=/dev/shm takes the disk out to show the CPU cost alone.
-# Sizes: BENCH_N (appends per case, default 20000), ERASE_RECORDS (1000000).
+# Sizes: BENCH_N (appends per case, default 100000, enough for index merges
+# to run inside the measurement), ERASE_RECORDS (1000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
-n=${BENCH_N:-20000}
+n=${BENCH_N:-100000}
 erase=${ERASE_RECORDS:-1000000}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

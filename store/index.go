@@ -25,7 +25,7 @@ import (
 // to scan at Open and the fresh keys (about 150 bytes each) small in memory.
 const (
 	mergeEvery   = 32768 // records written since the last merge
-	maxFreshKeys = 8192  // keys made since the last merge
+	maxFreshKeys = 32768 // keys made since the last merge
 )
 
 // maxCachedKeys bounds the unwrapped data keys kept in memory; past it the
