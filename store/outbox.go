@@ -33,9 +33,10 @@ type appendReq struct {
 // pendingRec is a record encoded and sealed by its appender, ready to be
 // written but for its sequence, which only the committer can give.
 type pendingRec struct {
-	typ Type
-	buf []byte // the encoded record, sequence bytes of its id zero
-	id  [16]byte
+	typ  Type
+	buf  []byte // the encoded record, sequence bytes of its id zero
+	id   [16]byte
+	size int // bytes it will take, for the size cap
 	// unsealed is set instead of buf when a field's subject had no key in
 	// memory: the committer finds or makes the key in its transaction
 	// (a read transaction per new subject here would cost more than the
@@ -79,7 +80,7 @@ func (s *Store) Append(ctx context.Context, ps ...Payload) ([]string, error) {
 			return nil, err
 		}
 		req.recs[i] = r
-		req.size += len(r.buf) + 64
+		req.size += r.size + 64
 	}
 	// closeMu keeps Close from stopping the committer between our check
 	// and our send: a request queued after it drained would wait forever.
@@ -150,9 +151,14 @@ func (s *Store) prepare(now time.Time, p Payload) (pendingRec, error) {
 	}
 	if later != nil {
 		later.st = st
-		return pendingRec{typ: st.typ, id: st.id, unsealed: later}, nil
+		size := st.size()
+		for _, f := range later.fields {
+			size += len(subjectRef{}) + len(f.Name) + len(f.Value) + 2*sealOver + keySize + 2*binary.MaxVarintLen32
+		}
+		return pendingRec{typ: st.typ, id: st.id, size: size, unsealed: later}, nil
 	}
-	return pendingRec{typ: st.typ, buf: st.encode(), id: st.id}, nil
+	buf := st.encode()
+	return pendingRec{typ: st.typ, buf: buf, id: st.id, size: len(buf)}, nil
 }
 
 // committer runs group commits until Close. While one commit is on disk the
