@@ -368,20 +368,15 @@ func (s *Store) scrubLocked() error {
 	})
 }
 
+// compactTo writes a compacted copy of the store to path, without
+// compact_pending (the copy is the finished state), and makes it durable.
+// The copy skips per-transaction fsyncs: it is invisible until renamed.
 func (s *Store) compactTo(path string) error {
-	return finishCopy(path, func(dst *bolt.DB) error { return bolt.Compact(dst, s.db, 64<<20) })
-}
-
-// finishCopy opens the copy at path, lets fill write into it (nil: it is
-// already written), clears compact_pending in it, and makes it durable.
-func finishCopy(path string, fill func(dst *bolt.DB) error) error {
 	dst, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return fmt.Errorf("open copy: %w", err)
 	}
-	if fill != nil {
-		err = fill(dst)
-	}
+	err = bolt.Compact(dst, s.db, 64<<20)
 	if err == nil {
 		err = dst.Update(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketMeta).Delete(metaCompactPending)

@@ -126,7 +126,7 @@ func (s *Store) mergeIndexLocked(tx *bolt.Tx) error {
 				return fmt.Errorf("%s outbox seq %d: %w", t, seq, err)
 			}
 			for i, p := range st.parts {
-				if i > 0 && partsHaveRef(st.parts[:i], p.ref) {
+				if slices.ContainsFunc(st.parts[:i], func(q sealedPart) bool { return q.ref == p.ref }) {
 					continue
 				}
 				entries = append(entries, indexKey(p.ref, t, seq))
@@ -160,15 +160,6 @@ func (s *Store) mergeIndexLocked(tx *bolt.Tx) error {
 		}
 	}
 	return nil
-}
-
-func partsHaveRef(parts []sealedPart, r subjectRef) bool {
-	for _, p := range parts {
-		if p.ref == r {
-			return true
-		}
-	}
-	return false
 }
 
 // updateMerged runs fn in a write transaction after merging the index, so

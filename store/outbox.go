@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -501,7 +502,7 @@ func deleteRecord(tx *bolt.Tx, t Type, seq uint64, id ulid.ULID) (refs []subject
 		return nil, false, nil
 	}
 	for _, p := range st.parts {
-		if !containsRef(refs, p.ref) {
+		if !slices.Contains(refs, p.ref) {
 			refs = append(refs, p.ref)
 		}
 	}
@@ -517,15 +518,6 @@ func deleteRecord(tx *bolt.Tx, t Type, seq uint64, id ulid.ULID) (refs []subject
 		}
 	}
 	return refs, true, nil
-}
-
-func containsRef(refs []subjectRef, r subjectRef) bool {
-	for _, x := range refs {
-		if x == r {
-			return true
-		}
-	}
-	return false
 }
 
 // dropKeyIfUnusedLocked destroys a subject's data key once the index holds

@@ -6,6 +6,7 @@ package storetest
 
 import (
 	"bytes"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -47,7 +48,7 @@ func OpenDir(t testing.TB, dir string, opt ...func(*store.Options)) *DB {
 	}
 	db := &DB{Store: s, Dir: dir, t: t}
 	t.Cleanup(func() {
-		if err := s.Check(); err != nil && err != store.ErrClosed {
+		if err := s.Check(); err != nil && !errors.Is(err, store.ErrClosed) {
 			t.Errorf("store consistency check: %v", err)
 		}
 		if err := s.Close(); err != nil {
