@@ -236,6 +236,7 @@ func (s *Store) EraseAll() (EraseAllResult, error) {
 			clear(s.cache)
 			clear(s.fresh)
 			s.keyMu.Unlock()
+			s.keyFilter = nil // the next merge builds it afresh
 			return tx.Bucket(bucketMeta).Put(metaCompactPending, []byte{1})
 		})
 	})

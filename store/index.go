@@ -68,7 +68,9 @@ func (s *Store) dataKeyLocked(tx *bolt.Tx, ref subjectRef) (*dataKey, error) {
 	if dk := s.cachedKey(ref); dk != nil {
 		return dk, nil
 	}
-	if w := tx.Bucket(bucketKeys).Get(ref[:]); w != nil {
+	if s.keyFilter != nil && !s.keyFilter.mayHave(ref) {
+		// Certainly not in the key bucket: skip the search.
+	} else if w := tx.Bucket(bucketKeys).Get(ref[:]); w != nil {
 		k, err := s.keys.unwrapDataKey(ref, w)
 		if err != nil {
 			return nil, err
@@ -159,7 +161,31 @@ func (s *Store) mergeIndexLocked(tx *bolt.Tx) error {
 			}
 		}
 	}
+	if s.keyFilter == nil || s.keyFilter.full() {
+		s.keyFilter = buildKeyFilter(kb)
+	} else {
+		for _, r := range refs {
+			s.keyFilter.add(r)
+		}
+	}
 	return nil
+}
+
+// buildKeyFilter makes a filter of every key in the bucket, sized for
+// twice as many.
+func buildKeyFilter(kb *bolt.Bucket) *keyFilter {
+	n := 0
+	c := kb.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		n++
+	}
+	f := newKeyFilter(2 * n)
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) == len(subjectRef{}) {
+			f.add(subjectRef(k))
+		}
+	}
+	return f
 }
 
 // updateMerged runs fn in a write transaction after merging the index, so

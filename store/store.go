@@ -109,6 +109,10 @@ type Store struct {
 	cache    map[subjectRef]*dataKey
 	fresh    map[subjectRef]*dataKey
 	unmerged atomic.Int64
+	// keyFilter spares the committer a key bucket search for subjects it
+	// has never seen; nil until the first merge builds it. Only write
+	// transactions touch it.
+	keyFilter *keyFilter
 
 	statsMu sync.Mutex
 	pending [TypeReceipt + 1]int
