@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/leadport/leadport-agent/agent/config"
+	"github.com/leadport/leadport-agent/detect/sipproxy"
 	"github.com/leadport/leadport-agent/store"
 )
 
@@ -18,6 +20,7 @@ type Agent struct {
 	log      *slog.Logger
 	store    *store.Store
 	deviceID string
+	proxy    *sipproxy.Proxy
 }
 
 // Open brings the agent up to the point where it can serve: the store is
@@ -69,10 +72,41 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent running", "version", Version().Version, "device_id", a.deviceID,
 		"store", st.Path, "store_bytes", st.SizeBytes, "store_cap_bytes", st.MaxBytes,
 		"pending_records", pending, "lines", len(a.cfg.Lines))
-	<-ctx.Done()
-	a.log.Info("agent stopping", "reason", context.Cause(ctx))
-	return a.Close()
+
+	sink := newRecordSink(a.store, a.log)
+	sinkCtx, stopSink := context.WithCancel(context.Background())
+	go sink.run(sinkCtx)
+	defer func() {
+		stopSink()
+		sink.wait(10 * time.Second)
+		a.Close()
+	}()
+
+	proxy, err := a.newProxy(sink)
+	if err != nil {
+		return err
+	}
+	a.proxy = proxy
+	errc := make(chan error, 1)
+	if proxy == nil {
+		a.log.Warn("sip proxy off: sip.upstream is not set")
+	} else {
+		go func() { errc <- proxy.Run(ctx) }()
+	}
+	select {
+	case <-ctx.Done():
+		a.log.Info("agent stopping", "reason", context.Cause(ctx))
+		if proxy != nil {
+			<-errc
+		}
+		return nil
+	case err := <-errc:
+		return err
+	}
 }
+
+// Proxy is the running SIP proxy, nil when not configured.
+func (a *Agent) Proxy() *sipproxy.Proxy { return a.proxy }
 
 // Close releases what Open acquired.
 func (a *Agent) Close() error {

@@ -7,5 +7,7 @@
 // the store itself: it emits usage and violation records to a sink that the
 // agent connects to the store. It imports store/phone at most.
 //
-// Not built yet: see the issues "SIP proxy on the device" and "Rules".
+// This package holds what the parts share: the direction of a message, the
+// lines of the device, and the decision hook between a SIP source and the
+// rules. The proxy is in detect/sipproxy, the call tracker in detect/dialog.
 package detect

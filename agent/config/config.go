@@ -61,9 +61,26 @@ type SIP struct {
 	// Local is where inbound calls go (a PBX trunk); zero: to the
 	// contacts registered through the agent.
 	Local Endpoint `yaml:"local"`
+	// UpstreamListen is where the Leadport edge sends SIP when it must
+	// reach other sockets than the local side; empty: the same sockets as
+	// Listen, and the source address tells the sides apart.
+	UpstreamListen []Endpoint `yaml:"upstream_listen"`
+	// Advertise is the host put in Via, Record-Route and Path when a
+	// listener is bound to a wildcard address; empty: the address the
+	// host uses toward the upstream.
+	Advertise string `yaml:"advertise"`
+	// RegisterMode is how calls find phones that register through the
+	// agent: "path" (RFC 3327 Path header) or "contact" (Contact rewritten
+	// to the agent, for registrars without Path support).
+	RegisterMode string `yaml:"register_mode"`
+	// MaxCallS ends a call with no BYE after this many seconds.
+	MaxCallS int `yaml:"max_call_s"`
 	// TLS is the server certificate for tls:// listeners.
 	TLS CertPair `yaml:"tls"`
 }
+
+// MaxCall is MaxCallS as a duration.
+func (s SIP) MaxCall() time.Duration { return time.Duration(s.MaxCallS) * time.Second }
 
 // CertPair names a certificate and its private key, both PEM files.
 type CertPair struct {
@@ -204,6 +221,9 @@ func base() *Config {
 				{Transport: "udp", Host: "0.0.0.0", Port: 5060},
 				{Transport: "tcp", Host: "0.0.0.0", Port: 5060},
 			},
+			UpstreamListen: []Endpoint{},
+			RegisterMode:   "path",
+			MaxCallS:       4 * 3600,
 		},
 		Policy: Policy{
 			Forwarding: Forwarding{Action: ActionBlock},

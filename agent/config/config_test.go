@@ -60,6 +60,9 @@ func TestDefault(t *testing.T) {
 						{Transport: "udp", Host: "0.0.0.0", Port: 5060},
 						{Transport: "tcp", Host: "0.0.0.0", Port: 5060},
 					},
+					UpstreamListen: []Endpoint{},
+					RegisterMode:   "path",
+					MaxCallS:       14400,
 				},
 				Policy: Policy{
 					Forwarding: Forwarding{Action: ActionBlock},

@@ -156,9 +156,22 @@ func (c *Config) checkSIP(ck *checker) {
 		ck.add("sip.listen", "proxy mode needs at least one listener (default: udp://0.0.0.0:5060 and tcp://0.0.0.0:5060)")
 	}
 	hasTLSFiles := s.TLS.CertFile != "" && s.TLS.KeyFile != ""
+	ck.oneOf("sip.register_mode", s.RegisterMode, "path", "contact")
+	if s.MaxCallS < 60 || s.MaxCallS > 7*86400 {
+		ck.add("sip.max_call_s", "%d is not allowed (want seconds, 60 to 604800)", s.MaxCallS)
+	}
+	if s.Advertise != "" {
+		if err := checkHost(s.Advertise); err != nil {
+			ck.add("sip.advertise", "%v", err)
+		}
+	}
 	bound := map[string]int{}
-	for i, e := range s.Listen {
+	listens := append(append([]Endpoint{}, s.Listen...), s.UpstreamListen...)
+	for i, e := range listens {
 		key := indexKey("sip.listen", i)
+		if i >= len(s.Listen) {
+			key = indexKey("sip.upstream_listen", i-len(s.Listen))
+		}
 		if err := e.check(); err != nil {
 			ck.add(key, "%v", err)
 			continue
@@ -172,7 +185,11 @@ func (c *Config) checkSIP(ck *checker) {
 			sock = "udp " + e.Addr()
 		}
 		if j, dup := bound[sock]; dup {
-			ck.add(key, "same %s address as sip.listen[%d]", strings.Fields(sock)[0], j)
+			other := indexKey("sip.listen", j)
+			if j >= len(s.Listen) {
+				other = indexKey("sip.upstream_listen", j-len(s.Listen))
+			}
+			ck.add(key, "same %s address as %s", strings.Fields(sock)[0], other)
 			continue
 		}
 		bound[sock] = i

@@ -1,0 +1,135 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/leadport/leadport-agent/detect/dialog"
+	"github.com/leadport/leadport-agent/store"
+)
+
+// recordSink carries records from the signalling path to the store. The
+// tracker hands over ended calls on the SIP path, which must never wait for
+// an fsync, a store merge or a compaction, so Put only queues; one writer
+// appends what has gathered in a single group commit. The queue is bounded
+// so a store that stops taking records cannot eat the device's memory;
+// records past the bound are counted and logged, never silently lost.
+type recordSink struct {
+	st    *store.Store
+	log   *slog.Logger
+	max   int
+	mu    sync.Mutex
+	queue []store.Payload
+	wake  chan struct{}
+	done  chan struct{}
+
+	written atomic.Uint64
+	dropped atomic.Uint64
+	failed  atomic.Uint64
+}
+
+// maxQueuedRecords is about ten minutes of a busy PBX's calls, and 2 MB.
+const maxQueuedRecords = 10_000
+
+func newRecordSink(st *store.Store, log *slog.Logger) *recordSink {
+	return &recordSink{st: st, log: log, max: maxQueuedRecords, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// Put queues a record; it never blocks.
+func (k *recordSink) Put(p store.Payload) {
+	k.mu.Lock()
+	if len(k.queue) >= k.max {
+		k.mu.Unlock()
+		if k.dropped.Add(1)%1000 == 1 {
+			k.log.Error("record queue full: the store is not taking records; records dropped", "dropped", k.dropped.Load())
+		}
+		return
+	}
+	k.queue = append(k.queue, p)
+	k.mu.Unlock()
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run appends queued records until ctx ends, then writes what is left.
+func (k *recordSink) run(ctx context.Context) {
+	defer close(k.done)
+	for {
+		select {
+		case <-ctx.Done():
+			k.flush()
+			return
+		case <-k.wake:
+			k.flush()
+		}
+	}
+}
+
+func (k *recordSink) flush() {
+	for {
+		k.mu.Lock()
+		batch := k.queue
+		k.queue = nil
+		k.mu.Unlock()
+		if len(batch) == 0 {
+			return
+		}
+		for len(batch) > 0 {
+			n := min(len(batch), 256)
+			_, err := k.st.Append(context.Background(), batch[:n]...)
+			if err != nil {
+				// Full or broken store: keep the records queued (up to the
+				// bound) and try again on the next wake-up.
+				k.failed.Add(uint64(n))
+				k.log.Error("records not stored", "records", n, "err", err)
+				k.mu.Lock()
+				k.queue = append(batch, k.queue...)
+				if len(k.queue) > k.max {
+					k.dropped.Add(uint64(len(k.queue) - k.max))
+					k.queue = k.queue[:k.max]
+				}
+				k.mu.Unlock()
+				return
+			}
+			k.written.Add(uint64(n))
+			batch = batch[n:]
+		}
+	}
+}
+
+// wait blocks until run has written what was queued when ctx ended.
+func (k *recordSink) wait(timeout time.Duration) {
+	select {
+	case <-k.done:
+	case <-time.After(timeout):
+		k.log.Error("records still queued at shutdown", "queued", k.queued())
+	}
+}
+
+func (k *recordSink) queued() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.queue)
+}
+
+// usageOf turns an ended call into its usage record.
+func usageOf(c dialog.Call) *store.Usage {
+	return &store.Usage{
+		Line:        c.Line,
+		Direction:   c.Direction.String(),
+		Remote:      c.Remote,
+		StartedAt:   c.StartedAt.UTC(),
+		AnsweredAt:  c.AnsweredAt.UTC(),
+		EndedAt:     c.EndedAt.UTC(),
+		DurationS:   math.Round(c.Duration().Seconds()*1000) / 1000,
+		Disposition: string(c.Disposition),
+		FinalStatus: c.FinalStatus,
+		BlockedBy:   c.BlockedBy,
+	}
+}

@@ -1,0 +1,76 @@
+package detect
+
+import (
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Direction says which side a call or request came from.
+type Direction uint8
+
+const (
+	// Outbound: from the local side (PBX, phones) toward the Leadport edge.
+	Outbound Direction = iota + 1
+	// Inbound: from the Leadport edge toward the local side.
+	Inbound
+)
+
+func (d Direction) String() string {
+	switch d {
+	case Outbound:
+		return "outbound"
+	case Inbound:
+		return "inbound"
+	}
+	return "unknown"
+}
+
+// Event is what a SIP source shows the decision function: a request that
+// starts or changes something (initial INVITE, re-INVITE, REFER, REGISTER,
+// SUBSCRIBE, MESSAGE), or a response from the local side.
+type Event struct {
+	At        time.Time
+	Direction Direction // of the request, also for a response to it
+	// Line is the device's Leadport line the message belongs to (E.164),
+	// empty for traffic of other numbers.
+	Line string
+	// Remote is the other party, E.164 where it could be normalised, else
+	// the raw user part. Personal: never log it whole.
+	Remote string
+	// InDialog is set for requests with a To tag.
+	InDialog bool
+	Request  *sip.Request
+	// Response is set when the event is a response from the local side;
+	// Request is then the request it answers. Treat both as read-only.
+	Response *sip.Response
+}
+
+// Verdict is the decision on one event.
+type Verdict struct {
+	// Block answers the request (or replaces the response) with Status and
+	// a Warning naming Rule instead of relaying it.
+	Block  bool
+	Status int
+	Rule   string // rule id, e.g. "forwarding.redirect"
+	Reason string // reason phrase; the status text when empty
+}
+
+// Allow is the verdict that lets a message through.
+var Allow = Verdict{}
+
+// Decider decides on each event. It must be quick and must not block: it
+// runs on the signalling path. A panic inside it lets the message through
+// and is counted.
+type Decider interface {
+	Decide(ev *Event) Verdict
+}
+
+// DeciderFunc adapts a function to Decider.
+type DeciderFunc func(ev *Event) Verdict
+
+func (f DeciderFunc) Decide(ev *Event) Verdict { return f(ev) }
+
+// AllowAll lets everything through: the decision the proxy ships with until
+// rules are configured.
+var AllowAll Decider = DeciderFunc(func(*Event) Verdict { return Allow })

@@ -1,0 +1,356 @@
+// Package dialog tracks the calls on the device's lines from first INVITE to
+// BYE, failure or expiry, and reports each call once when it ends, with
+// what a usage record needs.
+//
+// The tracker is fed by a SIP source and takes every time from its caller,
+// so tests and replays run in simulated time. It holds no SIP messages, only
+// a few strings and times per call, and a bounded number of calls.
+package dialog
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/leadport/leadport-agent/detect"
+)
+
+// State of a call, as RFC 3261 dialogs go.
+type State uint8
+
+const (
+	Attempt    State = iota + 1 // INVITE sent, nothing back beyond 100
+	Early                       // a provisional response with a tag
+	Confirmed                   // answered
+	Terminated                  // ended; reported
+)
+
+func (s State) String() string {
+	switch s {
+	case Attempt:
+		return "attempt"
+	case Early:
+		return "early"
+	case Confirmed:
+		return "confirmed"
+	case Terminated:
+		return "terminated"
+	}
+	return "unknown"
+}
+
+// Disposition is how a call ended, as the usage record says it.
+type Disposition string
+
+const (
+	Answered  Disposition = "answered"
+	Busy      Disposition = "busy"
+	NoAnswer  Disposition = "no_answer"
+	Cancelled Disposition = "cancelled"
+	Failed    Disposition = "failed"
+	Blocked   Disposition = "blocked"
+)
+
+// DispositionOf maps the final status of an unanswered call.
+func DispositionOf(status int) Disposition {
+	switch {
+	case status >= 200 && status < 300:
+		return Answered
+	case status == 486 || status == 600:
+		return Busy
+	case status == 408 || status == 480:
+		return NoAnswer
+	case status == 487:
+		return Cancelled
+	}
+	return Failed
+}
+
+// Call is one tracked call (the dialogs of one INVITE, forks included).
+type Call struct {
+	CallID    string
+	Line      string
+	Direction detect.Direction
+	Remote    string // personal
+	State     State
+
+	StartedAt   time.Time // the initial INVITE
+	AnsweredAt  time.Time // the first 2xx
+	EndedAt     time.Time // BYE, final failure, or expiry
+	FinalStatus int
+	Disposition Disposition
+	BlockedBy   string
+	// Expired is set when the call ended by timeout (longest call or a
+	// lapsed session timer) rather than a BYE.
+	Expired bool
+
+	lastRefresh    time.Time
+	sessionExpires time.Duration
+	cancelled      bool
+}
+
+// Duration is the answered time, the figure billing uses.
+func (c *Call) Duration() time.Duration {
+	if c.AnsweredAt.IsZero() || c.EndedAt.Before(c.AnsweredAt) {
+		return 0
+	}
+	return c.EndedAt.Sub(c.AnsweredAt)
+}
+
+// Options configure a Tracker.
+type Options struct {
+	// MaxCalls bounds the calls held; calls past it go untracked and are
+	// counted. Default 20,000 (about 5 MB).
+	MaxCalls int
+	// MaxDuration ends a confirmed call with no BYE after this long.
+	// Default 4 h.
+	MaxDuration time.Duration
+	// SetupTimeout ends a call that never got a final response (a lost
+	// transaction). Default 5 minutes.
+	SetupTimeout time.Duration
+	// OnEnd receives each call once, when it ends, outside the tracker's
+	// lock. It must not block: it runs on the signalling path.
+	OnEnd func(Call)
+}
+
+// Stats are the tracker's counters.
+type Stats struct {
+	Active   int    // calls held now
+	Total    uint64 // calls begun since start
+	Ended    uint64
+	Expired  uint64 // of Ended, by timeout
+	Overflow uint64 // calls not tracked because MaxCalls was reached
+}
+
+// Tracker holds the calls in progress, keyed by Call-ID.
+type Tracker struct {
+	opts  Options
+	mu    sync.Mutex
+	calls map[string]*Call
+	stats Stats
+}
+
+// New returns an empty tracker.
+func New(opts Options) *Tracker {
+	if opts.MaxCalls <= 0 {
+		opts.MaxCalls = 20_000
+	}
+	if opts.MaxDuration <= 0 {
+		opts.MaxDuration = 4 * time.Hour
+	}
+	if opts.SetupTimeout <= 0 {
+		opts.SetupTimeout = 5 * time.Minute
+	}
+	return &Tracker{opts: opts, calls: make(map[string]*Call)}
+}
+
+// Begin starts tracking a call at its initial INVITE. It returns false when
+// the call is already tracked (a retransmission or a second branch) or the
+// tracker is full.
+func (t *Tracker) Begin(c Call) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.calls[c.CallID]; ok {
+		return false
+	}
+	if len(t.calls) >= t.opts.MaxCalls {
+		t.stats.Overflow++
+		return false
+	}
+	c.State = Attempt
+	c.lastRefresh = c.StartedAt
+	t.calls[c.CallID] = &c
+	t.stats.Total++
+	return true
+}
+
+// Response records a response to the initial INVITE. sessionExpires is the
+// Session-Expires of a 2xx (RFC 4028), zero when absent.
+func (t *Tracker) Response(callID string, status int, at time.Time, sessionExpires time.Duration) {
+	var ended *Call
+	t.mu.Lock()
+	c := t.calls[callID]
+	switch {
+	case c == nil || c.State == Terminated:
+	case status < 200:
+		if status > 100 && c.State == Attempt {
+			c.State = Early
+		}
+	case status < 300:
+		if c.State != Confirmed {
+			c.State = Confirmed
+			c.AnsweredAt = at
+			c.FinalStatus = status
+			c.Disposition = Answered
+		}
+		c.lastRefresh = at
+		c.sessionExpires = sessionExpires
+	default:
+		if c.State == Confirmed {
+			break // another fork's failure after one answered
+		}
+		c.FinalStatus = status
+		c.Disposition = DispositionOf(status)
+		if c.cancelled {
+			c.Disposition = Cancelled
+		}
+		ended = t.endLocked(c, at)
+	}
+	t.mu.Unlock()
+	t.report(ended)
+}
+
+// Cancel notes a CANCEL for the call; the 487 that follows ends it as
+// cancelled.
+func (t *Tracker) Cancel(callID string) {
+	t.mu.Lock()
+	if c := t.calls[callID]; c != nil {
+		c.cancelled = true
+	}
+	t.mu.Unlock()
+}
+
+// Block ends a call the decision function refused.
+func (t *Tracker) Block(callID, rule string, status int, at time.Time) {
+	var ended *Call
+	t.mu.Lock()
+	if c := t.calls[callID]; c != nil && c.State != Confirmed && c.State != Terminated {
+		c.FinalStatus = status
+		c.Disposition = Blocked
+		c.BlockedBy = rule
+		ended = t.endLocked(c, at)
+	}
+	t.mu.Unlock()
+	t.report(ended)
+}
+
+// Fail ends a call whose INVITE got no final response: the transaction
+// timed out or the next hop could not be reached.
+func (t *Tracker) Fail(callID string, status int, at time.Time) {
+	var ended *Call
+	t.mu.Lock()
+	if c := t.calls[callID]; c != nil && c.State != Confirmed && c.State != Terminated {
+		c.FinalStatus = status
+		c.Disposition = Failed
+		if c.cancelled {
+			c.Disposition = Cancelled
+		}
+		ended = t.endLocked(c, at)
+	}
+	t.mu.Unlock()
+	t.report(ended)
+}
+
+// Bye ends a call by a BYE from either side.
+func (t *Tracker) Bye(callID string, at time.Time) {
+	var ended *Call
+	t.mu.Lock()
+	if c := t.calls[callID]; c != nil && c.State != Terminated {
+		if c.State != Confirmed {
+			// BYE on an early dialog (RFC 3261 15): the caller gave up.
+			c.Disposition = Cancelled
+		}
+		ended = t.endLocked(c, at)
+	}
+	t.mu.Unlock()
+	t.report(ended)
+}
+
+// Refresh notes a successful in-dialog refresh (re-INVITE or UPDATE 2xx),
+// which restarts its session timer.
+func (t *Tracker) Refresh(callID string, at time.Time, sessionExpires time.Duration) {
+	t.mu.Lock()
+	if c := t.calls[callID]; c != nil && c.State == Confirmed {
+		c.lastRefresh = at
+		if sessionExpires > 0 {
+			c.sessionExpires = sessionExpires
+		}
+	}
+	t.mu.Unlock()
+}
+
+// Get returns a copy of a tracked call.
+func (t *Tracker) Get(callID string) (Call, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.calls[callID]; c != nil {
+		return *c, true
+	}
+	return Call{}, false
+}
+
+// Expire ends the calls that outlived their limits at now: confirmed calls
+// past the longest call or a lapsed session timer, and setups that never
+// got a final response. It returns how many it ended.
+func (t *Tracker) Expire(now time.Time) int {
+	var ended []*Call
+	t.mu.Lock()
+	for _, c := range t.calls {
+		switch c.State {
+		case Confirmed:
+			// RFC 4028 10: the session ends at Session-Expires with no
+			// refresh; allow the refresher its last-third margin plus a
+			// little for the BYE that usually follows.
+			if c.sessionExpires > 0 && now.Sub(c.lastRefresh) > c.sessionExpires+32*time.Second {
+				c.Expired = true
+				ended = append(ended, t.endLocked(c, c.lastRefresh.Add(c.sessionExpires)))
+			} else if now.Sub(c.AnsweredAt) > t.opts.MaxDuration {
+				c.Expired = true
+				ended = append(ended, t.endLocked(c, c.AnsweredAt.Add(t.opts.MaxDuration)))
+			}
+		case Attempt, Early:
+			if now.Sub(c.StartedAt) > t.opts.SetupTimeout {
+				c.Expired = true
+				c.FinalStatus = 408
+				c.Disposition = Failed
+				ended = append(ended, t.endLocked(c, now))
+			}
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range ended {
+		t.report(c)
+	}
+	return len(ended)
+}
+
+func (t *Tracker) endLocked(c *Call, at time.Time) *Call {
+	c.State = Terminated
+	c.EndedAt = at
+	if c.Disposition == "" {
+		c.Disposition = Answered
+	}
+	delete(t.calls, c.CallID)
+	t.stats.Ended++
+	if c.Expired {
+		t.stats.Expired++
+	}
+	return c
+}
+
+func (t *Tracker) report(c *Call) {
+	if c != nil && t.opts.OnEnd != nil {
+		t.opts.OnEnd(*c)
+	}
+}
+
+// Active returns copies of the calls in progress, oldest first.
+func (t *Tracker) Active() []Call {
+	t.mu.Lock()
+	out := make([]Call, 0, len(t.calls))
+	for _, c := range t.calls {
+		out = append(out, *c)
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
+	return out
+}
+
+// Stats returns the counters.
+func (t *Tracker) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.stats
+	s.Active = len(t.calls)
+	return s
+}

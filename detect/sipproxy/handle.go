@@ -1,0 +1,651 @@
+package sipproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/leadport/leadport-agent/detect"
+	"github.com/leadport/leadport-agent/detect/dialog"
+)
+
+// decidable are the methods that start or change something; they pass
+// through the decision function, and so do the local side's responses to
+// them.
+func decidable(m sip.RequestMethod) bool {
+	switch m {
+	case sip.INVITE, sip.REFER, sip.REGISTER, sip.SUBSCRIBE, sip.MESSAGE:
+		return true
+	}
+	return false
+}
+
+// dialogCreating are the methods whose initial requests the agent
+// record-routes, so that the dialog's later requests pass through it.
+func dialogCreating(m sip.RequestMethod) bool {
+	switch m {
+	case sip.INVITE, sip.SUBSCRIBE, sip.REFER, sip.NOTIFY:
+		return true
+	}
+	return false
+}
+
+// reqCtx is what the proxy learnt about a request on its way in.
+type reqCtx struct {
+	at       time.Time
+	dir      detect.Direction
+	line     string
+	remote   string
+	inDialog bool
+	tracked  bool // an initial INVITE of a line call
+	callID   string
+	// finalSent is set once the server transaction has its final response
+	// (relayed or made by the agent).
+	finalSent bool
+}
+
+func callID(m sip.Message) string {
+	if h := m.CallID(); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+func hasToTag(req *sip.Request) bool {
+	if to := req.To(); to != nil {
+		_, ok := to.Params.Get("tag")
+		return ok
+	}
+	return false
+}
+
+// handle is the entry for every request sipgo hands over, in its own
+// goroutine for the life of the transaction.
+func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
+	at := p.now()
+	defer p.recoverRequest(req, tx)
+	p.c.request(req.Method)
+	if req.IsAck() {
+		p.relayAck(in, req)
+		return
+	}
+	if req.IsCancel() {
+		// A CANCEL that matched an INVITE never gets here: sipgo answers
+		// it and calls the INVITE's OnCancel.
+		p.reply(tx, req, sip.StatusCallTransactionDoesNotExists, "", "")
+		return
+	}
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		if req.Method == sip.OPTIONS && p.isOurs(&req.Recipient) {
+			p.answerOptions(tx, req)
+			return
+		}
+		p.reply(tx, req, sip.StatusTooManyHops, "", "")
+		return
+	}
+	// The server transaction keeps req to build its own responses (100,
+	// 487), so it must stay as received: the relayed copy is fwd.
+	fwd := req.Clone()
+	p.stripOwnRoutes(fwd)
+	inDialog := hasToTag(req)
+	if req.Method == sip.OPTIONS && !inDialog && fwd.Route() == nil && p.isOurs(&req.Recipient) && req.Recipient.User == "" {
+		p.answerOptions(tx, req)
+		return
+	}
+	rc := &reqCtx{at: at, inDialog: inDialog, callID: callID(req)}
+	rc.dir = p.direction(in, req)
+	rc.line, rc.remote = p.classify(rc.dir, req, inDialog)
+	out := p.egress(rc.dir)
+
+	if decidable(req.Method) {
+		v := p.decide(&detect.Event{At: at, Direction: rc.dir, Line: rc.line, Remote: rc.remote, InDialog: inDialog, Request: req})
+		if v.Block {
+			p.block(tx, req, rc, v)
+			return
+		}
+	}
+	if err := p.route(rc, fwd); err != nil {
+		p.reply(tx, req, sip.StatusTemporarilyUnavailable, "", "")
+		return
+	}
+	if mf := fwd.MaxForwards(); mf != nil {
+		mf.Dec()
+	} else {
+		mf := sip.MaxForwardsHeader(70)
+		fwd.AppendHeader(&mf)
+	}
+	switch {
+	case req.IsInvite() && !inDialog && rc.line != "":
+		rc.tracked = p.tracker.Begin(dialog.Call{CallID: rc.callID, Line: rc.line, Direction: rc.dir, Remote: rc.remote, StartedAt: at})
+	case req.Method == sip.BYE:
+		p.tracker.Bye(rc.callID, at)
+	case req.Method == sip.REGISTER:
+		p.prepareRegister(out, fwd)
+	}
+	if !inDialog && dialogCreating(req.Method) {
+		p.recordRoute(in, out, req, fwd)
+	}
+	p.relay(in, out, req, fwd, tx, rc)
+}
+
+func (p *Proxy) recoverRequest(req *sip.Request, tx sip.ServerTransaction) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	p.c.panics.Add(1)
+	p.log.Error("recovered a panic while handling a SIP request", "call_id", callID(req),
+		"method", string(req.Method), "panic", MaskNumbers(fmt.Sprint(r)), "stack", string(debug.Stack()))
+	if tx == nil || req.IsAck() {
+		return
+	}
+	defer func() { recover() }() // the reply may fail the same way
+	p.reply(tx, req, sip.StatusInternalServerError, "", "")
+}
+
+// direction: with sides on their own sockets the socket says it; on shared
+// sockets the source does.
+func (p *Proxy) direction(in *side, req *sip.Request) detect.Direction {
+	if p.split {
+		if in == p.up {
+			return detect.Inbound
+		}
+		return detect.Outbound
+	}
+	if p.fromUpstream(req.Source()) {
+		return detect.Inbound
+	}
+	return detect.Outbound
+}
+
+func (p *Proxy) egress(dir detect.Direction) *side {
+	if dir == detect.Outbound {
+		return p.up
+	}
+	return p.local
+}
+
+// classify finds the line and the other party: outbound from the From user
+// or P-Asserted-Identity, inbound from the Request-URI or To user. In-dialog
+// requests of a tracked call take the call's.
+func (p *Proxy) classify(dir detect.Direction, req *sip.Request, inDialog bool) (line, remote string) {
+	if inDialog {
+		if c, ok := p.tracker.Get(callID(req)); ok {
+			return c.Line, c.Remote
+		}
+	}
+	lines := p.lines.Load()
+	var cands []string
+	var other string
+	if dir == detect.Outbound {
+		if f := req.From(); f != nil {
+			cands = append(cands, f.Address.User)
+		}
+		if pai := req.GetHeader("P-Asserted-Identity"); pai != nil {
+			cands = append(cands, uriUser(pai.Value()))
+		}
+		other = req.Recipient.User
+		if other == "" {
+			if t := req.To(); t != nil {
+				other = t.Address.User
+			}
+		}
+	} else {
+		cands = append(cands, req.Recipient.User)
+		if t := req.To(); t != nil {
+			cands = append(cands, t.Address.User)
+		}
+		if f := req.From(); f != nil {
+			other = f.Address.User
+		}
+	}
+	for _, c := range cands {
+		if l, ok := lines.Match(c); ok {
+			line = l
+			break
+		}
+	}
+	remote, _ = lines.Normalize(other)
+	return line, remote
+}
+
+// uriUser pulls the user part out of a name-addr header value such as
+// P-Asserted-Identity without a full parse.
+func uriUser(v string) string {
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		v = v[i+1:]
+		if j := strings.IndexByte(v, '>'); j >= 0 {
+			v = v[:j]
+		}
+	}
+	v = strings.TrimSpace(v)
+	if i := strings.IndexByte(v, ':'); i >= 0 {
+		v = v[i+1:]
+	}
+	if i := strings.IndexAny(v, "@;"); i >= 0 {
+		v = v[:i]
+	}
+	return v
+}
+
+// decide calls the decision function, timing it; a panic in it lets the
+// message through and is counted.
+func (p *Proxy) decide(ev *detect.Event) (v detect.Verdict) {
+	start := time.Now()
+	defer func() {
+		p.c.decided(time.Since(start))
+		if r := recover(); r != nil {
+			p.c.decidePan.Add(1)
+			p.log.Error("recovered a panic in the decision function; message let through",
+				"call_id", callID(ev.Request), "panic", MaskNumbers(fmt.Sprint(r)))
+			v = detect.Allow
+		}
+	}()
+	return p.decider.Load().d.Decide(ev)
+}
+
+// block answers a request the decision refused.
+func (p *Proxy) block(tx sip.ServerTransaction, req *sip.Request, rc *reqCtx, v detect.Verdict) {
+	status := v.Status
+	if status < 300 || status > 699 {
+		status = sip.StatusForbidden
+	}
+	p.c.blocked.Add(1)
+	if req.IsInvite() && !rc.inDialog && rc.line != "" {
+		if !rc.tracked {
+			rc.tracked = p.tracker.Begin(dialog.Call{CallID: rc.callID, Line: rc.line, Direction: rc.dir, Remote: rc.remote, StartedAt: rc.at})
+		}
+		if rc.tracked {
+			p.tracker.Block(rc.callID, v.Rule, status, p.now())
+		}
+	}
+	p.reply(tx, req, status, v.Reason, v.Rule)
+}
+
+// reply answers req from the agent itself, with a Warning naming the rule
+// when there is one.
+func (p *Proxy) reply(tx sip.ServerTransaction, req *sip.Request, status int, reason, rule string) {
+	res := sip.NewResponseFromRequest(req, status, reason, nil)
+	if rule != "" {
+		res.AppendHeader(sip.NewHeader("Warning", `399 leadport-agent "`+rule+`"`))
+	}
+	p.c.response(status)
+	if err := tx.Respond(res); err != nil {
+		p.log.Debug("reply not sent", "call_id", callID(req), "status", status, "err", err)
+	}
+}
+
+func (p *Proxy) answerOptions(tx sip.ServerTransaction, req *sip.Request) {
+	res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
+	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, PRACK, UPDATE"))
+	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	res.AppendHeader(sip.NewHeader("Server", "leadport-agent"))
+	p.c.response(sip.StatusOK)
+	if err := tx.Respond(res); err != nil {
+		p.log.Debug("OPTIONS reply not sent", "err", err)
+	}
+}
+
+// stripOwnRoutes removes the Route entries that name the agent (its own
+// Record-Route coming back, or a phone's outbound-proxy route).
+func (p *Proxy) stripOwnRoutes(req *sip.Request) {
+	for {
+		r := req.Route()
+		if r == nil || !p.isOurs(&r.Address) {
+			return
+		}
+		req.RemoveHeader("Route")
+	}
+}
+
+// route sets where fwd goes next: the first Route or the Request-URI for
+// requests already routed (in-dialog, preloaded Route); for initial
+// requests, the upstream when outbound, else the PBX, a registered contact,
+// or the Request-URI.
+func (p *Proxy) route(rc *reqCtx, fwd *sip.Request) error {
+	if orig, ok := p.regs.byToken(fwd.Recipient.User, fwd.Recipient.Host, p); ok {
+		fwd.Recipient = orig
+	}
+	if rc.inDialog || fwd.Route() != nil {
+		setNextHop(fwd)
+		return nil
+	}
+	if rc.dir == detect.Outbound {
+		setEndpoint(fwd, p.opts.Upstream)
+		return nil
+	}
+	if !p.opts.Local.IsZero() {
+		setEndpoint(fwd, p.opts.Local)
+		return nil
+	}
+	if p.isOurs(&fwd.Recipient) {
+		b, ok := p.regs.first(rc.line, p.now())
+		if !ok {
+			return fmt.Errorf("no contact registered for the line")
+		}
+		fwd.Recipient = b.uri
+	}
+	setNextHop(fwd)
+	return nil
+}
+
+func setEndpoint(req *sip.Request, e Endpoint) {
+	req.SetTransport(strings.ToUpper(e.Transport))
+	req.SetDestination(e.Addr())
+}
+
+// setNextHop sends req to its first Route, else its Request-URI.
+func setNextHop(req *sip.Request) {
+	u := &req.Recipient
+	if r := req.Route(); r != nil {
+		u = &r.Address
+	}
+	tp := "UDP"
+	if v, ok := u.UriParams.Get("transport"); ok && v != "" {
+		tp = strings.ToUpper(v)
+	} else if u.IsEncrypted() {
+		tp = "TLS"
+	}
+	port := u.Port
+	if port == 0 {
+		port = sip.DefaultPort(tp)
+	}
+	req.SetTransport(tp)
+	req.SetDestination(net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port)))
+}
+
+// recordRoute adds the agent to the route set: one entry when the request
+// leaves as it came (same socket and transport), else two (RFC 5658), the
+// egress one on top so each side's first hop is the address it can reach.
+func (p *Proxy) recordRoute(in, out *side, req, fwd *sip.Request) {
+	inTp := strings.ToLower(req.Transport())
+	outTp := strings.ToLower(fwd.Transport())
+	inRR := rrHeader(in, inTp)
+	outRR := rrHeader(out, outTp)
+	if in == out && inTp == outTp {
+		fwd.PrependHeader(inRR)
+		return
+	}
+	fwd.PrependHeader(inRR)
+	fwd.PrependHeader(outRR)
+}
+
+func rrHeader(s *side, tp string) *sip.RecordRouteHeader {
+	port, ok := s.ports[tp]
+	if !ok {
+		for t, p := range s.ports {
+			tp, port = t, p
+			break
+		}
+	}
+	return &sip.RecordRouteHeader{Address: sip.Uri{
+		Scheme:    "sip",
+		Host:      s.host,
+		Port:      port,
+		UriParams: sip.HeaderParams{{K: "transport", V: tp}, {K: "lr", V: ""}},
+	}}
+}
+
+// maxUDPRequest is RFC 3261 18.1.1's limit: larger requests go over TCP.
+const maxUDPRequest = 1300
+
+// relay forwards fwd through out's client transaction and relays its
+// responses back through tx until the final one.
+func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransaction, rc *reqCtx) {
+	switched := false
+	if fwd.Transport() == "UDP" && messageSize(fwd) > maxUDPRequest-120 { // room for our Via
+		fwd.SetTransport("TCP")
+		switched = true
+		p.c.tcpSwitch.Add(1)
+	}
+	if v := fwd.Via(); v != nil && v.Params.Has("rport") {
+		// RFC 3581: the response goes back to where the request came from.
+		if h, pt, err := net.SplitHostPort(req.Source()); err == nil {
+			v.Params.Add("rport", pt)
+			v.Params.Add("received", h)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clTx, err := out.client.TransactionRequest(ctx, fwd, out.addVia)
+	if err != nil && switched {
+		// The next hop does not take TCP: send it over UDP after all and
+		// leave the size to IP fragmentation.
+		fwd.RemoveHeader("Via")
+		fwd.SetTransport("UDP")
+		clTx, err = out.client.TransactionRequest(ctx, fwd, out.addVia)
+	}
+	if err != nil {
+		p.c.relayErrs.Add(1)
+		p.log.Warn("next hop unreachable", "call_id", rc.callID, "method", string(req.Method), "err", MaskNumbers(err.Error()))
+		if rc.tracked {
+			p.tracker.Fail(rc.callID, sip.StatusServiceUnavailable, p.now())
+		}
+		p.reply(tx, req, sip.StatusServiceUnavailable, "", "")
+		return
+	}
+	defer clTx.Terminate()
+	if req.IsInvite() {
+		tx.OnCancel(func(*sip.Request) {
+			p.tracker.Cancel(rc.callID)
+			p.sendCancel(out, fwd)
+		})
+	}
+	serverDone := tx.Done()
+	for {
+		select {
+		case res, ok := <-clTx.Responses():
+			if !ok {
+				return
+			}
+			if p.relayResponse(out, req, fwd, tx, res, rc) {
+				return
+			}
+		case <-serverDone:
+			if !errors.Is(tx.Err(), sip.ErrTransactionCanceled) {
+				return
+			}
+			// Cancelled: sipgo has answered 487 upstream; keep the client
+			// transaction until the next hop's final answer to the CANCEL'd
+			// INVITE, which it must get its ACK for.
+			serverDone = nil
+			rc.finalSent = true
+		case <-clTx.Done():
+			if rc.finalSent && rc.tracked {
+				p.tracker.Fail(rc.callID, sip.StatusRequestTerminated, p.now())
+			}
+			if !rc.finalSent {
+				status := sip.StatusRequestTimeout
+				if err := clTx.Err(); err != nil && !strings.Contains(err.Error(), "timed out") && !strings.Contains(err.Error(), "timeout") {
+					status = sip.StatusServiceUnavailable
+				}
+				p.c.relayErrs.Add(1)
+				p.log.Debug("no final response from the next hop", "call_id", rc.callID, "method", string(req.Method), "err", clTx.Err())
+				if rc.tracked {
+					p.tracker.Fail(rc.callID, status, p.now())
+				}
+				p.reply(tx, req, status, "", "")
+			}
+			return
+		}
+	}
+}
+
+func messageSize(m sip.Message) int {
+	var b strings.Builder
+	m.StringWrite(&b)
+	return b.Len()
+}
+
+// relayResponse relays one response of the client transaction and reports
+// whether the transaction is over for the proxy.
+func (p *Proxy) relayResponse(out *side, req, fwd *sip.Request, tx sip.ServerTransaction, res *sip.Response, rc *reqCtx) bool {
+	at := p.now()
+	status := res.StatusCode
+	p.c.response(status)
+	res.RemoveHeader("Via") // ours
+	if rc.finalSent {
+		// Blocked or cancelled while ringing: the CANCEL is out, wait
+		// for the end.
+		if rc.tracked && status >= 200 {
+			p.tracker.Response(rc.callID, status, at, 0)
+		}
+		if status >= 200 && status < 300 && req.IsInvite() {
+			p.log.Warn("blocked call answered before the CANCEL arrived", "call_id", rc.callID)
+		}
+		return status >= 200
+	}
+	if rc.dir == detect.Inbound && decidable(req.Method) && status > 100 && (status < 200 || status >= 300) {
+		v := p.decide(&detect.Event{At: at, Direction: rc.dir, Line: rc.line, Remote: rc.remote, InDialog: rc.inDialog, Request: req, Response: res})
+		if v.Block {
+			p.block(tx, req, rc, v)
+			rc.finalSent = true
+			if status < 200 {
+				p.sendCancel(out, fwd)
+				return false
+			}
+			return true
+		}
+	}
+	switch {
+	case req.IsInvite() && !rc.inDialog:
+		if rc.tracked {
+			p.tracker.Response(rc.callID, status, at, sessionExpires(res))
+		}
+	case (req.IsInvite() || req.Method == sip.UPDATE) && status >= 200 && status < 300:
+		p.tracker.Refresh(rc.callID, at, sessionExpires(res))
+	case req.Method == sip.REGISTER && status >= 200 && status < 300:
+		p.registered(rc.line, req, res, at)
+	}
+	if err := tx.Respond(res); err != nil {
+		p.log.Debug("response not relayed", "call_id", rc.callID, "status", status, "err", err)
+	}
+	if status >= 200 {
+		rc.finalSent = true
+		return true
+	}
+	return false
+}
+
+func sessionExpires(m interface{ GetHeader(string) sip.Header }) time.Duration {
+	h := m.GetHeader("Session-Expires")
+	if h == nil {
+		h = m.GetHeader("x")
+	}
+	if h == nil {
+		return 0
+	}
+	v := h.Value()
+	if i := strings.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
+// sendCancel cancels the relayed INVITE downstream (RFC 3261 9.1): same
+// Request-URI, Call-ID, From, To, CSeq number and top Via as fwd.
+func (p *Proxy) sendCancel(out *side, fwd *sip.Request) {
+	c := sip.NewRequest(sip.CANCEL, *fwd.Recipient.Clone())
+	if v := fwd.Via(); v != nil {
+		c.AppendHeader(v.Clone())
+	}
+	for _, r := range fwd.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(r))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	for _, h := range []sip.Header{fwd.From(), fwd.To(), fwd.CallID()} {
+		if h != nil {
+			c.AppendHeader(sip.HeaderClone(h))
+		}
+	}
+	if cs := fwd.CSeq(); cs != nil {
+		c.AppendHeader(&sip.CSeqHeader{SeqNo: cs.SeqNo, MethodName: sip.CANCEL})
+	}
+	c.SetBody(nil)
+	c.SetTransport(fwd.Transport())
+	c.SetDestination(fwd.Destination())
+	ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
+	go func() {
+		defer cancel()
+		tx, err := out.client.TransactionRequest(ctx, c, func(*sipgo.Client, *sip.Request) error { return nil })
+		if err != nil {
+			p.log.Debug("CANCEL not sent", "call_id", callID(fwd), "err", err)
+			return
+		}
+		defer tx.Terminate()
+		select {
+		case <-tx.Responses():
+		case <-tx.Done():
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// relayAck forwards an ACK for a 2xx (ACKs for other responses end in
+// their INVITE's server transaction).
+func (p *Proxy) relayAck(in *side, req *sip.Request) {
+	if mf := req.MaxForwards(); mf != nil {
+		if mf.Val() == 0 {
+			return
+		}
+		mf.Dec()
+	}
+	p.stripOwnRoutes(req)
+	if orig, ok := p.regs.byToken(req.Recipient.User, req.Recipient.Host, p); ok {
+		req.Recipient = orig
+	}
+	if req.Route() == nil && p.isOurs(&req.Recipient) {
+		return // nowhere further to go
+	}
+	setNextHop(req)
+	out := p.egress(p.direction(in, req))
+	if err := out.client.WriteRequest(req, out.addVia); err != nil {
+		p.log.Debug("ACK not relayed", "call_id", callID(req), "err", err)
+	}
+}
+
+// strayResponse forwards a response no transaction is waiting for: a 2xx
+// retransmission, or another fork's 2xx, after the INVITE transaction
+// ended. Proxies forward those statelessly (RFC 3261 16.7 step 10 and RFC
+// 6026).
+func (p *Proxy) strayResponse(s *side, res *sip.Response) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.c.panics.Add(1)
+			p.log.Error("recovered a panic while relaying a response", "call_id", callID(res), "panic", MaskNumbers(fmt.Sprint(r)))
+		}
+	}()
+	via := res.Via()
+	if via == nil || !p.isOurs(&sip.Uri{Host: via.Host, Port: via.Port}) {
+		p.c.badResps.Add(1)
+		return
+	}
+	res.RemoveHeader("Via")
+	if res.Via() == nil {
+		return
+	}
+	p.c.response(res.StatusCode)
+	if res.IsSuccess() && res.CSeq() != nil && res.CSeq().MethodName == sip.INVITE {
+		p.tracker.Response(callID(res), res.StatusCode, p.now(), sessionExpires(res))
+	}
+	other := p.local
+	if p.split && s == p.local {
+		other = p.up
+	}
+	if err := other.srv.WriteResponse(res); err != nil {
+		p.log.Debug("stray response not relayed", "call_id", callID(res), "err", err)
+	}
+}

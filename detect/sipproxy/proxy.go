@@ -1,0 +1,542 @@
+// Package sipproxy is the agent's place in the signalling path: a
+// transaction-stateful SIP proxy (RFC 3261 section 16) on emiago/sipgo
+// between the device's user agents (a PBX trunk, registering phones) and
+// the Leadport edge. It relays every call, tracks the calls of the device's
+// lines, and passes each request that starts or changes something, and each
+// response from the local side, through one decision function that lets it
+// through or answers it itself.
+package sipproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/leadport/leadport-agent/detect"
+	"github.com/leadport/leadport-agent/detect/dialog"
+)
+
+// Endpoint is a SIP transport address.
+type Endpoint struct {
+	Transport string // udp, tcp or tls
+	Host      string
+	Port      int
+}
+
+func (e Endpoint) IsZero() bool { return e.Host == "" }
+
+// Addr is host:port, with brackets for IPv6.
+func (e Endpoint) Addr() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) }
+
+func (e Endpoint) String() string { return e.Transport + "://" + e.Addr() }
+
+// RegisterMode is how calls find their way back to phones registering
+// through the agent.
+type RegisterMode string
+
+const (
+	// RegisterPath adds a Path header (RFC 3327): the registrar routes
+	// calls for the contact through the agent.
+	RegisterPath RegisterMode = "path"
+	// RegisterContact rewrites each Contact to an address of the agent, for
+	// registrars without Path support; the agent maps it back.
+	RegisterContact RegisterMode = "contact"
+)
+
+// Options configure a Proxy.
+type Options struct {
+	// Listen is where the local side (PBX, phones) sends SIP.
+	Listen []Endpoint
+	// UpstreamListen is where the Leadport edge sends SIP; empty: the same
+	// sockets as Listen, and a message's side is told by its source.
+	UpstreamListen []Endpoint
+	// Advertise is the host put in Via, Record-Route and Path when a
+	// listener is bound to a wildcard address; default: the address the
+	// host would use to reach the upstream.
+	Advertise string
+	// Upstream is the Leadport edge; required.
+	Upstream Endpoint
+	// Local is where inbound calls go (a PBX trunk); zero: the contacts
+	// registered through the agent, or the Request-URI.
+	Local        Endpoint
+	RegisterMode RegisterMode
+	TLS          *tls.Config // for tls listeners and next hops
+
+	Lines   *detect.Lines
+	Decider detect.Decider // default detect.AllowAll
+	Tracker *dialog.Tracker
+	Logger  *slog.Logger
+	// Now is the clock for call times; default time.Now.
+	Now func() time.Time
+}
+
+// Proxy relays SIP between the local side and the upstream.
+type Proxy struct {
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time
+	local   *side
+	up      *side // == local when the sides share sockets
+	split   bool
+	lines   atomic.Pointer[detect.Lines]
+	decider atomic.Pointer[deciderBox]
+	tracker *dialog.Tracker
+	regs    *registrations
+	c       counters
+
+	upAddrs atomic.Pointer[[]net.IP] // upstream host, resolved
+	ready   chan struct{}
+}
+
+type deciderBox struct{ d detect.Decider }
+
+// side is one sipgo user agent with its listeners: the local side and, when
+// configured apart, the upstream side.
+type side struct {
+	name     string
+	ua       *sipgo.UserAgent
+	srv      *sipgo.Server
+	client   *sipgo.Client
+	listen   []Endpoint
+	host     string         // advertised
+	ports    map[string]int // transport -> listening port
+	udpConns sync.Map       // local addr string -> net.PacketConn, for 400s
+	udpAddr  sip.Addr       // the first UDP listener's bound address
+	parser   *sip.Parser
+}
+
+var setMTU sync.Once
+
+// New checks the options and builds the proxy; Run starts it.
+func New(opts Options) (*Proxy, error) {
+	if len(opts.Listen) == 0 {
+		return nil, errors.New("sipproxy: no listen address")
+	}
+	if opts.Upstream.IsZero() {
+		return nil, errors.New("sipproxy: no upstream")
+	}
+	if opts.RegisterMode == "" {
+		opts.RegisterMode = RegisterPath
+	}
+	if opts.Decider == nil {
+		opts.Decider = detect.AllowAll
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Tracker == nil {
+		opts.Tracker = dialog.New(dialog.Options{})
+	}
+	if opts.Lines == nil {
+		opts.Lines, _ = detect.NewLines(nil, "")
+	}
+	for _, e := range append(append([]Endpoint{}, opts.Listen...), opts.UpstreamListen...) {
+		if e.Transport == "tls" && opts.TLS == nil {
+			return nil, fmt.Errorf("sipproxy: %s needs a TLS certificate", e)
+		}
+	}
+	// sipgo refuses UDP messages over 1300 bytes. Requests that size go
+	// over TCP as RFC 3261 18.1.1 says (see relay); a response must go back
+	// the way its request came, so UDP responses of any size are sent and
+	// left to IP fragmentation rather than failing the call.
+	setMTU.Do(func() { sip.UDPMTUSize = 65535 })
+
+	p := &Proxy{
+		opts:    opts,
+		log:     opts.Logger.With("component", "sip"),
+		now:     opts.Now,
+		tracker: opts.Tracker,
+		regs:    newRegistrations(),
+		ready:   make(chan struct{}),
+	}
+	p.lines.Store(opts.Lines)
+	p.decider.Store(&deciderBox{opts.Decider})
+	var err error
+	if p.local, err = p.newSide("local", opts.Listen); err != nil {
+		return nil, err
+	}
+	p.up = p.local
+	if len(opts.UpstreamListen) > 0 {
+		p.split = true
+		if p.up, err = p.newSide("upstream", opts.UpstreamListen); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// SetDecider replaces the decision function for new requests; calls in
+// progress keep going.
+func (p *Proxy) SetDecider(d detect.Decider) {
+	if d == nil {
+		d = detect.AllowAll
+	}
+	p.decider.Store(&deciderBox{d})
+}
+
+// SetLines replaces the device's lines for new requests.
+func (p *Proxy) SetLines(l *detect.Lines) { p.lines.Store(l) }
+
+// Tracker is the call tracker the proxy feeds.
+func (p *Proxy) Tracker() *dialog.Tracker { return p.tracker }
+
+// Ready is closed once every listener is bound.
+func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// Stats returns the proxy's counters.
+func (p *Proxy) Stats() Stats {
+	s := p.c.snapshot()
+	ts := p.tracker.Stats()
+	s.CallsActive, s.CallsTotal, s.CallsOverflow = ts.Active, ts.Total, ts.Overflow
+	s.Registrations = p.regs.count(p.now())
+	return s
+}
+
+// Registrations returns the contacts bound per line through the agent.
+func (p *Proxy) Registrations() map[string][]Binding { return p.regs.snapshot(p.now()) }
+
+func (p *Proxy) newSide(name string, listen []Endpoint) (*side, error) {
+	s := &side{name: name, listen: listen, ports: map[string]int{}, parser: sip.NewParser()}
+	libLog := slog.New(redactHandler{next: p.log.Handler(), onParseError: func() { p.c.parseErrs.Add(1) }}).With("side", name)
+	s.host = p.opts.Advertise
+	if s.host == "" {
+		s.host = advertiseHost(listen[0].Host, p.opts.Upstream.Host)
+	}
+	var err error
+	s.ua, err = sipgo.NewUA(
+		sipgo.WithUserAgent("leadport-agent"),
+		sipgo.WithUserAgentHostname(s.host),
+		sipgo.WithUserAgenTLSConfig(p.opts.TLS),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			sip.WithTransactionLayerLogger(libLog),
+			sip.WithTransactionLayerUnhandledResponseHandler(func(res *sip.Response) { p.strayResponse(s, res) }),
+		),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerLogger(libLog),
+			sip.WithTransportLayerReadFilter(func(info sip.TransportReadProps, data []byte) ([]byte, error) {
+				return p.readFilter(s, info, data), nil
+			}),
+		),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("sipproxy: %s user agent: %w", name, err)
+	}
+	if s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(libLog)); err != nil {
+		return nil, fmt.Errorf("sipproxy: %s server: %w", name, err)
+	}
+	if s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(libLog)); err != nil {
+		return nil, fmt.Errorf("sipproxy: %s client: %w", name, err)
+	}
+	handle := func(req *sip.Request, tx sip.ServerTransaction) { p.handle(s, req, tx) }
+	for _, m := range methods {
+		s.srv.OnRequest(m, handle)
+	}
+	s.srv.OnNoRoute(handle)
+	return s, nil
+}
+
+// advertiseHost picks the address to put in headers for a listener bound
+// to host: host itself unless it is a wildcard, else the source address
+// the system would use toward the upstream.
+func advertiseHost(host, upstream string) string {
+	ip := net.ParseIP(host)
+	if ip != nil && !ip.IsUnspecified() {
+		return host
+	}
+	if host != "" && ip == nil {
+		return host // a name
+	}
+	network := "udp4"
+	if ip != nil && ip.To4() == nil {
+		network = "udp6"
+	}
+	if c, err := net.Dial(network, net.JoinHostPort(upstream, "5060")); err == nil {
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).IP.String()
+	}
+	if network == "udp6" {
+		return "::1"
+	}
+	return "127.0.0.1"
+}
+
+// Run binds every listener and serves until ctx ends. A listener that
+// cannot be bound is an error before anything is served.
+func (p *Proxy) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var closers []func() error
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	type serve func() error
+	var serves []serve
+	sides := []*side{p.local}
+	if p.split {
+		sides = append(sides, p.up)
+	}
+	for _, s := range sides {
+		for _, e := range s.listen {
+			sv, closer, err := p.bind(s, e)
+			if err != nil {
+				return err
+			}
+			closers = append(closers, closer)
+			serves = append(serves, sv)
+		}
+	}
+	p.resolveUpstream(ctx)
+	errc := make(chan error, len(serves))
+	for _, sv := range serves {
+		go func() { errc <- sv() }()
+	}
+	// UDP requests leave from the listening socket, which sipgo finds in
+	// its pool once its read loop has registered it.
+	for _, s := range sides {
+		if err := s.awaitUDP(ctx); err != nil {
+			return err
+		}
+	}
+	close(p.ready)
+	p.log.Info("sip proxy listening", "local", endpoints(p.local.listen), "upstream", p.opts.Upstream.String(),
+		"upstream_listen", endpoints(p.up.listen), "register_mode", string(p.opts.RegisterMode))
+	go p.expireLoop(ctx)
+	go p.resolveLoop(ctx)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if ctx.Err() == nil && err != nil && !errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("sipproxy: listener stopped: %w", err)
+		}
+	}
+	for _, s := range sides {
+		s.ua.Close()
+	}
+	return nil
+}
+
+func endpoints(es []Endpoint) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.String()
+	}
+	return out
+}
+
+func (p *Proxy) bind(s *side, e Endpoint) (func() error, func() error, error) {
+	switch e.Transport {
+	case "udp":
+		conn, err := net.ListenPacket("udp", e.Addr())
+		if err != nil {
+			return nil, nil, fmt.Errorf("sipproxy: listen %s: %w", e, err)
+		}
+		la := conn.LocalAddr().(*net.UDPAddr)
+		if _, ok := s.ports["udp"]; !ok {
+			s.ports["udp"] = la.Port
+			s.udpAddr = sip.Addr{IP: la.IP, Port: la.Port}
+		}
+		s.udpConns.Store(la.String(), conn)
+		return func() error { return s.srv.ServeUDP(conn) }, conn.Close, nil
+	case "tcp", "tls":
+		addr := e.Addr()
+		if e.Port == 0 && s.ports["udp"] != 0 {
+			// Port 0 (tests): take the UDP listener's port when free, so
+			// one port serves both as on a real device.
+			if l, err := net.Listen("tcp", net.JoinHostPort(e.Host, strconv.Itoa(s.ports["udp"]))); err == nil {
+				l.Close()
+				addr = net.JoinHostPort(e.Host, strconv.Itoa(s.ports["udp"]))
+			}
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sipproxy: listen %s: %w", e, err)
+		}
+		s.ports[e.Transport] = l.Addr().(*net.TCPAddr).Port
+		if e.Transport == "tls" {
+			tl := tls.NewListener(l, p.opts.TLS)
+			return func() error { return s.srv.ServeTLS(tl) }, l.Close, nil
+		}
+		return func() error { return s.srv.ServeTCP(l) }, l.Close, nil
+	}
+	return nil, nil, fmt.Errorf("sipproxy: listen %s: unsupported transport", e)
+}
+
+// Ports returns the bound port per transport of the local side (useful
+// when listening on port 0).
+func (p *Proxy) Ports() map[string]int { return p.local.ports }
+
+// UpstreamPorts returns the bound ports of the upstream side.
+func (p *Proxy) UpstreamPorts() map[string]int { return p.up.ports }
+
+func (p *Proxy) expireLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.tracker.Expire(p.now())
+			p.regs.expire(p.now())
+		}
+	}
+}
+
+// resolveUpstream learns the upstream's addresses, by which the shared
+// sockets tell an inbound request from an outbound one.
+func (p *Proxy) resolveUpstream(ctx context.Context) {
+	host := p.opts.Upstream.Host
+	if ip := net.ParseIP(host); ip != nil {
+		p.upAddrs.Store(&[]net.IP{ip})
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIP(ctx, "ip", host)
+	if err != nil {
+		p.log.Warn("upstream does not resolve", "host", host, "err", err)
+		return
+	}
+	p.upAddrs.Store(&ips)
+}
+
+func (p *Proxy) resolveLoop(ctx context.Context) {
+	if net.ParseIP(p.opts.Upstream.Host) != nil {
+		return
+	}
+	t := time.NewTicker(5 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.resolveUpstream(ctx)
+		}
+	}
+}
+
+// fromUpstream tells whether a message from source came from the edge.
+// The exact address and port always count; the address alone counts when
+// it is not loopback (on loopback, test peers share the address).
+func (p *Proxy) fromUpstream(source string) bool {
+	host, port, err := net.SplitHostPort(source)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	addrs := p.upAddrs.Load()
+	if ip == nil || addrs == nil {
+		return false
+	}
+	for _, a := range *addrs {
+		if !a.Equal(ip) {
+			continue
+		}
+		if strconv.Itoa(p.opts.Upstream.Port) == port || !ip.IsLoopback() {
+			return true
+		}
+	}
+	return false
+}
+
+// isOurs reports whether a URI addresses the agent itself.
+func (p *Proxy) isOurs(u *sip.Uri) bool {
+	port := u.Port
+	for _, s := range []*side{p.local, p.up} {
+		if !strings.EqualFold(u.Host, s.host) && !p.isListenHost(s, u.Host) {
+			continue
+		}
+		for t, lp := range s.ports {
+			if port == lp || (port == 0 && lp == sip.DefaultPort(t)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (p *Proxy) isListenHost(s *side, host string) bool {
+	for _, e := range s.listen {
+		if strings.EqualFold(e.Host, host) {
+			return true
+		}
+		if ip := net.ParseIP(e.Host); ip != nil && ip.IsUnspecified() {
+			if hip := net.ParseIP(host); hip != nil && isLocalIP(hip) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isLocalIP(ip net.IP) bool {
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// addVia puts the agent's Via on a relayed request: the side's advertised
+// host and its listening port for the transport, so responses and NATs
+// see one stable address. UDP requests leave from the listening socket
+// itself rather than a new one.
+func (s *side) addVia(_ *sipgo.Client, r *sip.Request) error {
+	tp := strings.ToUpper(r.Transport())
+	port := s.ports[strings.ToLower(tp)]
+	if port == 0 {
+		port = s.ports["udp"]
+	}
+	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tp, Host: s.host, Port: port}
+	via.Params.Add("branch", sip.GenerateBranchN(16))
+	via.Params.Add("rport", "")
+	r.PrependHeader(via)
+	if tp == "UDP" && s.udpAddr.IP != nil {
+		r.Laddr = s.udpAddr
+	}
+	return nil
+}
+
+// awaitUDP waits until sipgo has the side's UDP listener in its pool.
+func (s *side) awaitUDP(ctx context.Context) error {
+	if s.udpAddr.IP == nil {
+		return nil
+	}
+	pool := s.ua.TransportLayer().Pool("udp")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if c := pool.Get(s.udpAddr.String()); c != nil {
+			c.TryClose() // Get took a reference
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("sipproxy: %s UDP listener %s did not start", s.name, s.udpAddr.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

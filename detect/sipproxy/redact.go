@@ -1,0 +1,87 @@
+package sipproxy
+
+import (
+	"context"
+	"log/slog"
+	"regexp"
+
+	"github.com/leadport/leadport-agent/store/phone"
+)
+
+// numberLike finds what could be a phone number inside free text: a run
+// of at least seven digits, optionally with a leading + and dashes.
+// Dots and spaces are left out so addresses and ports stay readable.
+var numberLike = regexp.MustCompile(`\+?\d[\d\-]{5,}\d`)
+
+// MaskNumbers masks every phone-number-like run in s.
+func MaskNumbers(s string) string {
+	return numberLike.ReplaceAllStringFunc(s, phone.Mask)
+}
+
+// redactHandler guards the logs of the SIP library: sipgo logs whole
+// messages ("data") and start lines on some errors, which carry phone
+// numbers. It drops the message dumps and masks numbers in what is left.
+type redactHandler struct {
+	next slog.Handler
+	// onParseError counts messages the library could not parse (it logs
+	// them and drops them; on TCP no reply is possible).
+	onParseError func()
+}
+
+func (h redactHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.next.Enabled(ctx, l)
+}
+
+func (h redactHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "failed to parse" && h.onParseError != nil {
+		h.onParseError()
+	}
+	out := slog.NewRecord(r.Time, r.Level, MaskNumbers(r.Message), r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(redactAttr(a))
+		return true
+	})
+	return h.next.Handle(ctx, out)
+}
+
+func (h redactHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	for i := range as {
+		as[i] = redactAttr(as[i])
+	}
+	return redactHandler{h.next.WithAttrs(as), h.onParseError}
+}
+
+func (h redactHandler) WithGroup(name string) slog.Handler {
+	return redactHandler{h.next.WithGroup(name), h.onParseError}
+}
+
+func redactAttr(a slog.Attr) slog.Attr {
+	switch a.Key {
+	case "data", "msg", "message", "body":
+		return slog.String(a.Key, "[redacted]")
+	}
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, MaskNumbers(v.String()))
+	case slog.KindGroup:
+		as := v.Group()
+		out := make([]any, len(as))
+		for i := range as {
+			out[i] = redactAttr(as[i])
+		}
+		return slog.Group(a.Key, out...)
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok {
+			return slog.String(a.Key, MaskNumbers(err.Error()))
+		}
+		return slog.String(a.Key, MaskNumbers(v.String()))
+	}
+	return a
+}
+
+// LibraryLogger wraps log for the SIP library: message dumps dropped,
+// numbers masked.
+func LibraryLogger(log *slog.Logger) *slog.Logger {
+	return slog.New(redactHandler{next: log.Handler()}).With("component", "sip")
+}

@@ -1,0 +1,115 @@
+package sipproxy
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// methods are counted by index; anything else counts as "OTHER".
+var methods = []sip.RequestMethod{
+	sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER, sip.OPTIONS,
+	sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK,
+	sip.UPDATE, sip.PUBLISH,
+}
+
+func methodIndex(m sip.RequestMethod) int {
+	for i, x := range methods {
+		if x == m {
+			return i
+		}
+	}
+	return len(methods)
+}
+
+// counters are lock-free: they are bumped on every message.
+type counters struct {
+	requests   [15]atomic.Uint64  // by methodIndex
+	responses  [700]atomic.Uint64 // by status code
+	parseErrs  atomic.Uint64      // requests that could not be parsed
+	badResps   atomic.Uint64      // responses dropped as broken
+	panics     atomic.Uint64      // recovered while handling one message
+	decidePan  atomic.Uint64      // recovered inside the decision function
+	blocked    atomic.Uint64
+	bytesIn    atomic.Uint64
+	decisions  atomic.Uint64
+	decisionNs atomic.Uint64
+	decideMax  atomic.Int64
+	tcpSwitch  atomic.Uint64 // requests sent over TCP for their size
+	relayErrs  atomic.Uint64 // next hop unreachable or timed out
+}
+
+func (c *counters) request(m sip.RequestMethod) { c.requests[methodIndex(m)].Add(1) }
+
+func (c *counters) response(code int) {
+	if code >= 100 && code < 700 {
+		c.responses[code].Add(1)
+	}
+}
+
+func (c *counters) decided(d time.Duration) {
+	c.decisions.Add(1)
+	c.decisionNs.Add(uint64(d))
+	for {
+		m := c.decideMax.Load()
+		if int64(d) <= m || c.decideMax.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
+}
+
+// Stats is a snapshot of the proxy's counters, for the local status and
+// metrics.
+type Stats struct {
+	Requests       map[string]uint64 // by method
+	Responses      map[int]uint64    // by status code
+	ParseErrors    uint64
+	BadResponses   uint64
+	Panics         uint64
+	DecisionPanics uint64
+	Blocked        uint64
+	BytesIn        uint64
+	Decisions      uint64
+	DecisionTime   time.Duration // total
+	DecisionMax    time.Duration
+	TCPSwitches    uint64
+	RelayErrors    uint64
+	CallsActive    int
+	CallsTotal     uint64
+	CallsOverflow  uint64
+	Registrations  int // bound contacts held
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		Requests:       map[string]uint64{},
+		Responses:      map[int]uint64{},
+		ParseErrors:    c.parseErrs.Load(),
+		BadResponses:   c.badResps.Load(),
+		Panics:         c.panics.Load(),
+		DecisionPanics: c.decidePan.Load(),
+		Blocked:        c.blocked.Load(),
+		BytesIn:        c.bytesIn.Load(),
+		Decisions:      c.decisions.Load(),
+		DecisionTime:   time.Duration(c.decisionNs.Load()),
+		DecisionMax:    time.Duration(c.decideMax.Load()),
+		TCPSwitches:    c.tcpSwitch.Load(),
+		RelayErrors:    c.relayErrs.Load(),
+	}
+	for i := range c.requests {
+		if n := c.requests[i].Load(); n > 0 {
+			name := "OTHER"
+			if i < len(methods) {
+				name = string(methods[i])
+			}
+			s.Requests[name] = n
+		}
+	}
+	for code := range c.responses {
+		if n := c.responses[code].Load(); n > 0 {
+			s.Responses[code] = n
+		}
+	}
+	return s
+}
