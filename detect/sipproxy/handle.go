@@ -274,6 +274,7 @@ func (p *Proxy) block(tx sip.ServerTransaction, req *sip.Request, rc *reqCtx, v 
 // when there is one.
 func (p *Proxy) reply(tx sip.ServerTransaction, req *sip.Request, status int, reason, rule string) {
 	res := sip.NewResponseFromRequest(req, status, reason, nil)
+	res.SetDestination(req.Source())
 	if rule != "" {
 		res.AppendHeader(sip.NewHeader("Warning", `399 leadport-agent "`+rule+`"`))
 	}
@@ -288,6 +289,7 @@ func (p *Proxy) answerOptions(tx sip.ServerTransaction, req *sip.Request) {
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, PRACK, UPDATE"))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
 	res.AppendHeader(sip.NewHeader("Server", "leadport-agent"))
+	res.SetDestination(req.Source())
 	p.c.response(sip.StatusOK)
 	if err := tx.Respond(res); err != nil {
 		p.log.Debug("OPTIONS reply not sent", "err", err)
@@ -359,7 +361,7 @@ func setNextHop(req *sip.Request) {
 		port = sip.DefaultPort(tp)
 	}
 	req.SetTransport(tp)
-	req.SetDestination(net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port)))
+	req.SetDestination(net.JoinHostPort(bareHost(u.Host), strconv.Itoa(port)))
 }
 
 // recordRoute adds the agent to the route set: one entry when the request
@@ -525,6 +527,9 @@ func (p *Proxy) relayResponse(out *side, req, fwd *sip.Request, tx sip.ServerTra
 	case req.Method == sip.REGISTER && status >= 200 && status < 300:
 		p.registered(rc.line, req, res, at)
 	}
+	// RFC 3581: back to the request's source. sipgo would derive it from
+	// the Via and get an IPv6 received= wrong.
+	res.SetDestination(req.Source())
 	if err := tx.Respond(res); err != nil {
 		p.log.Debug("response not relayed", "call_id", rc.callID, "status", status, "err", err)
 	}
@@ -641,6 +646,22 @@ func (p *Proxy) strayResponse(s *side, res *sip.Response) {
 	if res.IsSuccess() && res.CSeq() != nil && res.CSeq().MethodName == sip.INVITE {
 		p.tracker.Response(callID(res), res.StatusCode, p.now(), sessionExpires(res))
 	}
+	// sipgo's own Destination() drops the brackets of an IPv6 received=.
+	next := res.Via()
+	host := next.Host
+	if v, ok := next.Params.Get("received"); ok && v != "" {
+		host = v
+	}
+	port := next.Port
+	if v, ok := next.Params.Get("rport"); ok && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			port = n
+		}
+	}
+	if port == 0 {
+		port = sip.DefaultPort(next.Transport)
+	}
+	res.SetDestination(net.JoinHostPort(bareHost(host), strconv.Itoa(port)))
 	other := p.local
 	if p.split && s == p.local {
 		other = p.up

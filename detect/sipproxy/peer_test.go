@@ -20,12 +20,13 @@ import (
 // TCP at the same port: a phone or PBX on the local side, or the Leadport
 // edge upstream.
 type peer struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	ua   *sipgo.UserAgent
 	srv  *sipgo.Server
 	cli  *sipgo.Client
 	port int
+	host string
 	dcc  *sipgo.DialogClientCache
 	dsc  *sipgo.DialogServerCache
 
@@ -40,24 +41,27 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 const testSDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 
-func newPeer(t *testing.T, name, user string) *peer {
+func newPeer(t testing.TB, name, user string) *peer { return newPeerAt(t, name, user, "127.0.0.1") }
+
+// newPeerAt starts a peer on host (127.0.0.1 or ::1).
+func newPeerAt(t testing.TB, name, user, host string) *peer {
 	t.Helper()
-	p := &peer{t: t, name: name, seen: map[sip.RequestMethod][]*sip.Request{}, took: map[sip.RequestMethod]int{}}
+	p := &peer{t: t, name: name, host: host, seen: map[sip.RequestMethod][]*sip.Request{}, took: map[sip.RequestMethod]int{}}
 	var err error
-	p.ua, err = sipgo.NewUA(sipgo.WithUserAgent(name), sipgo.WithUserAgentHostname("127.0.0.1"),
+	p.ua, err = sipgo.NewUA(sipgo.WithUserAgent(name), sipgo.WithUserAgentHostname(host),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.srv, _ = sipgo.NewServer(p.ua, sipgo.WithServerLogger(quiet))
-	udp, tcp := listenPair(t)
+	udp, tcp := listenPair(t, host)
 	p.port = udp.LocalAddr().(*net.UDPAddr).Port
-	p.cli, err = sipgo.NewClient(p.ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientLogger(quiet))
+	p.cli, err = sipgo.NewClient(p.ua, sipgo.WithClientHostname(host), sipgo.WithClientLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
-	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "127.0.0.1", Port: p.port}}
+	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: host, Port: p.port}}
 	p.dcc = sipgo.NewDialogClientCache(p.cli, contact)
 	p.dsc = sipgo.NewDialogServerCache(p.cli, contact)
 	p.srv.OnInvite(p.onInvite)
@@ -96,10 +100,10 @@ func newPeer(t *testing.T, name, user string) *peer {
 }
 
 // listenPair binds UDP and TCP on one free loopback port.
-func listenPair(t *testing.T) (net.PacketConn, net.Listener) {
+func listenPair(t testing.TB, host string) (net.PacketConn, net.Listener) {
 	t.Helper()
 	for range 50 {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
+		u, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,11 +216,11 @@ func (p *peer) nth(method sip.RequestMethod, i int) *sip.Request {
 // invite starts a call from this peer through the proxy at proxyPort.
 func (p *peer) invite(ctx context.Context, from, to string, transport string, proxyPort int, extra ...sip.Header) (*sipgo.DialogClientSession, error) {
 	req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: to, Host: "edge.invalid"})
-	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: from, Host: "127.0.0.1"}, Params: tagParams()})
+	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: from, Host: p.host}, Params: tagParams()})
 	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: to, Host: "edge.invalid"}})
-	req.AppendHeader(sip.NewHeader("Route", fmt.Sprintf("<sip:127.0.0.1:%d;transport=%s;lr>", proxyPort, transport)))
+	req.AppendHeader(sip.NewHeader("Route", fmt.Sprintf("<sip:%s;transport=%s;lr>", net.JoinHostPort(p.host, strconv.Itoa(proxyPort)), transport)))
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: from, Host: "127.0.0.1", Port: p.port,
+	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: from, Host: p.host, Port: p.port,
 		UriParams: sip.HeaderParams{{K: "transport", V: transport}}}})
 	for _, h := range extra {
 		req.AppendHeader(h)

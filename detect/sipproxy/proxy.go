@@ -212,7 +212,7 @@ func (p *Proxy) Registrations() map[string][]Binding { return p.regs.snapshot(p.
 func (p *Proxy) newSide(name string, listen []Endpoint) (*side, error) {
 	s := &side{name: name, listen: listen, ports: map[string]int{}, parser: sip.NewParser()}
 	libLog := slog.New(redactHandler{next: p.log.Handler(), onParseError: func() { p.c.parseErrs.Add(1) }}).With("side", name)
-	s.host = p.opts.Advertise
+	s.host = bareHost(p.opts.Advertise)
 	if s.host == "" {
 		s.host = advertiseHost(listen[0].Host, p.opts.Upstream.Host)
 	}
@@ -459,8 +459,9 @@ func (p *Proxy) fromUpstream(source string) bool {
 // isOurs reports whether a URI addresses the agent itself.
 func (p *Proxy) isOurs(u *sip.Uri) bool {
 	port := u.Port
+	host := bareHost(u.Host)
 	for _, s := range []*side{p.local, p.up} {
-		if !strings.EqualFold(u.Host, s.host) && !p.isListenHost(s, u.Host) {
+		if !strings.EqualFold(host, s.host) && !p.isListenHost(s, host) {
 			continue
 		}
 		for t, lp := range s.ports {
@@ -472,7 +473,11 @@ func (p *Proxy) isOurs(u *sip.Uri) bool {
 	return false
 }
 
+// bareHost strips the brackets SIP puts around IPv6 addresses.
+func bareHost(h string) string { return strings.Trim(h, "[]") }
+
 func (p *Proxy) isListenHost(s *side, host string) bool {
+	host = bareHost(host)
 	for _, e := range s.listen {
 		if strings.EqualFold(e.Host, host) {
 			return true

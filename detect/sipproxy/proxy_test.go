@@ -27,7 +27,7 @@ const (
 // rig is the proxy with a phone (or PBX) on the local side and the edge
 // upstream, all real sipgo user agents on loopback.
 type rig struct {
-	t     *testing.T
+	t     testing.TB
 	p     *Proxy
 	phone *peer
 	edge  *peer
@@ -55,19 +55,25 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newRig(t *testing.T, upTransport string, mod func(*Options, *rig)) *rig {
+func newRig(t testing.TB, upTransport string, mod func(*Options, *rig)) *rig {
 	t.Helper()
-	r := &rig{t: t, ended: make(chan dialog.Call, 64), logs: &syncBuffer{}, cancelled: make(chan struct{}), calleeBye: make(chan error, 1)}
-	r.edge = newPeer(t, "edge", callee)
-	r.phone = newPeer(t, "phone", line)
+	return newRigAt(t, "127.0.0.1", upTransport, mod)
+}
+
+// newRigAt runs the proxy and its peers on host (127.0.0.1 or ::1).
+func newRigAt(t testing.TB, host, upTransport string, mod func(*Options, *rig)) *rig {
+	t.Helper()
+	r := &rig{t: t, ended: make(chan dialog.Call, 100000), logs: &syncBuffer{}, cancelled: make(chan struct{}), calleeBye: make(chan error, 1)}
+	r.edge = newPeerAt(t, "edge", callee, host)
+	r.phone = newPeerAt(t, "phone", line, host)
 	lines, _ := detect.NewLines([]string{line}, "1")
 	opts := Options{
-		Listen:   []Endpoint{{"udp", "127.0.0.1", 0}, {"tcp", "127.0.0.1", 0}},
-		Upstream: Endpoint{upTransport, "127.0.0.1", r.edge.port},
+		Listen:   []Endpoint{{"udp", host, 0}, {"tcp", host, 0}},
+		Upstream: Endpoint{upTransport, host, r.edge.port},
 		Lines:    lines,
 		Tracker:  dialog.New(dialog.Options{OnEnd: func(c dialog.Call) { r.ended <- c }}),
 		// Debug, so the library's chatter is checked for numbers too.
-		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: logLevel(t)})),
 	}
 	if mod != nil {
 		mod(&opts, r)
@@ -101,6 +107,15 @@ func newRig(t *testing.T, upTransport string, mod func(*Options, *rig)) *rig {
 	return r
 }
 
+// logLevel is Debug in tests, so the library's chatter is checked for
+// numbers too, and Info in benchmarks, so logging does not skew figures.
+func logLevel(t testing.TB) slog.Level {
+	if _, ok := t.(*testing.B); ok {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
+}
+
 func (r *rig) port(transport string) int { return r.p.Ports()[transport] }
 
 // wantCall waits for the usage of the next ended call.
@@ -115,7 +130,7 @@ func (r *rig) wantCall() dialog.Call {
 	}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -293,7 +308,35 @@ func TestOutboundCalls(t *testing.T) {
 	}
 }
 
-func mustAnswer(t *testing.T, s *sipgo.DialogClientSession) {
+// TestIPv6 runs a call over IPv6 loopback, UDP and TCP.
+func TestIPv6(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	} else {
+		c.Close()
+	}
+	for _, transport := range []string{"udp", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			r := newRigAt(t, "::1", transport, nil)
+			s, err := r.phone.invite(ctxT(t), line, callee, transport, r.port(transport))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustAnswer(t, s)
+			if err := s.Bye(ctxT(t)); err != nil {
+				t.Fatalf("BYE: %v", err)
+			}
+			if rr := r.edge.nth(sip.INVITE, 0).RecordRoute(); rr == nil || bareHost(rr.Address.Host) != "::1" {
+				t.Errorf("Record-Route = %v, want the proxy's IPv6 address", rr)
+			}
+			if c := r.wantCall(); c.Disposition != dialog.Answered || c.Duration() <= 0 {
+				t.Errorf("call = %+v", c)
+			}
+		})
+	}
+}
+
+func mustAnswer(t testing.TB, s *sipgo.DialogClientSession) {
 	t.Helper()
 	if err := s.WaitAnswer(ctxT(t), sipgo.AnswerOptions{}); err != nil {
 		t.Fatalf("WaitAnswer: %v", err)
