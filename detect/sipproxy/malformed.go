@@ -4,40 +4,73 @@ import (
 	"bytes"
 	"net"
 	"strings"
+	"sync"
 
 	"github.com/emiago/sipgo/sip"
 )
 
 // readFilter sees every datagram and stream chunk before sipgo parses it.
-// sipgo drops a UDP request it cannot parse without a word, and the sender
-// retransmits for half a minute; here such a request gets a 400 (RFC 3261
-// 16.3) built from the headers that can be salvaged, a broken response is
-// dropped, and both are counted. Stream chunks are not messages, so TCP is
-// left to sipgo's stream parser (its failures are counted from its log).
+// It counts bytes and, for UDP, notes the datagram and its sender for the
+// listener: sipgo drops a request it cannot parse with only a log line (the
+// sender would retransmit for half a minute), and that log line, handled
+// by the same goroutine right after, is where the proxy answers it (see
+// parseFailed). Parsing here as well would double the cost of every
+// message.
 func (p *Proxy) readFilter(s *side, info sip.TransportReadProps, data []byte) []byte {
 	p.c.bytesIn.Add(uint64(len(data)))
-	if !strings.EqualFold(info.Transport, "udp") || len(bytes.Trim(data, "\r\n")) == 0 {
-		return data
-	}
-	if _, err := s.parser.ParseSIP(data); err == nil {
-		return data
-	}
-	if bytes.HasPrefix(data, []byte("SIP/")) {
-		p.c.badResps.Add(1)
-		return nil
-	}
-	p.c.parseErrs.Add(1)
-	reply := badRequest(data)
-	if reply == nil {
-		return nil
-	}
-	if c, ok := s.udpConns.Load(info.LocalAddr.String()); ok {
-		if _, err := c.(net.PacketConn).WriteTo(reply, info.RemoteAddr); err != nil {
-			p.log.Debug("400 not sent", "err", err)
+	if strings.EqualFold(info.Transport, "udp") {
+		if v, ok := s.slots.Load(info.LocalAddr.String()); ok {
+			sl := v.(*udpSlot)
+			sl.mu.Lock()
+			sl.data, sl.from = data, info.RemoteAddr
+			sl.mu.Unlock()
 		}
 	}
+	return data
+}
+
+// udpSlot is the last datagram a UDP listener read, valid while sipgo
+// parses it.
+type udpSlot struct {
+	conn net.PacketConn
+	mu   sync.Mutex
+	data []byte
+	from net.Addr
+}
+
+// parseFailed runs when sipgo reports a message it could not parse. A UDP
+// request gets a 400 (RFC 3261 16.3) built from the headers that can be
+// salvaged; a broken response is dropped; both are counted. On TCP there is
+// no message boundary to answer at: sipgo's stream parser drops it.
+func (p *Proxy) parseFailed(s *side, data string) {
+	if strings.HasPrefix(data, "SIP/") {
+		p.c.badResps.Add(1)
+		return
+	}
+	p.c.parseErrs.Add(1)
+	var conn net.PacketConn
+	var to net.Addr
+	s.slots.Range(func(_, v any) bool {
+		sl := v.(*udpSlot)
+		sl.mu.Lock()
+		if sl.data != nil && string(sl.data) == data {
+			conn, to = sl.conn, sl.from
+		}
+		sl.mu.Unlock()
+		return conn == nil
+	})
+	if conn == nil {
+		return
+	}
+	reply := badRequest([]byte(data))
+	if reply == nil {
+		return
+	}
+	if _, err := conn.WriteTo(reply, to); err != nil {
+		p.log.Debug("400 not sent", "err", err)
+		return
+	}
 	p.c.response(sip.StatusBadRequest)
-	return nil
 }
 
 // salvage are the header names (full and compact) a 400 copies back so the

@@ -111,9 +111,8 @@ type side struct {
 	listen   []Endpoint
 	host     string         // advertised
 	ports    map[string]int // transport -> listening port
-	udpConns sync.Map       // local addr string -> net.PacketConn, for 400s
+	slots    sync.Map       // local addr string -> *udpSlot, for 400s
 	udpAddr  sip.Addr       // the first UDP listener's bound address
-	parser   *sip.Parser
 }
 
 var setMTU sync.Once
@@ -210,8 +209,8 @@ func (p *Proxy) Stats() Stats {
 func (p *Proxy) Registrations() map[string][]Binding { return p.regs.snapshot(p.now()) }
 
 func (p *Proxy) newSide(name string, listen []Endpoint) (*side, error) {
-	s := &side{name: name, listen: listen, ports: map[string]int{}, parser: sip.NewParser()}
-	libLog := slog.New(redactHandler{next: p.log.Handler(), onParseError: func() { p.c.parseErrs.Add(1) }}).With("side", name)
+	s := &side{name: name, listen: listen, ports: map[string]int{}}
+	libLog := slog.New(redactHandler{next: p.log.Handler(), onParseError: func(data string) { p.parseFailed(s, data) }}).With("side", name)
 	s.host = bareHost(p.opts.Advertise)
 	if s.host == "" {
 		s.host = advertiseHost(listen[0].Host, p.opts.Upstream.Host)
@@ -351,7 +350,7 @@ func (p *Proxy) bind(s *side, e Endpoint) (func() error, func() error, error) {
 			s.ports["udp"] = la.Port
 			s.udpAddr = sip.Addr{IP: la.IP, Port: la.Port}
 		}
-		s.udpConns.Store(la.String(), conn)
+		s.slots.Store(la.String(), &udpSlot{conn: conn})
 		return func() error { return s.srv.ServeUDP(conn) }, conn.Close, nil
 	case "tcp", "tls":
 		addr := e.Addr()

@@ -23,18 +23,29 @@ func MaskNumbers(s string) string {
 // numbers. It drops the message dumps and masks numbers in what is left.
 type redactHandler struct {
 	next slog.Handler
-	// onParseError counts messages the library could not parse (it logs
-	// them and drops them; on TCP no reply is possible).
-	onParseError func()
+	// onParseError gets each message the library could not parse (it
+	// logs them, whole, and drops them).
+	onParseError func(data string)
 }
 
 func (h redactHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return h.next.Enabled(ctx, l)
+	// Parse failures are logged at Error and must reach onParseError
+	// whatever the configured level.
+	return (l >= slog.LevelError && h.onParseError != nil) || h.next.Enabled(ctx, l)
 }
 
 func (h redactHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == "failed to parse" && h.onParseError != nil {
-		h.onParseError()
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "data" {
+				h.onParseError(a.Value.String())
+				return false
+			}
+			return true
+		})
+	}
+	if !h.next.Enabled(ctx, r.Level) {
+		return nil
 	}
 	out := slog.NewRecord(r.Time, r.Level, MaskNumbers(r.Message), r.PC)
 	r.Attrs(func(a slog.Attr) bool {
