@@ -104,15 +104,15 @@ type deciderBox struct{ d detect.Decider }
 // side is one sipgo user agent with its listeners: the local side and, when
 // configured apart, the upstream side.
 type side struct {
-	name     string
-	ua       *sipgo.UserAgent
-	srv      *sipgo.Server
-	client   *sipgo.Client
-	listen   []Endpoint
-	host     string         // advertised
-	ports    map[string]int // transport -> listening port
-	slots    sync.Map       // local addr string -> *udpSlot, for 400s
-	udpAddr  sip.Addr       // the first UDP listener's bound address
+	name    string
+	ua      *sipgo.UserAgent
+	srv     *sipgo.Server
+	client  *sipgo.Client
+	listen  []Endpoint
+	host    string         // advertised
+	ports   map[string]int // transport -> listening port
+	slots   sync.Map       // local addr string -> *udpSlot, for 400s
+	udpAddr sip.Addr       // the first UDP listener's bound address
 }
 
 var setMTU sync.Once
