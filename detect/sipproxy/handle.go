@@ -73,6 +73,9 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	at := p.now()
 	defer p.recoverRequest(req, tx)
 	p.c.request(req.Method)
+	if p.opts.testHook != nil {
+		p.opts.testHook(req)
+	}
 	if req.IsAck() {
 		p.relayAck(in, req)
 		return

@@ -79,6 +79,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// Now is the clock for call times; default time.Now.
 	Now func() time.Time
+
+	// testHook, when set by a test, runs first for every request.
+	testHook func(*sip.Request)
 }
 
 // Proxy relays SIP between the local side and the upstream.

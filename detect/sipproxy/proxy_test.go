@@ -540,6 +540,40 @@ func TestDecision(t *testing.T) {
 	}
 }
 
+// TestPanicInHandler: a request whose handling panics gets a 500, the
+// panic is counted and logged with the Call-ID, and the next call works.
+func TestPanicInHandler(t *testing.T) {
+	r := newRig(t, "udp", func(o *Options, _ *rig) {
+		o.testHook = func(req *sip.Request) {
+			if req.Recipient.User == "+15550000003" {
+				panic("handler bug")
+			}
+		}
+	})
+	s, err := r.phone.invite(ctxT(t), line, "+15550000003", "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := answerStatus(t, s.WaitAnswer(ctxT(t), sipgo.AnswerOptions{})); got != 500 {
+		t.Errorf("status after a panic = %d, want 500", got)
+	}
+	s, err = r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAnswer(t, s)
+	s.Bye(ctxT(t))
+	if c := r.wantCall(); c.Disposition != dialog.Answered {
+		t.Errorf("call after the panic = %+v", c)
+	}
+	if st := r.p.Stats(); st.Panics != 1 {
+		t.Errorf("panics = %d, want 1", st.Panics)
+	}
+	if !strings.Contains(r.logs.String(), "recovered a panic") || !strings.Contains(r.logs.String(), "call_id=") {
+		t.Error("the panic is not logged with its Call-ID")
+	}
+}
+
 // TestRedirectFromLocal has the PBX answer an inbound call with 302: the
 // decision replaces it, so the edge never sees the redirect.
 func TestRedirectFromLocal(t *testing.T) {
