@@ -10,7 +10,7 @@ BIN      := bin/leadport-agent
 CONFIG   ?=
 FUZZTIME ?= 30s
 
-.PHONY: help build run test test-long lint bench cross fuzz clean
+.PHONY: help build run test test-long lint bench bench-proxy cross fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ lint: ## gofmt and go vet (also for 32-bit targets)
 
 bench: ## benchmarks with figures and ratios against raw bbolt
 	scripts/bench-store.sh
+
+bench-proxy: ## SIP proxy call rate, latency, RSS against SIPp direct and kamailio
+	scripts/bench-proxy.sh
 
 cross: ## static stripped binaries for every target into dist/
 	VERSION=$(VERSION) COMMIT=$(COMMIT) scripts/cross.sh

@@ -17,6 +17,47 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
+# --- SIP test tools: SIPp and kamailio ------------------------------------
+# The SIPp end-to-end test (agent/cmd/leadport-agent/e2e_sipp_test.go) and
+# scripts/bench-proxy.sh need `sipp` (Debian package sip-tester) and
+# `kamailio` (the reference stateful proxy; the base package carries the
+# sl, tm, rr, maxfwd, textops and pv modules). Both run in the foreground
+# from the scripts on loopback ports: kamailio's system service must not run,
+# so a policy-rc.d (unless one exists, as in containers) keeps the package
+# from starting it, and it is disabled and stopped afterwards.
+# SETUP_SIP=0 skips this block.
+if [ "${SETUP_SIP:-1}" != 0 ]; then
+  sip_need=()
+  command -v sipp >/dev/null || sip_need+=(sip-tester)
+  command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || sip_need+=(kamailio)
+  if [ ${#sip_need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "setup: missing ${sip_need[*]}; install them (apt-get install ${sip_need[*]})" >&2
+      exit 1
+    fi
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\n# setup.sh: no service starts during this install\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d
+      own_policy=1
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${sip_need[@]}"
+    if [ -n "$own_policy" ]; then
+      rm -f /usr/sbin/policy-rc.d
+      trap - EXIT
+    fi
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now kamailio >/dev/null 2>&1 || true
+    else
+      systemctl disable kamailio >/dev/null 2>&1 || true
+      [ -x /etc/init.d/kamailio ] && /etc/init.d/kamailio stop >/dev/null 2>&1 || true
+    fi
+  fi
+fi
+# ---------------------------------------------------------------------------
+
 if ! command -v go >/dev/null; then
   echo "setup: Go is missing: this project expects Go 1.26 at /usr/local/go (Debian's golang package is too old)" >&2
   exit 1

@@ -1,6 +1,7 @@
 package sipproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -484,10 +486,20 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 	}
 }
 
+// sizeBufs are reused to measure messages: the measurement runs for every
+// UDP request, and a fresh builder each time was a tenth of the proxy's
+// allocations.
+var sizeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 func messageSize(m sip.Message) int {
-	var b strings.Builder
-	m.StringWrite(&b)
-	return b.Len()
+	b := sizeBufs.Get().(*bytes.Buffer)
+	b.Reset()
+	m.StringWrite(b)
+	n := b.Len()
+	if b.Cap() <= 64<<10 {
+		sizeBufs.Put(b)
+	}
+	return n
 }
 
 // relayResponse relays one response of the client transaction and reports

@@ -120,6 +120,15 @@ type side struct {
 
 var setMTU sync.Once
 
+// lingerAfterFinal is how long a transaction stays after its final
+// response; see New.
+const lingerAfterFinal = 5 * time.Second
+
+// udpBuffer is the socket buffer asked for each UDP listener: a burst of
+// calls (a PBX re-registering every phone after a restart) must not
+// overflow the kernel's default 208 KB.
+const udpBuffer = 4 << 20
+
 // New checks the options and builds the proxy; Run starts it.
 func New(opts Options) (*Proxy, error) {
 	if len(opts.Listen) == 0 {
@@ -155,7 +164,19 @@ func New(opts Options) (*Proxy, error) {
 	// over TCP as RFC 3261 18.1.1 says (see relay); a response must go back
 	// the way its request came, so UDP responses of any size are sent and
 	// left to IP fragmentation rather than failing the call.
-	setMTU.Do(func() { sip.UDPMTUSize = 65535 })
+	setMTU.Do(func() {
+		sip.UDPMTUSize = 65535
+		// A transaction lingers after its final response to absorb
+		// retransmissions: RFC 3261 says 64*T1 (32 s). On a busy PBX that
+		// keeps every call's INVITE and BYE, with their messages, in memory
+		// for half a minute, most of the proxy's heap. Kamailio's tm
+		// lingers 5 s (wait_timer) and so does this proxy: retransmissions
+		// stop long before (a UAC stops retransmitting an INVITE at the
+		// first provisional response, and a non-INVITE request has been
+		// resent three times by 3.5 s); a later one is relayed again and
+		// the next hop answers it.
+		sip.Timer_J, sip.Timer_L, sip.Timer_M = lingerAfterFinal, lingerAfterFinal, lingerAfterFinal
+	})
 
 	p := &Proxy{
 		opts:    opts,
@@ -348,6 +369,7 @@ func (p *Proxy) bind(s *side, e Endpoint) (func() error, func() error, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("sipproxy: listen %s: %w", e, err)
 		}
+		setUDPBuffers(conn.(*net.UDPConn), udpBuffer)
 		la := conn.LocalAddr().(*net.UDPAddr)
 		if _, ok := s.ports["udp"]; !ok {
 			s.ports["udp"] = la.Port

@@ -37,6 +37,11 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	stopProfile, err := startProfiles(log)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	if err := a.Run(ctx); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/pprof"
+)
+
+// startProfiles writes Go profiles for a run when asked through the
+// environment, for benchmarks and field diagnosis: LEADPORT_CPUPROFILE
+// (CPU, for the whole run) and LEADPORT_MEMPROFILE (heap, at exit). The
+// returned function finishes them.
+func startProfiles(log *slog.Logger) (func(), error) {
+	var stops []func()
+	if path := os.Getenv("LEADPORT_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return nil, fmt.Errorf("LEADPORT_CPUPROFILE: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("LEADPORT_CPUPROFILE: %w", err)
+		}
+		log.Info("writing a CPU profile", "path", path)
+		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+	}
+	if path := os.Getenv("LEADPORT_MEMPROFILE"); path != "" {
+		stops = append(stops, func() {
+			f, err := os.Create(path)
+			if err != nil {
+				log.Error("heap profile not written", "err", err)
+				return
+			}
+			defer f.Close()
+			runtime.GC()
+			if err := pprof.WriteHeapProfile(f); err != nil {
+				log.Error("heap profile not written", "err", err)
+			}
+		})
+	}
+	return func() {
+		for _, s := range stops {
+			s()
+		}
+	}, nil
+}
