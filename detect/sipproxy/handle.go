@@ -88,6 +88,19 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		p.reply(tx, req, sip.StatusCallTransactionDoesNotExists, "", "")
 		return
 	}
+	if status, reason, extra := validateRequest(req); status != 0 {
+		p.c.parseErrs.Add(1)
+		res := responseToFirst(req, status, reason)
+		if extra != nil {
+			res.AppendHeader(extra)
+		}
+		res.SetDestination(req.Source())
+		p.c.response(status)
+		if err := tx.Respond(res); err != nil {
+			p.log.Debug("reply not sent", "call_id", callID(req), "status", status, "err", err)
+		}
+		return
+	}
 	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
 		if req.Method == sip.OPTIONS && p.isOurs(&req.Recipient) {
 			p.answerOptions(tx, req)
@@ -99,6 +112,7 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	// The server transaction keeps req to build its own responses (100,
 	// 487), so it must stay as received: the relayed copy is fwd.
 	fwd := req.Clone()
+	restoreMethod(fwd)
 	p.stripOwnRoutes(fwd)
 	inDialog := hasToTag(req)
 	if req.Method == sip.OPTIONS && !inDialog && fwd.Route() == nil && p.isOurs(&req.Recipient) && req.Recipient.User == "" {
@@ -675,6 +689,10 @@ func (p *Proxy) strayResponse(s *side, res *sip.Response) {
 	}
 	if port == 0 {
 		port = sip.DefaultPort(next.Transport)
+	}
+	if !routable(host) {
+		p.c.badResps.Add(1)
+		return
 	}
 	res.SetDestination(net.JoinHostPort(bareHost(host), strconv.Itoa(port)))
 	other := p.local

@@ -118,7 +118,25 @@ type side struct {
 	udpAddr sip.Addr       // the first UDP listener's bound address
 }
 
-var setMTU sync.Once
+func init() {
+	// sipgo's settings are package globals, read by every transaction and
+	// transport in the process; they are set before any exists.
+	//
+	// sipgo refuses UDP messages over 1300 bytes. Requests that size go
+	// over TCP as RFC 3261 18.1.1 says (see relay); a response must go back
+	// the way its request came, so UDP responses of any size are sent and
+	// left to IP fragmentation rather than failing the call.
+	sip.UDPMTUSize = 65535
+	// A transaction lingers after its final response to absorb
+	// retransmissions: RFC 3261 says 64*T1 (32 s). On a busy PBX that
+	// keeps every call's INVITE and BYE, with their messages, in memory
+	// for half a minute, most of the proxy's heap. Kamailio's tm lingers
+	// 5 s (wait_timer) and so does this proxy: retransmissions stop long
+	// before (a UAC stops retransmitting an INVITE at the first provisional
+	// response, and a non-INVITE request has been resent three times by
+	// 3.5 s); a later one is relayed again and the next hop answers it.
+	sip.Timer_J, sip.Timer_L, sip.Timer_M = lingerAfterFinal, lingerAfterFinal, lingerAfterFinal
+}
 
 // lingerAfterFinal is how long a transaction stays after its final
 // response; see New.
@@ -160,24 +178,6 @@ func New(opts Options) (*Proxy, error) {
 			return nil, fmt.Errorf("sipproxy: %s needs a TLS certificate", e)
 		}
 	}
-	// sipgo refuses UDP messages over 1300 bytes. Requests that size go
-	// over TCP as RFC 3261 18.1.1 says (see relay); a response must go back
-	// the way its request came, so UDP responses of any size are sent and
-	// left to IP fragmentation rather than failing the call.
-	setMTU.Do(func() {
-		sip.UDPMTUSize = 65535
-		// A transaction lingers after its final response to absorb
-		// retransmissions: RFC 3261 says 64*T1 (32 s). On a busy PBX that
-		// keeps every call's INVITE and BYE, with their messages, in memory
-		// for half a minute, most of the proxy's heap. Kamailio's tm
-		// lingers 5 s (wait_timer) and so does this proxy: retransmissions
-		// stop long before (a UAC stops retransmitting an INVITE at the
-		// first provisional response, and a non-INVITE request has been
-		// resent three times by 3.5 s); a later one is relayed again and
-		// the next hop answers it.
-		sip.Timer_J, sip.Timer_L, sip.Timer_M = lingerAfterFinal, lingerAfterFinal, lingerAfterFinal
-	})
-
 	p := &Proxy{
 		opts:    opts,
 		log:     opts.Logger.With("component", "sip"),

@@ -44,10 +44,14 @@ func (h redactHandler) Handle(ctx context.Context, r slog.Record) error {
 			return true
 		})
 	}
-	if !h.next.Enabled(ctx, r.Level) {
+	level := r.Level
+	if quieted[r.Message] {
+		level = slog.LevelDebug
+	}
+	if !h.next.Enabled(ctx, level) {
 		return nil
 	}
-	out := slog.NewRecord(r.Time, r.Level, MaskNumbers(r.Message), r.PC)
+	out := slog.NewRecord(r.Time, level, MaskNumbers(r.Message), r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(redactAttr(a))
 		return true
@@ -64,6 +68,18 @@ func (h redactHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h redactHandler) WithGroup(name string) slog.Handler {
 	return redactHandler{h.next.WithGroup(name), h.onParseError}
+}
+
+// quieted are the library's reports of bad input from the network and of
+// its own bookkeeping, logged at Error or Warn by sipgo. The proxy counts
+// bad input and answers it; at those levels a peer sending garbage would
+// flood the device's log, so they go to Debug.
+var quieted = map[string]bool{
+	"failed to parse":                     true,
+	"Server tx failed to handle request":  true,
+	"Client tx failed to handle response": true,
+	"UDP ref went negative on try close":  true,
+	"TCP ref went negative":               true,
 }
 
 func redactAttr(a slog.Attr) slog.Attr {

@@ -37,6 +37,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	tuneGC()
 	stopProfile, err := startProfiles(log)
 	if err != nil {
 		return err
