@@ -111,6 +111,21 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	// The server transaction keeps req to build its own responses (100,
 	// 487), so it must stay as received: the relayed copy is fwd.
+	if !hasToTag(req) {
+		// New work: refused while too much is in progress. Requests inside
+		// dialogs (BYE, re-INVITE, ACK) always pass, so calls can end.
+		if n := p.pending.Add(1); n > int64(p.opts.MaxPending) {
+			p.pending.Add(-1)
+			p.c.overload.Add(1)
+			res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Overloaded", nil)
+			res.AppendHeader(sip.NewHeader("Retry-After", "1"))
+			res.SetDestination(req.Source())
+			p.c.response(sip.StatusServiceUnavailable)
+			tx.Respond(res)
+			return
+		}
+		defer p.pending.Add(-1)
+	}
 	fwd := req.Clone()
 	restoreMethod(fwd)
 	p.stripOwnRoutes(fwd)
@@ -463,6 +478,9 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 	serverDone := tx.Done()
 	for {
 		select {
+		case <-tx.Acks():
+			// ACKs for non-2xx answers end in the server transaction;
+			// sipgo parks a goroutine on each until someone takes it.
 		case res, ok := <-clTx.Responses():
 			if !ok {
 				return

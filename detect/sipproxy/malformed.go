@@ -3,8 +3,10 @@ package sipproxy
 import (
 	"bytes"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -18,6 +20,7 @@ import (
 // message.
 func (p *Proxy) readFilter(s *side, info sip.TransportReadProps, data []byte) []byte {
 	p.c.bytesIn.Add(uint64(len(data)))
+	p.throttle()
 	if strings.EqualFold(info.Transport, "udp") {
 		if v, ok := s.slots.Load(info.LocalAddr.String()); ok {
 			sl := v.(*udpSlot)
@@ -28,6 +31,34 @@ func (p *Proxy) readFilter(s *side, info sip.TransportReadProps, data []byte) []
 	}
 	return data
 }
+
+// throttle holds the reading goroutine while too many messages are being
+// handled. sipgo starts a goroutine for every message it reads, with no
+// bound: when calls arrive faster than the device can relay them, those
+// goroutines pile up (a gigabyte in half a minute at twice the capacity)
+// until the process is killed. Holding the reader instead leaves the
+// excess in the socket buffer, where the kernel drops what does not fit
+// and senders retransmit: overload then costs latency, not the agent.
+//
+// Requests waiting for their final response are not counted: MaxPending
+// bounds them, and new ones past it are refused with a cheap 503, which
+// needs the reader running.
+func (p *Proxy) throttle() {
+	busy := func() bool { return int64(runtime.NumGoroutine())-p.pending.Load() > maxInHand }
+	if !busy() {
+		return
+	}
+	p.c.throttled.Add(1)
+	deadline := time.Now().Add(time.Second)
+	for busy() && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// maxInHand is how many goroutines, besides pending requests, the proxy
+// lets the library start before its readers wait: about a second of
+// messages at the device's top call rate.
+const maxInHand = 4000
 
 // udpSlot is the last datagram a UDP listener read, valid while sipgo
 // parses it.

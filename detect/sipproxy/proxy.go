@@ -73,6 +73,12 @@ type Options struct {
 	RegisterMode RegisterMode
 	TLS          *tls.Config // for tls listeners and next hops
 
+	// MaxPending bounds the initial requests in progress (waiting for
+	// their final response); past it new ones get 503 with Retry-After so
+	// that a call storm costs a bounded amount of memory and the calls in
+	// progress keep being served. Default 2,000.
+	MaxPending int
+
 	Lines   *detect.Lines
 	Decider detect.Decider // default detect.AllowAll
 	Tracker *dialog.Tracker
@@ -98,6 +104,7 @@ type Proxy struct {
 	regs    *registrations
 	c       counters
 
+	pending atomic.Int64             // initial requests awaiting a final response
 	upAddrs atomic.Pointer[[]net.IP] // upstream host, resolved
 	ready   chan struct{}
 }
@@ -140,7 +147,7 @@ func init() {
 
 // lingerAfterFinal is how long a transaction stays after its final
 // response; see New.
-const lingerAfterFinal = 5 * time.Second
+const lingerAfterFinal = 2 * time.Second
 
 // udpBuffer is the socket buffer asked for each UDP listener: a burst of
 // calls (a PBX re-registering every phone after a restart) must not
@@ -166,6 +173,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 2000
 	}
 	if opts.Tracker == nil {
 		opts.Tracker = dialog.New(dialog.Options{})
@@ -223,6 +233,7 @@ func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 // Stats returns the proxy's counters.
 func (p *Proxy) Stats() Stats {
 	s := p.c.snapshot()
+	s.Pending = p.pending.Load()
 	ts := p.tracker.Stats()
 	s.CallsActive, s.CallsTotal, s.CallsOverflow = ts.Active, ts.Total, ts.Overflow
 	s.Registrations = p.regs.count(p.now())

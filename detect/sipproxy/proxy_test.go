@@ -574,6 +574,63 @@ func TestPanicInHandler(t *testing.T) {
 	}
 }
 
+// TestOverload: with MaxPending requests waiting for an answer, a new
+// call gets 503 with Retry-After at once, and calls go through again once
+// the pending ones are answered.
+func TestOverload(t *testing.T) {
+	r := newRig(t, "udp", func(o *Options, _ *rig) { o.MaxPending = 1 })
+	release := make(chan struct{})
+	r.edge.setAnswer(func(s *sipgo.DialogServerSession, tx sip.ServerTransaction) {
+		s.Respond(180, "Ringing", nil)
+		<-release
+		s.Respond(486, "Busy Here", nil)
+	})
+	first, err := r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int, 1)
+	go func() {
+		var de *sipgo.ErrDialogResponse
+		if err := first.WaitAnswer(ctxT(t), sipgo.AnswerOptions{}); errors.As(err, &de) {
+			done <- de.Res.StatusCode
+		} else {
+			done <- 0
+		}
+	}()
+	r.edge.wantRequest(sip.INVITE)
+	second, err := r.phone.invite(ctxT(t), line, "+15557654322", "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = second.WaitAnswer(ctxT(t), sipgo.AnswerOptions{})
+	var de *sipgo.ErrDialogResponse
+	if !errors.As(err, &de) || de.Res.StatusCode != 503 || de.Res.GetHeader("Retry-After") == nil {
+		t.Fatalf("second call while overloaded: %v", err)
+	}
+	close(release)
+	if got := <-done; got != 486 {
+		t.Errorf("first call ended with %d, want 486", got)
+	}
+	if st := r.p.Stats(); st.Overloaded != 1 {
+		t.Errorf("overloaded = %d, want 1", st.Overloaded)
+	}
+	r.edge.setAnswer(nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.p.Stats().Pending != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("pending requests not released")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	third, err := r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAnswer(t, third)
+	third.Bye(ctxT(t))
+}
+
 // TestRedirectFromLocal has the PBX answer an inbound call with 302: the
 // decision replaces it, so the edge never sees the redirect.
 func TestRedirectFromLocal(t *testing.T) {

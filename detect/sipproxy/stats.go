@@ -38,6 +38,8 @@ type counters struct {
 	decideMax  atomic.Int64
 	tcpSwitch  atomic.Uint64 // requests sent over TCP for their size
 	relayErrs  atomic.Uint64 // next hop unreachable or timed out
+	overload   atomic.Uint64 // new requests refused with 503 (MaxPending)
+	throttled  atomic.Uint64 // messages the reader held back: too many in hand
 }
 
 func (c *counters) request(m sip.RequestMethod) { c.requests[methodIndex(m)].Add(1) }
@@ -75,6 +77,9 @@ type Stats struct {
 	DecisionMax    time.Duration
 	TCPSwitches    uint64
 	RelayErrors    uint64
+	Overloaded     uint64 // new requests refused: too many in progress
+	Throttled      uint64 // messages held back at the socket: too many in hand
+	Pending        int64  // initial requests awaiting a final response
 	CallsActive    int
 	CallsTotal     uint64
 	CallsOverflow  uint64
@@ -96,6 +101,8 @@ func (c *counters) snapshot() Stats {
 		DecisionMax:    time.Duration(c.decideMax.Load()),
 		TCPSwitches:    c.tcpSwitch.Load(),
 		RelayErrors:    c.relayErrs.Load(),
+		Overloaded:     c.overload.Load(),
+		Throttled:      c.throttled.Load(),
 	}
 	for i := range c.requests {
 		if n := c.requests[i].Load(); n > 0 {
