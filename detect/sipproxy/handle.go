@@ -437,7 +437,7 @@ const maxUDPRequest = 1300
 // responses back through tx until the final one.
 func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransaction, rc *reqCtx) {
 	switched := false
-	if fwd.Transport() == "UDP" && messageSize(fwd) > maxUDPRequest-120 { // room for our Via
+	if fwd.Transport() == "UDP" && mayExceed(fwd, maxUDPRequest-120) && messageSize(fwd) > maxUDPRequest-120 { // room for our Via
 		fwd.SetTransport("TCP")
 		switched = true
 		p.c.tcpSwitch.Add(1)
@@ -449,8 +449,9 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 			v.Params.Add("received", h)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	// The transaction ends by its own timers or by Terminate below; it
+	// needs no context of its own.
+	ctx := context.Background()
 	clTx, err := out.client.TransactionRequest(ctx, fwd, out.addVia)
 	if err != nil && switched {
 		// The next hop does not take TCP: send it over UDP after all and
@@ -522,6 +523,13 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 // UDP request, and a fresh builder each time was a tenth of the proxy's
 // allocations.
 var sizeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// mayExceed is a cheap bound that spares measuring most requests: the
+// body plus a generous allowance per header. Only requests that could be
+// near the limit are serialised to measure them.
+func mayExceed(req *sip.Request, limit int) bool {
+	return len(req.Body())+100*len(req.Headers()) > limit
+}
 
 func messageSize(m sip.Message) int {
 	b := sizeBufs.Get().(*bytes.Buffer)
