@@ -44,13 +44,13 @@ const testSDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\
 func newPeer(t testing.TB, name, user string) *peer { return newPeerAt(t, name, user, "127.0.0.1") }
 
 // newPeerAt starts a peer on host (127.0.0.1 or ::1).
-func newPeerAt(t testing.TB, name, user, host string) *peer {
+func newPeerAt(t testing.TB, name, user, host string, uaOpts ...sipgo.UserAgentOption) *peer {
 	t.Helper()
 	p := &peer{t: t, name: name, host: host, seen: map[sip.RequestMethod][]*sip.Request{}, took: map[sip.RequestMethod]int{}}
 	var err error
-	p.ua, err = sipgo.NewUA(sipgo.WithUserAgent(name), sipgo.WithUserAgentHostname(host),
+	p.ua, err = sipgo.NewUA(append([]sipgo.UserAgentOption{sipgo.WithUserAgent(name), sipgo.WithUserAgentHostname(host),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet)))
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet))}, uaOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

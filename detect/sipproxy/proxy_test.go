@@ -83,17 +83,8 @@ func newRigAt(t testing.TB, host, upTransport string, mod func(*Options, *rig)) 
 		t.Fatal(err)
 	}
 	r.p = p
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	select {
-	case <-p.Ready():
-	case err := <-done:
-		t.Fatal(err)
-	}
+	runProxy(t, p)
 	t.Cleanup(func() {
-		cancel()
-		<-done
 		if testing.Verbose() && t.Failed() {
 			t.Log(r.logs.String())
 		}
@@ -105,6 +96,23 @@ func newRigAt(t testing.TB, host, upTransport string, mod func(*Options, *rig)) 
 		}
 	})
 	return r
+}
+
+// runProxy runs p until the test ends.
+func runProxy(t testing.TB, p *Proxy) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case <-p.Ready():
+	case err := <-done:
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }
 
 // logLevel is Debug in tests, so the library's chatter is checked for

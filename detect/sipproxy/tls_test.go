@@ -1,0 +1,97 @@
+package sipproxy
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/leadport/leadport-agent/detect"
+	"github.com/leadport/leadport-agent/detect/dialog"
+)
+
+// selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "leadport-agent test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+}
+
+// TestTLSListener: a phone reaches the proxy over TLS (a tls:// listener
+// with a configured certificate), the proxy relays to the edge over UDP,
+// and the call completes with the usage record.
+func TestTLSListener(t *testing.T) {
+	cert, pool := selfSigned(t)
+	r := &rig{t: t, ended: make(chan dialog.Call, 16), logs: &syncBuffer{}, cancelled: make(chan struct{}), calleeBye: make(chan error, 1)}
+	r.edge = newPeer(t, "edge", callee)
+	r.phone = newPeerAt(t, "phone", line, "127.0.0.1", sipgo.WithUserAgenTLSConfig(&tls.Config{RootCAs: pool}))
+	lines, _ := detect.NewLines([]string{line}, "1")
+	p, err := New(Options{
+		Listen:   []Endpoint{{"udp", "127.0.0.1", 0}, {"tls", "127.0.0.1", 0}},
+		Upstream: Endpoint{"udp", "127.0.0.1", r.edge.port},
+		TLS:      &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		Lines:    lines,
+		Tracker:  dialog.New(dialog.Options{OnEnd: func(c dialog.Call) { r.ended <- c }}),
+		Logger:   quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p = p
+	runProxy(t, p)
+
+	s, err := r.phone.invite(ctxT(t), line, callee, "tls", r.port("tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAnswer(t, s)
+	inv := r.edge.nth(sip.INVITE, 0)
+	if rr := inv.GetHeaders("Record-Route"); len(rr) != 2 {
+		t.Errorf("edge got %d Record-Route entries, want 2 (tls in, udp out)", len(rr))
+	}
+	if err := s.Bye(ctxT(t)); err != nil {
+		t.Fatalf("BYE over TLS: %v", err)
+	}
+	r.edge.wantRequest(sip.BYE)
+	if c := r.wantCall(); c.Disposition != dialog.Answered || c.Line != line {
+		t.Errorf("call = %+v", c)
+	}
+}
+
+func TestTLSListenerNeedsCertificate(t *testing.T) {
+	_, err := New(Options{Listen: []Endpoint{{"tls", "127.0.0.1", 0}}, Upstream: Endpoint{"udp", "127.0.0.1", 5060}})
+	if err == nil {
+		t.Fatal("a tls listener without a certificate was accepted")
+	}
+}
