@@ -2,7 +2,6 @@ package sipproxy
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -156,19 +155,7 @@ func startFuzzProxy(f *testing.F) *fuzzProxy {
 	if err != nil {
 		f.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	select {
-	case <-p.Ready():
-	case err := <-done:
-		cancel()
-		f.Fatal(err)
-	}
-	f.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	runProxy(f, p)
 	fx := &fuzzProxy{p: p, addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p.Ports()["udp"]}, buf: make([]byte, 65535)}
 	for _, c := range []*net.PacketConn{&fx.in, &fx.check} {
 		if *c, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {

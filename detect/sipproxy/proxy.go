@@ -419,18 +419,25 @@ func (p *Proxy) Ports() map[string]int { return p.local.ports }
 // UpstreamPorts returns the bound ports of the upstream side.
 func (p *Proxy) UpstreamPorts() map[string]int { return p.up.ports }
 
-func (p *Proxy) expireLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+// every runs fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			p.tracker.Expire(p.now())
-			p.regs.expire(p.now())
+			fn()
 		}
 	}
+}
+
+func (p *Proxy) expireLoop(ctx context.Context) {
+	every(ctx, time.Second, func() {
+		p.tracker.Expire(p.now())
+		p.regs.expire(p.now())
+	})
 }
 
 // resolveUpstream learns the upstream's addresses, by which the shared
@@ -455,16 +462,7 @@ func (p *Proxy) resolveLoop(ctx context.Context) {
 	if net.ParseIP(p.opts.Upstream.Host) != nil {
 		return
 	}
-	t := time.NewTicker(5 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			p.resolveUpstream(ctx)
-		}
-	}
+	every(ctx, 5*time.Minute, func() { p.resolveUpstream(ctx) })
 }
 
 // fromUpstream tells whether a message from source came from the edge.
