@@ -111,7 +111,8 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	// The server transaction keeps req to build its own responses (100,
 	// 487), so it must stay as received: the relayed copy is fwd.
-	if !hasToTag(req) {
+	inDialog := hasToTag(req)
+	if !inDialog {
 		// New work: refused while too much is in progress. Requests inside
 		// dialogs (BYE, re-INVITE, ACK) always pass, so calls can end.
 		if n := p.pending.Add(1); n > int64(p.opts.MaxPending) {
@@ -129,7 +130,6 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	fwd := req.Clone()
 	restoreMethod(fwd)
 	p.stripOwnRoutes(fwd)
-	inDialog := hasToTag(req)
 	if req.Method == sip.OPTIONS && !inDialog && fwd.Route() == nil && p.isOurs(&req.Recipient) && req.Recipient.User == "" {
 		p.answerOptions(tx, req)
 		return

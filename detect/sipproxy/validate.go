@@ -9,8 +9,8 @@ import (
 
 // singletons are the headers a request carries once (RFC 3261 7.3.1, 20):
 // two of them make the request ambiguous, and a second Max-Forwards would
-// defeat loop protection.
-var singletons = []string{"From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length"}
+// defeat loop protection. Keyed by sipgo's canonical lower-case names.
+var singletons = map[string]int{"from": 0, "to": 1, "call-id": 2, "cseq": 3, "max-forwards": 4, "content-length": 5}
 
 // validateRequest is RFC 3261 16.3's request validation, on what sipgo
 // parsed: it returns the status to answer with, or 0 to relay. Max-Forwards
@@ -30,20 +30,28 @@ func validateRequest(req *sip.Request) (int, string, sip.Header) {
 	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil || req.Via() == nil {
 		return sip.StatusBadRequest, "Missing Mandatory Header", nil
 	}
-	for _, h := range singletons {
-		if len(req.GetHeaders(h)) > 1 {
-			return sip.StatusBadRequest, "Duplicate " + h, nil
-		}
-	}
 	if !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)) {
 		return sip.StatusBadRequest, "CSeq Method Mismatch", nil
 	}
-	// This proxy implements no extension a Proxy-Require could name.
+	// One pass over the headers, without allocating: this runs for every
+	// request.
+	var seen [6]bool
 	var unsupported []string
-	for _, h := range req.GetHeaders("Proxy-Require") {
-		for _, tag := range strings.Split(h.Value(), ",") {
-			if tag = strings.TrimSpace(tag); tag != "" {
-				unsupported = append(unsupported, tag)
+	for _, h := range req.Headers() {
+		name := sip.HeaderToLower(h.Name())
+		if i, ok := singletons[name]; ok {
+			if seen[i] {
+				return sip.StatusBadRequest, "Duplicate " + h.Name(), nil
+			}
+			seen[i] = true
+			continue
+		}
+		if name == "proxy-require" {
+			// This proxy implements no extension a Proxy-Require could name.
+			for _, tag := range strings.Split(h.Value(), ",") {
+				if tag = strings.TrimSpace(tag); tag != "" {
+					unsupported = append(unsupported, tag)
+				}
 			}
 		}
 	}
