@@ -471,6 +471,14 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 	}
 	defer clTx.Terminate()
 	if req.IsInvite() {
+		// Further 2xx while the transaction is still here (another fork's,
+		// or a retransmission) go to the caller statelessly, as those that
+		// arrive after it ended do (strayResponse).
+		clTx.OnRetransmission(func(res *sip.Response) {
+			if res.IsSuccess() {
+				p.strayResponse(out, res)
+			}
+		})
 		tx.OnCancel(func(*sip.Request) {
 			p.tracker.Cancel(rc.callID)
 			p.sendCancel(out, fwd)

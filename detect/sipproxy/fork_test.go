@@ -1,0 +1,86 @@
+package sipproxy
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/leadport/leadport-agent/detect/dialog"
+)
+
+// TestForkedAnswers: a forking upstream answers one INVITE twice, from two
+// branches (two To tags). The caller must get both 2xx (RFC 3261 16.7
+// step 5 and RFC 6026), the second after the INVITE transaction has
+// ended; the call is answered once.
+func TestForkedAnswers(t *testing.T) {
+	r := newRig(t, "udp", nil)
+	r.edge.setAnswer(func(s *sipgo.DialogServerSession, tx sip.ServerTransaction) {
+		inv := s.InviteRequest
+		for _, tag := range []string{"fork1", "fork2"} {
+			res := sip.NewResponseFromRequest(inv, 200, "OK", []byte(testSDP))
+			res.To().Params.Add("tag", tag)
+			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: tag, Host: "127.0.0.1", Port: r.edge.port}})
+			if err := tx.Respond(res); err != nil {
+				t.Errorf("edge answer %s: %v", tag, err)
+			}
+		}
+	})
+
+	caller, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer caller.Close()
+	me := caller.LocalAddr().String()
+	body := testSDP
+	invite := "INVITE sip:" + callee + "@edge.invalid SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + me + ";branch=z9hG4bKfork-test;rport\r\n" +
+		fmt.Sprintf("Route: <sip:127.0.0.1:%d;lr>\r\n", r.port("udp")) +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:" + line + "@127.0.0.1>;tag=caller1\r\n" +
+		"To: <sip:" + callee + "@edge.invalid>\r\n" +
+		"Call-ID: fork-test-1\r\n" +
+		"CSeq: 1 INVITE\r\n" +
+		"Contact: <sip:" + line + "@" + me + ">\r\n" +
+		"Content-Type: application/sdp\r\n" +
+		fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body
+	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: r.port("udp")}
+	if _, err := caller.WriteTo([]byte(invite), dst); err != nil {
+		t.Fatal(err)
+	}
+	tags := map[string]bool{}
+	buf := make([]byte, 65535)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(tags) < 2 && time.Now().Before(deadline) {
+		caller.SetReadDeadline(deadline)
+		n, _, err := caller.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		msg := string(buf[:n])
+		if !strings.HasPrefix(msg, "SIP/2.0 200") {
+			continue
+		}
+		for _, tag := range []string{"fork1", "fork2"} {
+			if strings.Contains(msg, "tag="+tag) {
+				tags[tag] = true
+			}
+		}
+	}
+	if !tags["fork1"] || !tags["fork2"] {
+		t.Fatalf("caller got 2xx from %v, want both forks", tags)
+	}
+	c, ok := r.p.Tracker().Get("fork-test-1")
+	if !ok || c.State != dialog.Confirmed {
+		t.Fatalf("tracked call = %+v, %v; want one confirmed call", c, ok)
+	}
+	if st := r.p.Stats(); st.Responses[200] < 2 || st.Panics != 0 {
+		t.Errorf("stats = %+v", st)
+	}
+}
