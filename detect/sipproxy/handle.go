@@ -94,11 +94,7 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		if extra != nil {
 			res.AppendHeader(extra)
 		}
-		res.SetDestination(req.Source())
-		p.c.response(status)
-		if err := tx.Respond(res); err != nil {
-			p.log.Debug("reply not sent", "call_id", callID(req), "status", status, "err", err)
-		}
+		p.respond(tx, req, res)
 		return
 	}
 	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
@@ -109,8 +105,6 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		p.reply(tx, req, sip.StatusTooManyHops, "", "")
 		return
 	}
-	// The server transaction keeps req to build its own responses (100,
-	// 487), so it must stay as received: the relayed copy is fwd.
 	inDialog := hasToTag(req)
 	if !inDialog {
 		// New work: refused while too much is in progress. Requests inside
@@ -120,13 +114,13 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 			p.c.overload.Add(1)
 			res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Overloaded", nil)
 			res.AppendHeader(sip.NewHeader("Retry-After", "1"))
-			res.SetDestination(req.Source())
-			p.c.response(sip.StatusServiceUnavailable)
-			tx.Respond(res)
+			p.respond(tx, req, res)
 			return
 		}
 		defer p.pending.Add(-1)
 	}
+	// The server transaction keeps req to build its own responses (100,
+	// 487), so it must stay as received: the relayed copy is fwd.
 	fwd := req.Clone()
 	restoreMethod(fwd)
 	p.stripOwnRoutes(fwd)
@@ -308,13 +302,20 @@ func (p *Proxy) block(tx sip.ServerTransaction, req *sip.Request, rc *reqCtx, v 
 // when there is one.
 func (p *Proxy) reply(tx sip.ServerTransaction, req *sip.Request, status int, reason, rule string) {
 	res := sip.NewResponseFromRequest(req, status, reason, nil)
-	res.SetDestination(req.Source())
 	if rule != "" {
 		res.AppendHeader(sip.NewHeader("Warning", `399 leadport-agent "`+rule+`"`))
 	}
-	p.c.response(status)
+	p.respond(tx, req, res)
+}
+
+// respond sends a response the agent made itself, back to the request's
+// source (RFC 3581; sipgo would derive it from the Via and get an IPv6
+// received= wrong), and counts it.
+func (p *Proxy) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response) {
+	res.SetDestination(req.Source())
+	p.c.response(res.StatusCode)
 	if err := tx.Respond(res); err != nil {
-		p.log.Debug("reply not sent", "call_id", callID(req), "status", status, "err", err)
+		p.log.Debug("reply not sent", "call_id", callID(req), "status", res.StatusCode, "err", err)
 	}
 }
 
@@ -323,11 +324,7 @@ func (p *Proxy) answerOptions(tx sip.ServerTransaction, req *sip.Request) {
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, PRACK, UPDATE"))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
 	res.AppendHeader(sip.NewHeader("Server", "leadport-agent"))
-	res.SetDestination(req.Source())
-	p.c.response(sip.StatusOK)
-	if err := tx.Respond(res); err != nil {
-		p.log.Debug("OPTIONS reply not sent", "err", err)
-	}
+	p.respond(tx, req, res)
 }
 
 // stripOwnRoutes removes the Route entries that name the agent (its own
