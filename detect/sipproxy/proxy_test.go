@@ -172,9 +172,7 @@ func TestOutboundCalls(t *testing.T) {
 			name: "answered, caller hangs up",
 			caller: func(t *testing.T, r *rig, s *sipgo.DialogClientSession) int {
 				mustAnswer(t, s)
-				if err := s.Bye(ctxT(t)); err != nil {
-					t.Fatalf("BYE: %v", err)
-				}
+				mustHangUp(t, s)
 				r.edge.wantRequest(sip.BYE)
 				return 200
 			},
@@ -216,9 +214,7 @@ func TestOutboundCalls(t *testing.T) {
 				ack := sip.NewRequest(sip.ACK, s.InviteResponse.Contact().Address)
 				ack.AppendHeader(sip.NewHeader("CSeq", fmt.Sprintf("%d ACK", re.CSeq().SeqNo)))
 				s.WriteRequest(ack)
-				if err := s.Bye(ctxT(t)); err != nil {
-					t.Fatalf("BYE: %v", err)
-				}
+				mustHangUp(t, s)
 				return 200
 			},
 			want: outcome{200, dialog.Answered, true},
@@ -331,9 +327,7 @@ func TestIPv6(t *testing.T) {
 				t.Fatal(err)
 			}
 			mustAnswer(t, s)
-			if err := s.Bye(ctxT(t)); err != nil {
-				t.Fatalf("BYE: %v", err)
-			}
+			mustHangUp(t, s)
 			if rr := r.edge.nth(sip.INVITE, 0).RecordRoute(); rr == nil || bareHost(rr.Address.Host) != "::1" {
 				t.Errorf("Record-Route = %v, want the proxy's IPv6 address", rr)
 			}
@@ -351,6 +345,14 @@ func mustAnswer(t testing.TB, s *sipgo.DialogClientSession) {
 	}
 	if err := s.Ack(ctxT(t)); err != nil {
 		t.Fatalf("ACK: %v", err)
+	}
+}
+
+// mustHangUp ends an answered call from the caller's side.
+func mustHangUp(t testing.TB, s *sipgo.DialogClientSession) {
+	t.Helper()
+	if err := s.Bye(ctxT(t)); err != nil {
+		t.Fatalf("BYE: %v", err)
 	}
 }
 
@@ -421,9 +423,7 @@ func TestRegisterThenInbound(t *testing.T) {
 				t.Fatal(err)
 			}
 			mustAnswer(t, s)
-			if err := s.Bye(ctxT(t)); err != nil {
-				t.Fatalf("BYE: %v", err)
-			}
+			mustHangUp(t, s)
 			r.phone.wantRequest(sip.BYE)
 			c := r.wantCall()
 			if c.Direction != detect.Inbound || c.Line != line || c.Remote != callee || c.Disposition != dialog.Answered {
@@ -447,9 +447,7 @@ func TestLargeRequestOverUDP(t *testing.T) {
 	if inv.Transport() != "TCP" {
 		t.Errorf("edge got the large INVITE over %s, want TCP", inv.Transport())
 	}
-	if err := s.Bye(ctxT(t)); err != nil {
-		t.Fatalf("BYE: %v", err)
-	}
+	mustHangUp(t, s)
 	if c := r.wantCall(); c.Disposition != dialog.Answered {
 		t.Errorf("call = %+v", c)
 	}
@@ -490,9 +488,7 @@ func TestMalformedMidCall(t *testing.T) {
 	if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 400 ") || !strings.Contains(string(buf[:n]), "broken-1") {
 		t.Errorf("reply to a malformed request:\n%s", buf[:n])
 	}
-	if err := s.Bye(ctxT(t)); err != nil {
-		t.Fatalf("BYE after the malformed request: %v", err)
-	}
+	mustHangUp(t, s)
 	if c := r.wantCall(); c.Disposition != dialog.Answered {
 		t.Errorf("call = %+v", c)
 	}
@@ -539,7 +535,7 @@ func TestDecision(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustAnswer(t, s)
-	s.Bye(ctxT(t))
+	mustHangUp(t, s)
 	if c := r.wantCall(); c.Disposition != dialog.Answered {
 		t.Errorf("call through a panicking decision = %+v", c)
 	}
@@ -570,7 +566,7 @@ func TestPanicInHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustAnswer(t, s)
-	s.Bye(ctxT(t))
+	mustHangUp(t, s)
 	if c := r.wantCall(); c.Disposition != dialog.Answered {
 		t.Errorf("call after the panic = %+v", c)
 	}
@@ -636,7 +632,7 @@ func TestOverload(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustAnswer(t, third)
-	third.Bye(ctxT(t))
+	mustHangUp(t, third)
 }
 
 // TestRedirectFromLocal has the PBX answer an inbound call with 302: the

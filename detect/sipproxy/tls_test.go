@@ -80,9 +80,7 @@ func TestTLSListener(t *testing.T) {
 	if rr := inv.GetHeaders("Record-Route"); len(rr) != 2 {
 		t.Errorf("edge got %d Record-Route entries, want 2 (tls in, udp out)", len(rr))
 	}
-	if err := s.Bye(ctxT(t)); err != nil {
-		t.Fatalf("BYE over TLS: %v", err)
-	}
+	mustHangUp(t, s)
 	r.edge.wantRequest(sip.BYE)
 	if c := r.wantCall(); c.Disposition != dialog.Answered || c.Line != line {
 		t.Errorf("call = %+v", c)

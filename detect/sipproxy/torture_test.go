@@ -329,9 +329,7 @@ func TestTorture(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustAnswer(t, s)
-	if err := s.Bye(ctxT(t)); err != nil {
-		t.Fatalf("BYE: %v", err)
-	}
+	mustHangUp(t, s)
 	r.edge.wantRequest(sip.BYE)
 	if c := r.wantCall(); c.Disposition != dialog.Answered || c.Line != line {
 		t.Errorf("call after the torture messages = %+v", c)
