@@ -107,3 +107,36 @@ func (s *Store) Policy() (version int64, doc []byte, err error) {
 	}
 	return version, doc, nil
 }
+
+var policyUsage = []byte("usage")
+
+// SavePolicyUsage keeps what the rules have counted against the policy
+// (answered minutes per line this month), so that a restart does not
+// reset a quota. It holds no personal data: lines are the customer's
+// Leadport numbers.
+func (s *Store) SavePolicyUsage(doc []byte) error {
+	err := s.locked(func() error {
+		return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPolicy).Put(policyUsage, doc) })
+	})
+	if err != nil {
+		return fmt.Errorf("store: save policy usage: %w", err)
+	}
+	return nil
+}
+
+// PolicyUsage returns what SavePolicyUsage kept, nil when nothing was.
+func (s *Store) PolicyUsage() ([]byte, error) {
+	var doc []byte
+	err := s.locked(func() error {
+		return s.view(func(tx *bolt.Tx) error {
+			if d := tx.Bucket(bucketPolicy).Get(policyUsage); d != nil {
+				doc = append([]byte(nil), d...)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: policy usage: %w", err)
+	}
+	return doc, nil
+}

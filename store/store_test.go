@@ -440,6 +440,12 @@ func TestLedgerAndPolicy(t *testing.T) {
 	if err := db.SavePolicy(7, []byte(`{"version":7}`)); err != nil {
 		t.Fatal(err)
 	}
+	if doc, err := db.PolicyUsage(); err != nil || doc != nil {
+		t.Errorf("policy usage before any was saved = %q, %v; want nil", doc, err)
+	}
+	if err := db.SavePolicyUsage([]byte(`[{"line":"+15551230001","month":"2026-11","seconds":60}]`)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := db.EraseAll(); err != nil {
 		t.Fatal(err)
 	}
@@ -448,6 +454,10 @@ func TestLedgerAndPolicy(t *testing.T) {
 	}
 	if v, doc, err := db.Policy(); err != nil || v != 7 || string(doc) != `{"version":7}` {
 		t.Errorf("policy = %d %s %v, want version 7 kept", v, doc, err)
+	}
+	// Minutes used are billing state, not personal data: erase keeps them.
+	if doc, err := db.PolicyUsage(); err != nil || !strings.Contains(string(doc), `"seconds":60`) {
+		t.Errorf("policy usage after erase all = %q, %v; want it kept", doc, err)
 	}
 }
 
