@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/leadport/leadport-agent/agent/config"
+	"github.com/leadport/leadport-agent/detect/rules"
 	"github.com/leadport/leadport-agent/detect/sipproxy"
 	"github.com/leadport/leadport-agent/store"
 )
@@ -21,6 +22,7 @@ type Agent struct {
 	store    *store.Store
 	deviceID string
 	proxy    *sipproxy.Proxy
+	rules    *rules.Engine
 }
 
 // Open brings the agent up to the point where it can serve: the store is
@@ -87,6 +89,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.proxy = proxy
+	if a.rules != nil {
+		a.restorePolicyUsage()
+		defer a.savePolicyUsage()
+		go every(ctx, time.Minute, a.savePolicyUsage)
+	}
 	errc := make(chan error, 1)
 	if proxy == nil {
 		a.log.Warn("sip proxy off: sip.upstream is not set")
@@ -104,6 +111,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 }
+
+// Rules is the rules engine, nil when the proxy is not configured.
+func (a *Agent) Rules() *rules.Engine { return a.rules }
 
 // Proxy is the running SIP proxy, nil when not configured.
 func (a *Agent) Proxy() *sipproxy.Proxy { return a.proxy }

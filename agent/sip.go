@@ -1,15 +1,20 @@
 package agent
 
 import (
+	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/leadport/leadport-agent/agent/config"
-	"github.com/leadport/leadport-agent/detect"
 	"github.com/leadport/leadport-agent/detect/dialog"
+	"github.com/leadport/leadport-agent/detect/rules"
 	"github.com/leadport/leadport-agent/detect/sipproxy"
+	"github.com/leadport/leadport-agent/store"
+	"github.com/leadport/leadport-agent/store/phone"
 )
 
 func endpoint(e config.Endpoint) sipproxy.Endpoint {
@@ -43,10 +48,17 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 	// sipgo logs some errors through its package logger, whole messages
 	// included: route it through the same number-masking handler.
 	sip.SetDefaultLogger(sipproxy.LibraryLogger(a.log))
-	lines, _ := detect.NewLines(a.cfg.Lines, a.cfg.DefaultCountry)
+	engine, err := a.newRules(sink)
+	if err != nil {
+		return nil, err
+	}
 	tracker := dialog.New(dialog.Options{
 		MaxDuration: s.MaxCall(),
-		OnEnd:       func(c dialog.Call) { sink.Put(usageOf(c)) },
+		OnEnd: func(c dialog.Call) {
+			engine.CallEnded(c)
+			sink.Put(usageOf(c))
+		},
+		OnAnswer: engine.CallAnswered,
 	})
 	return sipproxy.New(sipproxy.Options{
 		Listen:         endpoints(s.Listen),
@@ -56,9 +68,86 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 		Local:          endpoint(s.Local),
 		RegisterMode:   sipproxy.RegisterMode(s.RegisterMode),
 		TLS:            tlsConf,
-		Lines:          lines,
-		Decider:        detect.AllowAll,
+		Lines:          engine.Lines(),
+		Decider:        engine,
 		Tracker:        tracker,
 		Logger:         a.log,
 	})
+}
+
+// newRules builds the rules engine from the config's policy and lines;
+// its violations go to sink.
+func (a *Agent) newRules(sink *recordSink) (*rules.Engine, error) {
+	pol := a.cfg.Policy
+	pol.Lines = a.cfg.Lines
+	engine, err := rules.New(pol, rules.Options{
+		DefaultCountry: a.cfg.DefaultCountry,
+		MaxDuration:    a.cfg.SIP.MaxCall(),
+		OnViolation: func(v rules.Violation) {
+			sink.Put(violationOf(v))
+			a.log.Info("rule tripped", "rule", v.Rule, "line", phone.Mask(v.Line), "action", v.Action, "call_id", v.CallID)
+		},
+		OnRuleError: func(rule string, err error) {
+			a.log.Error("rule failed; request let through", "rule", rule, "err", sipproxy.MaskNumbers(err.Error()))
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	a.rules = engine
+	return engine, nil
+}
+
+// violationOf turns a rule's finding into its record.
+func violationOf(v rules.Violation) *store.Violation {
+	ev, err := json.Marshal(v.Evidence)
+	if err != nil {
+		ev = nil
+	}
+	return &store.Violation{
+		Rule: v.Rule, Line: v.Line, Action: v.Action, At: v.At.UTC(),
+		CallID: v.CallID, Evidence: ev, Numbers: v.Numbers,
+	}
+}
+
+// restorePolicyUsage gives the rules back what they had counted before a
+// restart (minutes toward the monthly quota).
+func (a *Agent) restorePolicyUsage() {
+	doc, err := a.store.PolicyUsage()
+	if err != nil || doc == nil {
+		if err != nil {
+			a.log.Error("policy usage not restored", "err", err)
+		}
+		return
+	}
+	var uses []rules.QuotaUse
+	if err := json.Unmarshal(doc, &uses); err != nil {
+		a.log.Error("policy usage not restored", "err", err)
+		return
+	}
+	a.rules.RestoreQuota(uses)
+}
+
+func (a *Agent) savePolicyUsage() {
+	doc, err := json.Marshal(a.rules.QuotaUsage())
+	if err == nil {
+		err = a.store.SavePolicyUsage(doc)
+	}
+	if err != nil {
+		a.log.Error("policy usage not saved", "err", err)
+	}
+}
+
+// every runs f each period until ctx ends.
+func every(ctx context.Context, period time.Duration, f func()) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -74,3 +75,24 @@ func (f DeciderFunc) Decide(ev *Event) Verdict { return f(ev) }
 // AllowAll lets everything through: the decision the proxy ships with until
 // rules are configured.
 var AllowAll Decider = DeciderFunc(func(*Event) Verdict { return Allow })
+
+// MarshalText writes the direction as "outbound" or "inbound".
+func (d Direction) MarshalText() ([]byte, error) {
+	if d != Outbound && d != Inbound {
+		return nil, fmt.Errorf("direction %d is neither outbound nor inbound", d)
+	}
+	return []byte(d.String()), nil
+}
+
+// UnmarshalText reads "outbound" or "inbound".
+func (d *Direction) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "outbound":
+		*d = Outbound
+	case "inbound":
+		*d = Inbound
+	default:
+		return fmt.Errorf("direction %q is neither outbound nor inbound", b)
+	}
+	return nil
+}

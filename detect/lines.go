@@ -3,6 +3,8 @@ package detect
 import (
 	"strings"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/leadport/leadport-agent/store/phone"
 )
 
@@ -72,4 +74,63 @@ func (l *Lines) All() []string {
 		}
 	}
 	return out
+}
+
+// Classify finds the line a request belongs to and the other party:
+// outbound from the From user or P-Asserted-Identity, inbound from the
+// Request-URI or To user. The other party is normalised when it can be.
+// Every SIP source and the replay use it, so they agree on what a line's
+// traffic is.
+func Classify(lines *Lines, dir Direction, req *sip.Request) (line, remote string) {
+	var cands [2]string
+	var other string
+	if dir == Outbound {
+		if f := req.From(); f != nil {
+			cands[0] = f.Address.User
+		}
+		if pai := req.GetHeader("P-Asserted-Identity"); pai != nil {
+			cands[1] = headerUser(pai.Value())
+		}
+		other = req.Recipient.User
+		if other == "" {
+			if t := req.To(); t != nil {
+				other = t.Address.User
+			}
+		}
+	} else {
+		cands[0] = req.Recipient.User
+		if t := req.To(); t != nil {
+			cands[1] = t.Address.User
+		}
+		if f := req.From(); f != nil {
+			other = f.Address.User
+		}
+	}
+	for _, c := range cands {
+		if l, ok := lines.Match(c); ok {
+			line = l
+			break
+		}
+	}
+	remote, _ = lines.Normalize(other)
+	return line, remote
+}
+
+// headerUser pulls the user part out of a name-addr header value such as
+// P-Asserted-Identity without a full parse.
+func headerUser(v string) string {
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		v = v[i+1:]
+		if j := strings.IndexByte(v, '>'); j >= 0 {
+			v = v[:j]
+		}
+	}
+	v = strings.TrimSpace(v)
+	if i := strings.IndexByte(v, ':'); i >= 0 {
+		v = v[i+1:]
+	}
+	if i := strings.IndexAny(v, "@;"); i >= 0 {
+		v = v[:i]
+	}
+	return v
 }

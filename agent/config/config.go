@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/leadport/leadport-agent/detect/policy"
 )
 
 // Config is the whole configuration file. Field comments give the YAML key;
@@ -88,51 +90,9 @@ type CertPair struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
-// Action is what a rule does when it trips.
-type Action string
-
-// Rule actions.
-const (
-	ActionBlock   Action = "block"   // refuse the request and record a violation
-	ActionObserve Action = "observe" // let it through, record a violation
-	ActionOff     Action = "off"     // do not evaluate the rule
-)
-
-// Policy holds the rule settings used until the platform sends a signed
-// policy.
-type Policy struct {
-	Forwarding Forwarding `yaml:"forwarding"`
-	Pacing     Pacing     `yaml:"pacing"`
-	Trunking   Trunking   `yaml:"trunking"`
-}
-
-// Forwarding configures the forwarding rule.
-type Forwarding struct {
-	Action Action `yaml:"action"`
-}
-
-// Pacing configures the machine-paced dialing rule.
-type Pacing struct {
-	Action               Action  `yaml:"action"`
-	MaxAttemptsPerMinute int     `yaml:"max_attempts_per_minute"`
-	MinGapAfterCallS     float64 `yaml:"min_gap_after_call_s"`
-	CooldownS            int     `yaml:"cooldown_s"`
-}
-
-// MinGapAfterCall is MinGapAfterCallS as a duration.
-func (p Pacing) MinGapAfterCall() time.Duration {
-	return time.Duration(p.MinGapAfterCallS * float64(time.Second))
-}
-
-// Cooldown is CooldownS as a duration.
-func (p Pacing) Cooldown() time.Duration { return time.Duration(p.CooldownS) * time.Second }
-
-// Trunking configures the trunking rule.
-type Trunking struct {
-	Action             Action `yaml:"action"`
-	MaxDialogsPerLine  int    `yaml:"max_dialogs_per_line"`
-	MaxContactsPerLine int    `yaml:"max_contacts_per_line"`
-}
+// Policy is the rules' settings used until the platform sends a signed
+// policy: the same type, so the file and the platform's document agree.
+type Policy = policy.Policy
 
 // MQTT configures the connection to the platform.
 type MQTT struct {
@@ -225,16 +185,7 @@ func base() *Config {
 			RegisterMode:   "path",
 			MaxCallS:       4 * 3600,
 		},
-		Policy: Policy{
-			Forwarding: Forwarding{Action: ActionBlock},
-			Pacing: Pacing{
-				Action:               ActionBlock,
-				MaxAttemptsPerMinute: 6,
-				MinGapAfterCallS:     2,
-				CooldownS:            900,
-			},
-			Trunking: Trunking{Action: ActionBlock, MaxDialogsPerLine: 1, MaxContactsPerLine: 1},
-		},
+		Policy:   policy.Default(),
 		MQTT:     MQTT{Brokers: []string{}, TopicPrefix: DefaultTopicPrefix},
 		Commands: Commands{TrustedKeys: map[string]ed25519.PublicKey{}},
 		Log:      Log{Level: "info", Format: "text"},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -217,23 +216,9 @@ func bothOrNeither(ck *checker, section, cert, key string) {
 }
 
 func (c *Config) checkPolicy(ck *checker) {
-	p := &c.Policy
-	actions := []string{string(ActionBlock), string(ActionObserve), string(ActionOff)}
-	ck.oneOf("policy.forwarding.action", string(p.Forwarding.Action), actions...)
-	ck.oneOf("policy.pacing.action", string(p.Pacing.Action), actions...)
-	ck.oneOf("policy.trunking.action", string(p.Trunking.Action), actions...)
-	positive := func(key string, v int) {
-		if v <= 0 {
-			ck.add(key, "%d is not allowed (want an integer greater than 0)", v)
-		}
+	for _, p := range c.Policy.Problems() {
+		ck.add("policy."+p.Key, "%s", p.Msg)
 	}
-	positive("policy.pacing.max_attempts_per_minute", p.Pacing.MaxAttemptsPerMinute)
-	if g := p.Pacing.MinGapAfterCallS; math.IsNaN(g) || math.IsInf(g, 0) || g < 0 || g > 86400 {
-		ck.add("policy.pacing.min_gap_after_call_s", "%v is not allowed (want seconds, 0 to 86400)", g)
-	}
-	positive("policy.pacing.cooldown_s", p.Pacing.CooldownS)
-	positive("policy.trunking.max_dialogs_per_line", p.Trunking.MaxDialogsPerLine)
-	positive("policy.trunking.max_contacts_per_line", p.Trunking.MaxContactsPerLine)
 }
 
 func (c *Config) checkMQTT(ck *checker) {

@@ -80,6 +80,10 @@ type Call struct {
 	FinalStatus int
 	Disposition Disposition
 	BlockedBy   string
+	// CancelledAt is when the caller's CANCEL passed, for a call given up
+	// while ringing: how long a caller lets a call ring is one of the
+	// pacing rule's signs of a machine.
+	CancelledAt time.Time
 	// Expired is set when the call ended by timeout (longest call or a
 	// lapsed session timer) rather than a BYE.
 	Expired bool
@@ -111,6 +115,8 @@ type Options struct {
 	// OnEnd receives each call once, when it ends, outside the tracker's
 	// lock. It must not block: it runs on the signalling path.
 	OnEnd func(Call)
+	// OnAnswer receives each call once, at its first 2xx, the same way.
+	OnAnswer func(Call)
 }
 
 // Stats are the tracker's counters.
@@ -168,6 +174,7 @@ func (t *Tracker) Begin(c Call) bool {
 // Session-Expires of a 2xx (RFC 4028), zero when absent.
 func (t *Tracker) Response(callID string, status int, at time.Time, sessionExpires time.Duration) {
 	var ended *Call
+	var answered Call
 	t.mu.Lock()
 	c := t.calls[callID]
 	switch {
@@ -182,6 +189,7 @@ func (t *Tracker) Response(callID string, status int, at time.Time, sessionExpir
 			c.AnsweredAt = at
 			c.FinalStatus = status
 			c.Disposition = Answered
+			answered = *c
 		}
 		c.lastRefresh = at
 		c.sessionExpires = sessionExpires
@@ -197,15 +205,19 @@ func (t *Tracker) Response(callID string, status int, at time.Time, sessionExpir
 		ended = t.endLocked(c, at)
 	}
 	t.mu.Unlock()
+	if answered.CallID != "" && t.opts.OnAnswer != nil {
+		t.opts.OnAnswer(answered)
+	}
 	t.report(ended)
 }
 
-// Cancel notes a CANCEL for the call; the 487 that follows ends it as
-// cancelled.
-func (t *Tracker) Cancel(callID string) {
+// Cancel notes a CANCEL for the call at `at`; the 487 that follows ends it
+// as cancelled.
+func (t *Tracker) Cancel(callID string, at time.Time) {
 	t.mu.Lock()
-	if c := t.calls[callID]; c != nil {
+	if c := t.calls[callID]; c != nil && !c.cancelled {
 		c.cancelled = true
+		c.CancelledAt = at
 	}
 	t.mu.Unlock()
 }

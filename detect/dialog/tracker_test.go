@@ -26,7 +26,7 @@ func respSE(id string, status int, s float64, se time.Duration) step {
 	return func(tr *Tracker) { tr.Response(id, status, at(s), se) }
 }
 func bye(id string, s float64) step     { return func(tr *Tracker) { tr.Bye(id, at(s)) } }
-func cancel(id string) step             { return func(tr *Tracker) { tr.Cancel(id) } }
+func cancel(id string) step             { return func(tr *Tracker) { tr.Cancel(id, t0) } }
 func expire(s float64) step             { return func(tr *Tracker) { tr.Expire(at(s)) } }
 func refresh(id string, s float64) step { return func(tr *Tracker) { tr.Refresh(id, at(s), 0) } }
 func block(id string, s float64) step {

@@ -141,6 +141,12 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	if err := p.route(rc, fwd); err != nil {
+		// Still a call on the line: it gets its usage record, and the
+		// rules, which counted it live when they allowed it, hear it end.
+		if req.IsInvite() && !inDialog && rc.line != "" &&
+			p.tracker.Begin(dialog.Call{CallID: rc.callID, Line: rc.line, Direction: rc.dir, Remote: rc.remote, StartedAt: at}) {
+			p.tracker.Fail(rc.callID, sip.StatusTemporarilyUnavailable, p.now())
+		}
 		p.reply(tx, req, sip.StatusTemporarilyUnavailable, "", "")
 		return
 	}
@@ -201,8 +207,7 @@ func (p *Proxy) egress(dir detect.Direction) *side {
 	return p.local
 }
 
-// classify finds the line and the other party: outbound from the From user
-// or P-Asserted-Identity, inbound from the Request-URI or To user. In-dialog
+// classify finds the line and the other party (detect.Classify); in-dialog
 // requests of a tracked call take the call's.
 func (p *Proxy) classify(dir detect.Direction, req *sip.Request, inDialog bool) (line, remote string) {
 	if inDialog {
@@ -210,58 +215,7 @@ func (p *Proxy) classify(dir detect.Direction, req *sip.Request, inDialog bool) 
 			return c.Line, c.Remote
 		}
 	}
-	lines := p.lines.Load()
-	var cands []string
-	var other string
-	if dir == detect.Outbound {
-		if f := req.From(); f != nil {
-			cands = append(cands, f.Address.User)
-		}
-		if pai := req.GetHeader("P-Asserted-Identity"); pai != nil {
-			cands = append(cands, uriUser(pai.Value()))
-		}
-		other = req.Recipient.User
-		if other == "" {
-			if t := req.To(); t != nil {
-				other = t.Address.User
-			}
-		}
-	} else {
-		cands = append(cands, req.Recipient.User)
-		if t := req.To(); t != nil {
-			cands = append(cands, t.Address.User)
-		}
-		if f := req.From(); f != nil {
-			other = f.Address.User
-		}
-	}
-	for _, c := range cands {
-		if l, ok := lines.Match(c); ok {
-			line = l
-			break
-		}
-	}
-	remote, _ = lines.Normalize(other)
-	return line, remote
-}
-
-// uriUser pulls the user part out of a name-addr header value such as
-// P-Asserted-Identity without a full parse.
-func uriUser(v string) string {
-	if i := strings.IndexByte(v, '<'); i >= 0 {
-		v = v[i+1:]
-		if j := strings.IndexByte(v, '>'); j >= 0 {
-			v = v[:j]
-		}
-	}
-	v = strings.TrimSpace(v)
-	if i := strings.IndexByte(v, ':'); i >= 0 {
-		v = v[i+1:]
-	}
-	if i := strings.IndexAny(v, "@;"); i >= 0 {
-		v = v[:i]
-	}
-	return v
+	return detect.Classify(p.lines.Load(), dir, req)
 }
 
 // decide calls the decision function, timing it; a panic in it lets the
@@ -301,6 +255,9 @@ func (p *Proxy) block(tx sip.ServerTransaction, req *sip.Request, rc *reqCtx, v 
 // reply answers req from the agent itself, with a Warning naming the rule
 // when there is one.
 func (p *Proxy) reply(tx sip.ServerTransaction, req *sip.Request, status int, reason, rule string) {
+	if reason == "" {
+		reason = reasonPhrase(status)
+	}
 	res := sip.NewResponseFromRequest(req, status, reason, nil)
 	if rule != "" {
 		res.AppendHeader(sip.NewHeader("Warning", `399 leadport-agent "`+rule+`"`))
@@ -477,7 +434,7 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 			}
 		})
 		tx.OnCancel(func(*sip.Request) {
-			p.tracker.Cancel(rc.callID)
+			p.tracker.Cancel(rc.callID, p.now())
 			p.sendCancel(out, fwd)
 		})
 	}
@@ -733,4 +690,40 @@ func (p *Proxy) strayResponse(s *side, res *sip.Response) {
 	if err := other.srv.WriteResponse(res); err != nil {
 		p.log.Debug("stray response not relayed", "call_id", callID(res), "err", err)
 	}
+}
+
+// reasonPhrase is RFC 3261's phrase for the statuses the agent sends
+// itself; sipgo leaves it to the caller.
+func reasonPhrase(status int) string {
+	switch status {
+	case 400:
+		return "Bad Request"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 408:
+		return "Request Timeout"
+	case 480:
+		return "Temporarily Unavailable"
+	case 481:
+		return "Call/Transaction Does Not Exist"
+	case 483:
+		return "Too Many Hops"
+	case 486:
+		return "Busy Here"
+	case 487:
+		return "Request Terminated"
+	case 488:
+		return "Not Acceptable Here"
+	case 500:
+		return "Server Internal Error"
+	case 503:
+		return "Service Unavailable"
+	case 600:
+		return "Busy Everywhere"
+	case 603:
+		return "Decline"
+	}
+	return ""
 }

@@ -1,0 +1,183 @@
+package rules
+
+import (
+	"sort"
+	"time"
+
+	"github.com/leadport/leadport-agent/detect"
+	"github.com/leadport/leadport-agent/detect/policy"
+)
+
+// liveCall is a call on a line from its INVITE until the engine hears of
+// its end.
+type liveCall struct {
+	id       string
+	dir      detect.Direction
+	remote   string
+	start    time.Time
+	answered time.Time
+}
+
+// attempt is one outbound attempt in a line's pacing history.
+type attempt struct {
+	id string // Call-ID, to find the attempt when its call ends
+	at time.Time
+	// ring is how long it rang before the caller gave up (CANCEL); 0
+	// when it did not end that way, or has not ended yet.
+	ring   time.Duration
+	callee uint64 // the callee's digits as a number; 0 when not a number
+	// gap is the time since the line's last outbound call ended, when
+	// that is what the attempt followed: no call was up, and it is not a
+	// redial of the previous callee.
+	gap    time.Duration
+	hasGap bool
+}
+
+// lineState is what the rules remember about one line. Its size is fixed
+// but for the live calls and the contacts, both bounded by what the rules
+// allow (and by pruning when they only observe).
+type lineState struct {
+	calls      []liveCall
+	lastOutEnd time.Time
+
+	hist  [policy.MaxHistory]attempt
+	nHist int // attempts recorded; the newest is hist[(nHist-1)%MaxHistory]
+	// hour counts attempts per minute over the last hour.
+	hour [60]minuteCount
+
+	coolUntil time.Time // pacing cool-down
+	coolTrip  trip      // what tripped it
+
+	contacts []binding
+
+	quotaMonth   int // year*12 + month of quotaSecs
+	quotaSecs    float64
+	quotaNoticed int // month the breach was last observed
+}
+
+type minuteCount struct {
+	minute int64
+	n      uint16
+}
+
+// recent returns the i-th most recent attempt (0 the newest).
+func (ls *lineState) recent(i int) *attempt {
+	return &ls.hist[(ls.nHist-1-i)%policy.MaxHistory]
+}
+
+func (ls *lineState) histLen() int { return min(ls.nHist, policy.MaxHistory) }
+
+// candidate is the attempt an INVITE at `at` to callee would add.
+func (ls *lineState) candidate(at time.Time, callee string) attempt {
+	a := attempt{at: at, callee: digitsOf(callee)}
+	if !ls.lastOutEnd.IsZero() && !ls.hasOutbound() && !at.Before(ls.lastOutEnd) {
+		redial := ls.nHist > 0 && a.callee != 0 && ls.recent(0).callee == a.callee
+		if !redial {
+			a.gap, a.hasGap = at.Sub(ls.lastOutEnd), true
+		}
+	}
+	return a
+}
+
+func (ls *lineState) noteAttempt(id string, at time.Time, callee string) {
+	a := ls.candidate(at, callee)
+	a.id = id
+	ls.hist[ls.nHist%policy.MaxHistory] = a
+	ls.nHist++
+	m := at.Unix() / 60
+	b := &ls.hour[m%60]
+	if b.minute != m {
+		b.minute, b.n = m, 0
+	}
+	if b.n < 65535 {
+		b.n++
+	}
+}
+
+// lastHour counts attempts in the hour up to at.
+func (ls *lineState) lastHour(at time.Time) int {
+	m := at.Unix() / 60
+	n := 0
+	for i := range ls.hour {
+		if b := ls.hour[i]; b.minute > m-60 && b.minute <= m {
+			n += int(b.n)
+		}
+	}
+	return n
+}
+
+func (ls *lineState) hasOutbound() bool {
+	for i := range ls.calls {
+		if ls.calls[i].dir == detect.Outbound {
+			return true
+		}
+	}
+	return false
+}
+
+func (ls *lineState) find(id string) int {
+	for i := range ls.calls {
+		if ls.calls[i].id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (ls *lineState) remove(e *Engine, i int) {
+	c := ls.calls[i]
+	if c.dir == detect.Inbound && c.remote != "" {
+		if n := e.inbound[c.remote]; n <= 1 {
+			delete(e.inbound, c.remote)
+		} else {
+			e.inbound[c.remote] = n - 1
+		}
+	}
+	last := len(ls.calls) - 1
+	ls.calls[i] = ls.calls[last]
+	ls.calls[last] = liveCall{}
+	ls.calls = ls.calls[:last]
+}
+
+func (ls *lineState) dropCalls(e *Engine) {
+	for len(ls.calls) > 0 {
+		ls.remove(e, len(ls.calls)-1)
+	}
+}
+
+// prune drops calls the engine never heard the end of (the tracker was
+// full, or the INVITE never left): setups past the setup timeout, and
+// answered calls past the longest call.
+func (ls *lineState) prune(e *Engine, now time.Time) {
+	for i := len(ls.calls) - 1; i >= 0; i-- {
+		c := &ls.calls[i]
+		if (c.answered.IsZero() && now.Sub(c.start) > e.opts.SetupTimeout+time.Minute) ||
+			now.Sub(c.start) > e.opts.MaxDuration+e.opts.SetupTimeout {
+			ls.remove(e, i)
+		}
+	}
+}
+
+// digitsOf reads an E.164 number's digits as an integer, 0 for anything
+// else (dial strings, names).
+func digitsOf(s string) uint64 {
+	if len(s) > 0 && s[0] == '+' {
+		s = s[1:]
+	}
+	if s == "" || len(s) > 15 {
+		return 0
+	}
+	var n uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n
+}
+
+func sortLongestFirst(codes []string) {
+	sort.SliceStable(codes, func(i, j int) bool { return len(codes[i]) > len(codes[j]) })
+}
