@@ -9,8 +9,12 @@ LDFLAGS  := -s -w -X $(PKG)/agent.version=$(VERSION) -X $(PKG)/agent.commit=$(CO
 BIN      := bin/leadport-agent
 CONFIG   ?=
 FUZZTIME ?= 30s
+DAYS      ?= 10000
+SESSIONS  ?= 1000
+SCENARIOS ?= 500
+SEED      ?= 1
 
-.PHONY: help build run test test-long lint bench bench-proxy cross fuzz clean
+.PHONY: help build run test test-long lint bench bench-proxy eval cross fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -30,11 +34,15 @@ test-long: ## the suite with long crash loops (500 SIGKILLs)
 lint: ## gofmt and go vet (also for 32-bit targets)
 	scripts/lint.sh
 
-bench: ## benchmarks with figures and ratios against raw bbolt
+bench: ## benchmarks: the store (ratios against raw bbolt) and a rules decision
 	scripts/bench-store.sh
+	go test ./detect/rules -run '^$$' -bench . -benchmem -benchtime 2s
 
 bench-proxy: ## SIP proxy call rate, latency, RSS against SIPp direct and kamailio
 	scripts/bench-proxy.sh
+
+eval: ## detection quality of the rules over labelled traces (DAYS, SESSIONS, SCENARIOS, SEED)
+	go run ./detect/replay/cmd/leadport-eval -days $(DAYS) -sessions $(SESSIONS) -scenarios $(SCENARIOS) -seed $(SEED)
 
 cross: ## static stripped binaries for every target into dist/
 	VERSION=$(VERSION) COMMIT=$(COMMIT) scripts/cross.sh
