@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -59,13 +60,7 @@ const (
 // stopped its store must hold one usage record per call, each answered and
 // as long as the call to within 50 ms.
 func TestSIPpCalls(t *testing.T) {
-	sipp, err := exec.LookPath("sipp")
-	if err != nil {
-		if os.Getenv("LEADPORT_E2E") == "1" {
-			t.Fatal("sipp is not on PATH (Debian package sip-tester; scripts/setup.sh installs it) and LEADPORT_E2E=1")
-		}
-		t.Skip("sipp is not on PATH (Debian package sip-tester; scripts/setup.sh installs it); LEADPORT_E2E=1 makes this a failure")
-	}
+	sipp := needSIPp(t)
 	rate, callMs, transport := *sippRate, *sippCallMs, *sippTransport
 	seconds := *sippSeconds
 	if seconds <= 0 {
@@ -78,10 +73,7 @@ func TestSIPpCalls(t *testing.T) {
 		t.Fatalf("bad sizes: rate %d, call %d ms, transport %q", rate, callMs, transport)
 	}
 	calls := rate * seconds
-	scenarios, err := filepath.Abs(filepath.Join("..", "..", "..", "scripts", "sipp"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	scenarios := sippScenarios(t)
 
 	bin := buildAgent(t)
 	dir := t.TempDir()
@@ -217,6 +209,30 @@ policy:
 	}
 }
 
+// needSIPp returns the path of sipp. Without it the test is skipped, or
+// fails when LEADPORT_E2E=1 (CI, where scripts/setup.sh installs it).
+func needSIPp(t *testing.T) string {
+	t.Helper()
+	sipp, err := exec.LookPath("sipp")
+	if err != nil {
+		if os.Getenv("LEADPORT_E2E") == "1" {
+			t.Fatal("sipp is not on PATH (Debian package sip-tester; scripts/setup.sh installs it) and LEADPORT_E2E=1")
+		}
+		t.Skip("sipp is not on PATH (Debian package sip-tester; scripts/setup.sh installs it); LEADPORT_E2E=1 makes this a failure")
+	}
+	return sipp
+}
+
+// sippScenarios is the absolute path of scripts/sipp.
+func sippScenarios(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "..", "scripts", "sipp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // proc is a child process whose output goes to DIR/NAME.log.
 type proc struct {
 	name, log string
@@ -291,22 +307,40 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) {
 	}
 }
 
+// portsGiven are the ports freePort has handed out in this process: a port
+// is free again once its probe closes, and tests running in parallel must
+// not be given the same one.
+var portsGiven struct {
+	sync.Mutex
+	m map[int]bool
+}
+
 // freePort returns a port that is free on 127.0.0.1 for both UDP and TCP
-// right now.
+// right now, and that it has not returned before in this process.
 func freePort(t *testing.T) int {
 	t.Helper()
+	portsGiven.Lock()
+	defer portsGiven.Unlock()
+	if portsGiven.m == nil {
+		portsGiven.m = map[int]bool{}
+	}
 	for range 50 {
 		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		port := u.LocalAddr().(*net.UDPAddr).Port
+		if portsGiven.m[port] {
+			u.Close()
+			continue
+		}
 		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		u.Close()
 		if err != nil {
 			continue
 		}
 		l.Close()
+		portsGiven.m[port] = true
 		return port
 	}
 	t.Fatal("no port free for both UDP and TCP")
