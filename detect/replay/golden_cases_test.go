@@ -135,6 +135,12 @@ func goldenCases() []goldenCase {
 	for i, at := range []float64{0, 31, 70, 96, 140, 177} {
 		timeout = append(timeout, out(at, numberN(i*7919), 25, 0))
 	}
+	// A dialer's timer: a new attempt on a 12 s tick, skipping the ticks
+	// while the line is busy.
+	var ticks []Call
+	for i, at := range []float64{0, 24.01, 36.03, 60.02, 84, 96.02, 120.01} {
+		ticks = append(ticks, out(at, numberN(i*7919), 4+float64(i)*1.3, 0))
+	}
 	human := []Call{
 		out(0, "+13125550101", 18, 0), out(62, "+17185550102", 6, 240), out(390, "+13125550101", 8, 95),
 		out(560, "+16465550199", 25, 0), out(640, "+12025550177", 4, 31),
@@ -217,6 +223,13 @@ func goldenCases() []goldenCase {
 				b, ok := res.First()
 				if !ok || b.Attempt != 6 || res.Violations[0].Evidence["signal"] != "fixed_ring_timeout" {
 					t.Errorf("first block %v, violations %v; want pacing by fixed_ring_timeout at attempt 6", b, res.Violations)
+				}
+			}},
+		{name: "pacing_timer_ticks", trace: tr(Machine, policy.Pacing, ticks...), policy: def,
+			check: func(t *testing.T, res *Result) {
+				b, ok := res.First()
+				if !ok || b.Attempt != 7 || res.Violations[0].Evidence["signal"] != "timer_ticks" {
+					t.Errorf("first block %v, violations %v; want pacing by timer_ticks at attempt 7", b, res.Violations)
 				}
 			}},
 		{name: "pacing_cooldown_ends", trace: tr(Machine, policy.Pacing, cooldown...), policy: def,

@@ -425,7 +425,12 @@ func (e *Engine) CallEnded(c dialog.Call) {
 	defer e.mu.Unlock()
 	ls := e.state[c.Line]
 	if ls == nil {
-		return
+		// A call the engine did not see begin (it began before a restart
+		// or a policy swap) still counts its minutes.
+		if _, ok := e.lines.Match(c.Line); !ok {
+			return
+		}
+		ls = e.line(c.Line)
 	}
 	if i := ls.find(c.CallID); i >= 0 {
 		ls.remove(e, i)

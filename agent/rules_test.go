@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/leadport/leadport-agent/agent/config"
+	"github.com/leadport/leadport-agent/detect"
+	"github.com/leadport/leadport-agent/store"
+	"github.com/leadport/leadport-agent/store/storetest"
+)
+
+func rulesAgent(t *testing.T, st *store.Store) *Agent {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Lines = []string{"+15551230001"}
+	cfg.Policy.Quota.MonthlyMinutes = 100
+	return &Agent{cfg: cfg, log: quiet, store: st}
+}
+
+func inboundInvite(id string) *sip.Request {
+	ruri := sip.Uri{Scheme: "sip", User: "+15551230001", Host: "pbx.example"}
+	req := sip.NewRequest(sip.INVITE, ruri)
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "+12125550100", Host: "edge.example"}, Params: sip.NewParams()}
+	from.Params.Add("tag", "a")
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: ruri, Params: sip.NewParams()})
+	cid := sip.CallIDHeader(id)
+	req.AppendHeader(&cid)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
+	return req
+}
+
+// TestViolationRecords: a rule's violation reaches the store as a record
+// with its evidence as JSON and the other party sealed as personal data.
+func TestViolationRecords(t *testing.T) {
+	db := storetest.Open(t)
+	a := rulesAgent(t, db.Store)
+	sink := newRecordSink(db.Store, quiet)
+	ctx, stop := context.WithCancel(context.Background())
+	go sink.run(ctx)
+	engine, err := a.newRules(sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for i, id := range []string{"first", "second"} {
+		ev := &detect.Event{At: at.Add(time.Duration(i) * time.Second), Direction: detect.Inbound, Line: "+15551230001",
+			Remote: "+12125550100", Request: inboundInvite(id)}
+		if v := engine.Decide(ev); v.Block != (i == 1) {
+			t.Fatalf("call %d: verdict %+v", i, v)
+		}
+	}
+	stop()
+	sink.wait(5 * time.Second)
+	recs, err := db.Pending(store.TypeViolation, store.ReadOptions{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 {
+		t.Fatalf("%d violation records, want 1", len(recs))
+	}
+	p, err := recs[0].Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := p.(*store.Violation)
+	var ev map[string]any
+	if err := json.Unmarshal(v.Evidence, &ev); err != nil {
+		t.Fatalf("evidence %s: %v", v.Evidence, err)
+	}
+	if v.Rule != "trunking.concurrent" || v.Action != "blocked" || v.CallID != "second" || ev["dialogs"] != 2.0 {
+		t.Errorf("violation = %+v, evidence %v; want trunking.concurrent blocked for call second with 2 dialogs", v, ev)
+	}
+	if len(recs[0].Personal) != 0 {
+		t.Errorf("violation has %d personal fields, want none (no number concerned)", len(recs[0].Personal))
+	}
+}
+
+// TestPolicyUsageSurvivesRestart: minutes counted toward the monthly quota
+// are saved and given back to the next engine.
+func TestPolicyUsageSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	db := storetest.OpenDir(t, dir)
+	a := rulesAgent(t, db.Store)
+	sink := newRecordSink(db.Store, quiet)
+	engine, err := a.newRules(sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := call(0)
+	c.EndedAt = c.AnsweredAt.Add(30 * time.Minute)
+	engine.CallEnded(c)
+	a.savePolicyUsage()
+
+	b := rulesAgent(t, db.Store)
+	again, err := b.newRules(newRecordSink(db.Store, quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.restorePolicyUsage()
+	got := again.QuotaUsage()
+	if len(got) != 1 || got[0].Line != "+15551230001" || got[0].Seconds != 1800 {
+		t.Errorf("restored usage = %+v, want 1800 s on +15551230001", got)
+	}
+}

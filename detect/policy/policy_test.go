@@ -1,0 +1,136 @@
+package policy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	p := Default()
+	if probs := p.Problems(); len(probs) > 0 {
+		t.Fatalf("default policy has problems: %v", probs)
+	}
+	for _, rule := range Rules {
+		if a := p.ActionOf(rule); a != Block && a != Observe {
+			t.Errorf("default action of %s = %q, want block or observe", rule, a)
+		}
+	}
+	if p.ActionOf(QuotaMinutes) != Observe {
+		t.Errorf("quota.minutes defaults to %q, want observe", p.ActionOf(QuotaMinutes))
+	}
+}
+
+func TestActionOf(t *testing.T) {
+	p := Default()
+	p.Forwarding.Action = Observe
+	p.Forwarding.Actions = map[string]Action{"refer": Off}
+	p.Trunking.Actions = map[string]Action{"registrations": Observe}
+	tests := []struct {
+		rule string
+		want Action
+	}{
+		{ForwardingRedirect, Observe},
+		{ForwardingRefer, Off},
+		{TrunkingConcurrent, Block},
+		{TrunkingRegistrations, Observe},
+		{Pacing, Block},
+		{CallerIDMismatch, Block},
+		{QuotaMinutes, Observe},
+		{"no.such_rule", Off},
+	}
+	for _, tt := range tests {
+		if got := p.ActionOf(tt.rule); got != tt.want {
+			t.Errorf("ActionOf(%s) = %q, want %q", tt.rule, got, tt.want)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want string // substring of the error; "" for success
+		ok   func(Policy) bool
+	}{
+		{"partial document keeps defaults", `{"version":3,"lines":["+15551230001"],"pacing":{"cooldown_s":60}}`, "",
+			func(p Policy) bool {
+				return p.Version == 3 && p.Pacing.CooldownS == 60 && p.Pacing.MaxAttemptsPerMinute == Default().Pacing.MaxAttemptsPerMinute && len(p.Lines) == 1
+			}},
+		{"per-rule override", `{"forwarding":{"actions":{"bridge":"observe"}}}`, "",
+			func(p Policy) bool {
+				return p.ActionOf(ForwardingBridge) == Observe && p.ActionOf(ForwardingRefer) == Block
+			}},
+		{"unknown key", `{"pacing":{"burst":3}}`, `unknown field "burst"`, nil},
+		{"wrong type", `{"pacing":{"cooldown_s":"15m"}}`, "cannot unmarshal", nil},
+		{"trailing data", `{} {}`, "data after the JSON object", nil},
+		{"not JSON", `policy`, "policy document", nil},
+		{"bad action", `{"callerid":{"action":"warn"}}`, `callerid.action: bad value "warn"`, nil},
+		{"unknown override", `{"trunking":{"actions":{"lines":"off"}}}`, `trunking.actions.lines: unknown rule "lines"`, nil},
+		{"redirect status not a failure", `{"forwarding":{"redirect_status":302}}`, "forwarding.redirect_status: 302 is not allowed", nil},
+		{"bad feature code", `{"forwarding":{"feature_codes":["*72","call"]}}`, `forwarding.feature_codes[1]: "call" is not a feature code`, nil},
+		{"negative version", `{"version":-1}`, "version: -1 is not allowed", nil},
+		{"zero cooldown", `{"pacing":{"cooldown_s":0}}`, "pacing.cooldown_s: 0 is not allowed", nil},
+		{"short gaps over the window", `{"pacing":{"short_gaps":11,"recent_attempts":10}}`, "pacing.short_gaps: 11 is more than recent_attempts (10)", nil},
+		{"window over the history", `{"pacing":{"recent_attempts":33}}`, "pacing.recent_attempts: 33 is not allowed", nil},
+		{"one ring timeout", `{"pacing":{"same_ring_timeouts":1}}`, "pacing.same_ring_timeouts: 1 is not allowed", nil},
+		{"one regular interval", `{"pacing":{"regular_over":1}}`, "pacing.regular_over: 1 is not allowed", nil},
+		{"cv out of range", `{"pacing":{"regular_cv":2}}`, "pacing.regular_cv: 2 is not allowed", nil},
+		{"zero dialogs", `{"trunking":{"max_dialogs_per_line":0}}`, "trunking.max_dialogs_per_line: 0 is not allowed", nil},
+		{"negative quota", `{"quota":{"monthly_minutes":-5}}`, "quota.monthly_minutes: -5 is not allowed", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Parse([]byte(tt.doc))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				if !tt.ok(p) {
+					t.Errorf("Parse gave %+v", p)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestProblemsAllAtOnce(t *testing.T) {
+	p := Default()
+	p.Pacing.CooldownS = 0
+	p.Quota.Action = "maybe"
+	p.Trunking.MaxContactsPerLine = 0
+	_, err := Parse([]byte(`{"pacing":{"cooldown_s":0},"quota":{"action":"maybe"},"trunking":{"max_contacts_per_line":0}}`))
+	var perr *Error
+	if !errors.As(err, &perr) || len(perr.Problems) != 3 {
+		t.Fatalf("error = %v, want 3 problems", err)
+	}
+	if got := len(p.Problems()); got != 3 {
+		t.Errorf("Problems() lists %d, want 3", got)
+	}
+	// In key order, so messages are stable.
+	keys := []string{perr.Problems[0].Key, perr.Problems[1].Key, perr.Problems[2].Key}
+	if keys[0] != "pacing.cooldown_s" || keys[1] != "quota.action" || keys[2] != "trunking.max_contacts_per_line" {
+		t.Errorf("problem keys = %v, want them sorted", keys)
+	}
+}
+
+// FuzzParse: any bytes give a valid policy or an error, never a panic, and
+// a policy that parses has no problems.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"version":2,"pacing":{"cooldown_s":60},"forwarding":{"actions":{"refer":"observe"}}}`))
+	f.Add([]byte(`{"lines":["+15551230001"],"quota":{"monthly_minutes":500,"action":"block"}}`))
+	f.Add([]byte(`{"pacing":{"regular_cv":1e308,"min_gap_after_call_s":-0}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if probs := p.Problems(); len(probs) > 0 {
+			t.Fatalf("Parse accepted a policy with problems: %v", probs)
+		}
+	})
+}
