@@ -58,8 +58,10 @@ func BenchmarkDecide(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		k := i % idle
 		// Steps differ from round to round, so that a line's intervals
-		// vary as a person's do and no pacing signal trips.
-		at = at.Add(300*time.Millisecond + time.Duration(i/idle%5)*100*time.Millisecond)
+		// vary as a person's do (neither regular nor on a timer's ticks)
+		// and no pacing signal trips.
+		r := i / idle
+		at = at.Add(250*time.Millisecond + time.Duration(r*r%11)*53*time.Millisecond)
 		ev := &evs[k]
 		ev.At = at
 		if v := e.Decide(ev); v.Block {
