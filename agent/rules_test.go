@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/leadport/leadport-agent/agent/config"
 	"github.com/leadport/leadport-agent/detect"
+	"github.com/leadport/leadport-agent/detect/policy"
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/storetest"
 )
@@ -106,5 +108,56 @@ func TestPolicyUsageSurvivesRestart(t *testing.T) {
 	got := again.QuotaUsage()
 	if len(got) != 1 || got[0].Line != "+15551230001" || got[0].Seconds != 1800 {
 		t.Errorf("restored usage = %+v, want 1800 s on +15551230001", got)
+	}
+}
+
+// TestApplyPolicy: a new policy takes effect for new requests, keeps the
+// calls in progress, and is kept in the store; an invalid one changes
+// nothing.
+func TestApplyPolicy(t *testing.T) {
+	db := storetest.Open(t)
+	a := rulesAgent(t, db.Store)
+	engine, err := a.newRules(newRecordSink(db.Store, quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	first := &detect.Event{At: at, Direction: detect.Inbound, Line: "+15551230001", Remote: "+12125550100", Request: inboundInvite("first")}
+	if v := engine.Decide(first); v.Block {
+		t.Fatalf("first call blocked: %+v", v)
+	}
+	p := policy.Default()
+	p.Version = 4
+	p.Trunking.Actions["concurrent"] = policy.Observe
+	if err := a.ApplyPolicy(p); err != nil {
+		t.Fatal(err)
+	}
+	second := &detect.Event{At: at.Add(time.Second), Direction: detect.Inbound, Line: "+15551230001", Remote: "+12125550111", Request: inboundInvite("second")}
+	if v := engine.Decide(second); v.Block {
+		t.Errorf("second call under the new policy (concurrent observed) = %+v, want allowed", v)
+	}
+	if got := engine.Stats().Calls; got != 2 {
+		t.Errorf("%d calls held after the swap, want 2 (the first one kept)", got)
+	}
+	if v, doc, err := db.Policy(); err != nil || v != 4 || !strings.Contains(string(doc), `"concurrent":"observe"`) {
+		t.Errorf("saved policy = %d %s %v, want version 4 with the override", v, doc, err)
+	}
+	bad := policy.Default()
+	bad.Version = 5
+	bad.Pacing.CooldownS = 0
+	if err := a.ApplyPolicy(bad); err == nil {
+		t.Error("an invalid policy was applied")
+	}
+	if v := engine.Policy().Version; v != 4 {
+		t.Errorf("version in force after the invalid one = %d, want 4", v)
+	}
+	// After a restart the saved policy outranks the config's.
+	b := rulesAgent(t, db.Store)
+	again, err := b.newRules(newRecordSink(db.Store, quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := again.Policy(); p.Version != 4 || p.ActionOf(policy.TrunkingConcurrent) != policy.Observe {
+		t.Errorf("policy after a restart: version %d, concurrent %s; want 4, observe", p.Version, p.ActionOf(policy.TrunkingConcurrent))
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/leadport/leadport-agent/agent/config"
 	"github.com/leadport/leadport-agent/detect/dialog"
+	"github.com/leadport/leadport-agent/detect/policy"
 	"github.com/leadport/leadport-agent/detect/rules"
 	"github.com/leadport/leadport-agent/detect/sipproxy"
 	"github.com/leadport/leadport-agent/store"
@@ -95,7 +96,32 @@ func (a *Agent) newRules(sink *recordSink) (*rules.Engine, error) {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	a.rules = engine
+	a.restoreSavedPolicy()
 	return engine, nil
+}
+
+// restoreSavedPolicy puts back the platform's last policy, which outranks
+// the config file's (version 0) until the platform sends a newer one.
+func (a *Agent) restoreSavedPolicy() {
+	version, doc, err := a.store.Policy()
+	if err != nil || version <= 0 || doc == nil {
+		if err != nil {
+			a.log.Error("saved policy not read; the config's applies", "err", err)
+		}
+		return
+	}
+	p, err := policy.Parse(doc)
+	if err == nil {
+		if len(p.Lines) == 0 {
+			p.Lines = a.cfg.Lines
+		}
+		err = a.rules.SetPolicy(p)
+	}
+	if err != nil {
+		a.log.Error("saved policy not applied; the config's applies", "version", version, "err", err)
+		return
+	}
+	a.log.Info("saved policy applied", "version", version)
 }
 
 // violationOf turns a rule's finding into its record.
@@ -150,4 +176,33 @@ func every(ctx context.Context, period time.Duration, f func()) {
 			f()
 		}
 	}
+}
+
+// ApplyPolicy puts a new policy in force: new requests see it at once,
+// calls in progress go on. Its lines, when it names none, are the
+// configured ones. It is kept in the store, so a restart applies it
+// before the platform is reachable again. An invalid policy changes
+// nothing.
+func (a *Agent) ApplyPolicy(p policy.Policy) error {
+	if a.rules == nil {
+		return fmt.Errorf("policy: the rules are not running (sip.upstream is not set)")
+	}
+	if len(p.Lines) == 0 {
+		p.Lines = a.cfg.Lines
+	}
+	if err := a.rules.SetPolicy(p); err != nil {
+		return fmt.Errorf("policy version %d: %w", p.Version, err)
+	}
+	if a.proxy != nil {
+		a.proxy.SetLines(a.rules.Lines())
+	}
+	doc, err := json.Marshal(p)
+	if err == nil {
+		err = a.store.SavePolicy(p.Version, doc)
+	}
+	if err != nil {
+		return fmt.Errorf("policy version %d applied but not saved: %w", p.Version, err)
+	}
+	a.log.Info("policy applied", "version", p.Version, "lines", a.rules.Lines().Len())
+	return nil
 }
