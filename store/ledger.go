@@ -32,6 +32,20 @@ func (s *Store) RememberCommand(id string, expires time.Time) (seen bool, err er
 	return seen, nil
 }
 
+// CommandSeen reports whether a command id is in the ledger.
+func (s *Store) CommandSeen(id string) (seen bool, err error) {
+	err = s.locked(func() error {
+		return s.view(func(tx *bolt.Tx) error {
+			seen = tx.Bucket(bucketLedger).Get([]byte(id)) != nil
+			return nil
+		})
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: command seen: %w", err)
+	}
+	return seen, nil
+}
+
 // PruneCommands forgets command ids that expired before now; a command past
 // its expiry is refused as expired anyway, so its id need not be kept.
 func (s *Store) PruneCommands(now time.Time) (int, error) {

@@ -7,5 +7,7 @@
 // errors package). sync never imports detect: a verified command goes to a
 // handler that the agent provides.
 //
-// Not built yet: see the issue "MQTT sync with the platform".
+// The client is in client.go (connection), upload.go (the outbox) and
+// commands.go (commands and policies); sync/command verifies and signs
+// commands.
 package sync

@@ -1,0 +1,399 @@
+package sync
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	gosync "sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/leadport/leadport-agent/store"
+	"github.com/leadport/leadport-agent/sync/command"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Brokers are tried in order at each connection attempt (failover).
+	Brokers     []string
+	TopicPrefix string
+	DeviceID    string
+	TLS         *tls.Config
+	Username    string
+	Password    string
+	KeepAlive   time.Duration // default 30 s
+
+	Store    *store.Store
+	Verifier *command.Verifier
+	Handler  Handler
+	// Status returns the status document (PROTOCOL.md, "Status") without
+	// "state"; the client adds it. Called on each connection, every
+	// StatusInterval and after RefreshStatus.
+	Status         func() map[string]any
+	StatusInterval time.Duration // default 60 s
+
+	// BatchBytes bounds a batch's JSON; default 256 KiB.
+	BatchBytes int
+	// MaxInFlight bounds the batches published and not yet acknowledged;
+	// default 8.
+	MaxInFlight int
+	// AckTimeout is how long a batch may wait for its PUBACK before the
+	// connection is taken as broken; default 30 s.
+	AckTimeout time.Duration
+	// BackoffMin and BackoffMax bound the wait between connection
+	// attempts, which doubles with each failure, with full jitter.
+	// Defaults 1 s and 2 min.
+	BackoffMin, BackoffMax time.Duration
+	// Idle is how often the outbox is looked at when it was empty;
+	// default 500 ms. Wake looks at once.
+	Idle time.Duration
+
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Handler carries out verified commands. The agent provides it, so that
+// sync need not know the rules or the store's erase.
+type Handler interface {
+	// Execute carries out c and says what its receipt reports. It runs
+	// while no batch is being built or published, so an erase is never
+	// overtaken by records read before it.
+	Execute(ctx context.Context, c *command.Command) Outcome
+	// PolicyVersion is the version of the policy in force, which a
+	// policy must exceed to be applied.
+	PolicyVersion() int64
+}
+
+// Outcome is a command's receipt: status done, rejected or failed.
+type Outcome struct {
+	Status string
+	Reason string
+	Result json.RawMessage
+	// Subject makes Result personal data of that subject (an export).
+	Subject string
+}
+
+// Stats are the client's counters and state, for the status and metrics.
+type Stats struct {
+	Connected   bool      `json:"connected"`
+	Subscribed  bool      `json:"subscribed"` // to the command and policy topics, on this connection
+	Broker      string    `json:"broker,omitempty"`
+	Connects    uint64    `json:"connects"`
+	LastConnect time.Time `json:"last_connect,omitzero"`
+	LastSync    time.Time `json:"last_sync,omitzero"` // last batch acknowledged
+	Batches     uint64    `json:"batches_acked"`
+	Records     uint64    `json:"records_acked"`
+	Commands    uint64    `json:"commands"`
+	Rejected    uint64    `json:"commands_rejected"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// Client syncs the store's outbox with the platform and takes its
+// commands. The outbox in bbolt is the truth: a record leaves it only
+// once the batch carrying it was acknowledged on a connection that stayed
+// up until then (paho completes a publish token without error when the
+// connection drops and it re-sends the message itself, its issue #563).
+type Client struct {
+	o   Options
+	log *slog.Logger
+	cli mqtt.Client
+
+	// epoch counts connections; a batch counts as delivered only if its
+	// PUBACK came in the epoch it was published in.
+	epoch     atomic.Uint64
+	mu        gosync.Mutex
+	connected chan struct{} // closed while connected
+	lost      chan struct{} // closed when the current connection is lost
+	stats     Stats
+
+	// gate: the uploader reads and publishes under the read lock; an
+	// erase holds the write lock, so no record read before an erase is
+	// published after it.
+	gate    gosync.RWMutex
+	erasing atomic.Int32 // erases waiting for the gate
+
+	wake    chan struct{}
+	refresh chan struct{}
+}
+
+var errLost = errors.New("connection lost before the batch was acknowledged")
+
+// New prepares a client; Run connects.
+func New(o Options) (*Client, error) {
+	if len(o.Brokers) == 0 {
+		return nil, errors.New("sync: no broker")
+	}
+	if o.DeviceID == "" || o.Store == nil || o.Verifier == nil || o.Handler == nil {
+		return nil, errors.New("sync: DeviceID, Store, Verifier and Handler are required")
+	}
+	if o.TopicPrefix == "" {
+		o.TopicPrefix = "leadport/v1"
+	}
+	if o.KeepAlive <= 0 {
+		o.KeepAlive = 30 * time.Second
+	}
+	if o.StatusInterval <= 0 {
+		o.StatusInterval = time.Minute
+	}
+	if o.BatchBytes <= 0 {
+		o.BatchBytes = 256 << 10
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 8
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 30 * time.Second
+	}
+	if o.BackoffMin <= 0 {
+		o.BackoffMin = time.Second
+	}
+	if o.BackoffMax <= 0 {
+		o.BackoffMax = 2 * time.Minute
+	}
+	if o.Idle <= 0 {
+		o.Idle = 500 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Status == nil {
+		o.Status = func() map[string]any { return map[string]any{} }
+	}
+	c := &Client{o: o, log: o.Logger, connected: make(chan struct{}), lost: make(chan struct{}),
+		wake: make(chan struct{}, 1), refresh: make(chan struct{}, 1)}
+	close(c.lost)
+
+	opts := mqtt.NewClientOptions()
+	for _, b := range o.Brokers {
+		opts.AddBroker(b)
+	}
+	offline, _ := json.Marshal(map[string]any{"state": "offline", "device_id": o.DeviceID})
+	opts.SetClientID(o.DeviceID).
+		SetCleanSession(false).
+		SetKeepAlive(o.KeepAlive).
+		SetPingTimeout(10*time.Second).
+		SetConnectTimeout(15*time.Second).
+		SetWriteTimeout(15*time.Second).
+		// Our loop reconnects, with jitter, and knows each connection's
+		// epoch; paho's own would complete tokens behind our back.
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetOrderMatters(false).
+		SetAutoAckDisabled(true).
+		SetBinaryWill(c.topic("status"), offline, 1, true).
+		SetConnectionLostHandler(c.onLost).
+		SetOnConnectHandler(c.onConnect)
+	if o.TLS != nil {
+		opts.SetTLSConfig(o.TLS)
+	}
+	if o.Username != "" {
+		opts.SetUsername(o.Username)
+		opts.SetPassword(o.Password)
+	}
+	c.cli = mqtt.NewClient(opts)
+	return c, nil
+}
+
+func (c *Client) topic(leaf string) string {
+	return c.o.TopicPrefix + "/dev/" + c.o.DeviceID + "/" + leaf
+}
+
+// Wake makes the uploader look at the outbox now (after an append).
+func (c *Client) Wake() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// RefreshStatus publishes the status soon (after a change of state).
+func (c *Client) RefreshStatus() {
+	select {
+	case c.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the counters.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+func (c *Client) setErr(err error) {
+	c.mu.Lock()
+	c.stats.LastError = err.Error()
+	c.mu.Unlock()
+}
+
+// Run connects and keeps the client connected, uploads and takes commands
+// until ctx ends; then it publishes an offline status and disconnects.
+func (c *Client) Run(ctx context.Context) error {
+	var wg gosync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.uploader(ctx) }()
+	go func() { defer wg.Done(); c.statusLoop(ctx) }()
+	c.connectLoop(ctx)
+	wg.Wait()
+	if c.cli.IsConnectionOpen() {
+		doc, _ := json.Marshal(map[string]any{"state": "offline", "device_id": c.o.DeviceID, "at": c.o.Now().UTC()})
+		if t := c.cli.Publish(c.topic("status"), 1, true, doc); !t.WaitTimeout(2 * time.Second) {
+			c.log.Warn("offline status not acknowledged at shutdown")
+		}
+	}
+	c.cli.Disconnect(500)
+	return nil
+}
+
+func (c *Client) connectLoop(ctx context.Context) {
+	backoff := c.o.BackoffMin
+	for ctx.Err() == nil {
+		// The channel onLost closes is made before the attempt, so a loss
+		// right after connecting is not missed.
+		lost := make(chan struct{})
+		c.mu.Lock()
+		c.lost = lost
+		c.mu.Unlock()
+		t := c.cli.Connect()
+		var err error
+		select {
+		case <-t.Done():
+			err = t.Error()
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			c.setErr(err)
+			// Full jitter, so a fleet that lost its broker does not come
+			// back in step.
+			wait := time.Duration(rand.Int64N(int64(backoff))) + c.o.BackoffMin/2
+			c.log.Warn("broker not reachable", "err", err, "retry_in", wait.Round(time.Millisecond))
+			backoff = min(backoff*2, c.o.BackoffMax)
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = c.o.BackoffMin
+		select {
+		case <-lost:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (c *Client) onConnect(cli mqtt.Client) {
+	epoch := c.epoch.Add(1)
+	r := cli.OptionsReader()
+	broker := ""
+	if u := r.Servers(); len(u) > 0 {
+		broker = u[0].Redacted()
+	}
+	c.mu.Lock()
+	select {
+	case <-c.connected:
+	default:
+		close(c.connected)
+	}
+	c.stats.Connected, c.stats.Broker, c.stats.LastConnect = true, broker, c.o.Now()
+	c.stats.Connects++
+	c.mu.Unlock()
+	c.log.Info("connected to the broker", "epoch", epoch)
+	filters := map[string]byte{
+		c.topic("cmd"): 1, c.o.TopicPrefix + "/fleet/cmd": 1, c.topic("policy"): 1, c.o.TopicPrefix + "/fleet/policy": 1,
+	}
+	t := cli.SubscribeMultiple(filters, c.onMessage)
+	go func() {
+		// Not waited for here: paho calls this handler on its own
+		// connection goroutine.
+		ok := t.WaitTimeout(30*time.Second) && t.Error() == nil
+		if ok {
+			for topic, granted := range t.(*mqtt.SubscribeToken).Result() {
+				if granted > 1 {
+					ok = false
+					c.log.Error("subscription refused by the broker", "topic", topic, "code", granted)
+				}
+			}
+		} else {
+			c.log.Error("subscription failed", "err", t.Error())
+		}
+		c.mu.Lock()
+		if c.epoch.Load() == epoch {
+			c.stats.Subscribed = ok
+		}
+		c.mu.Unlock()
+	}()
+	c.RefreshStatus()
+	c.Wake()
+}
+
+func (c *Client) onLost(_ mqtt.Client, err error) {
+	c.epoch.Add(1)
+	c.mu.Lock()
+	c.connected = make(chan struct{})
+	select {
+	case <-c.lost:
+	default:
+		close(c.lost)
+	}
+	c.stats.Connected, c.stats.Subscribed = false, false
+	c.stats.LastError = err.Error()
+	c.mu.Unlock()
+	c.log.Warn("connection to the broker lost", "err", err)
+}
+
+// waitConnected returns the epoch of the connection, or false when ctx
+// ended.
+func (c *Client) waitConnected(ctx context.Context) (uint64, bool) {
+	for {
+		c.mu.Lock()
+		ch := c.connected
+		c.mu.Unlock()
+		select {
+		case <-ch:
+			return c.epoch.Load(), true
+		case <-ctx.Done():
+			return 0, false
+		}
+	}
+}
+
+// statusLoop publishes the retained status on each connection, every
+// interval and after RefreshStatus.
+func (c *Client) statusLoop(ctx context.Context) {
+	tick := time.NewTicker(c.o.StatusInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-c.refresh:
+		}
+		if !c.cli.IsConnectionOpen() {
+			continue
+		}
+		doc := c.o.Status()
+		doc["state"] = "online"
+		doc["device_id"] = c.o.DeviceID
+		doc["at"] = c.o.Now().UTC()
+		b, err := json.Marshal(doc)
+		if err != nil {
+			c.log.Error("status not encoded", "err", err)
+			continue
+		}
+		c.cli.Publish(c.topic("status"), 1, true, b)
+	}
+}

@@ -1,0 +1,325 @@
+package sync_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	gosync "sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/leadport/leadport-agent/store"
+	"github.com/leadport/leadport-agent/store/storetest"
+	lpsync "github.com/leadport/leadport-agent/sync"
+	"github.com/leadport/leadport-agent/sync/command"
+	"github.com/leadport/leadport-agent/sync/synctest"
+)
+
+var quiet = slog.New(slog.NewTextHandler(logOut(), nil))
+
+func logOut() io.Writer {
+	if os.Getenv("SYNC_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}
+
+const device = "pbx-0042"
+
+// platform publishes commands, as the platform would.
+type platform struct {
+	t   testing.TB
+	cli paho.Client
+}
+
+func newPlatform(t testing.TB, b *synctest.Broker) *platform {
+	p := &platform{t: t}
+	opts := paho.NewClientOptions().AddBroker(b.URL()).SetClientID(fmt.Sprintf("platform-%d", time.Now().UnixNano())).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
+		SetMaxReconnectInterval(200 * time.Millisecond)
+	p.cli = paho.NewClient(opts)
+	if tok := p.cli.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("platform client: %v", tok.Error())
+	}
+	t.Cleanup(func() { p.cli.Disconnect(100) })
+	return p
+}
+
+func (p *platform) publish(topic string, payload []byte, retained bool) {
+	if tok := p.cli.Publish(topic, 1, retained, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		p.t.Fatalf("publish %s: %v", topic, tok.Error())
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// handler is what the agent would do with a command, on a real store.
+type handler struct {
+	db      *storetest.DB
+	mu      gosync.Mutex
+	done    []string
+	version int64
+}
+
+func (h *handler) Execute(_ context.Context, c *command.Command) lpsync.Outcome {
+	h.mu.Lock()
+	h.done = append(h.done, c.ID)
+	h.mu.Unlock()
+	switch c.Type {
+	case command.TypeErase:
+		a := c.Erase()
+		if a.All {
+			res, err := h.db.EraseAll()
+			if err != nil {
+				return lpsync.Outcome{Status: "failed", Reason: err.Error()}
+			}
+			b, _ := json.Marshal(res)
+			return lpsync.Outcome{Status: "done", Result: b}
+		}
+		res, err := h.db.EraseSubject(a.Subject)
+		if err != nil {
+			return lpsync.Outcome{Status: "failed", Reason: err.Error()}
+		}
+		b, _ := json.Marshal(res)
+		return lpsync.Outcome{Status: "done", Result: b}
+	case command.TypePolicy:
+		var p struct{ Version int64 }
+		json.Unmarshal(c.Args, &p)
+		h.mu.Lock()
+		h.version = p.Version
+		h.mu.Unlock()
+	}
+	return lpsync.Outcome{Status: "done"}
+}
+
+func (h *handler) PolicyVersion() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.version
+}
+
+func (h *handler) executed() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.done...)
+}
+
+type keys struct {
+	pub  ed25519.PublicKey
+	priv ed25519.PrivateKey
+}
+
+func newKeys(t testing.TB) keys {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys{pub, priv}
+}
+
+// runClient starts a sync client on db against the brokers; it stops at
+// cleanup.
+func runClient(t testing.TB, db *storetest.DB, k keys, h lpsync.Handler, brokers ...string) *lpsync.Client {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c, done := newClient(t, ctx, db, k, h, brokers...)
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("sync client did not stop within 10 s")
+		}
+	})
+	return c
+}
+
+// runClientCtx runs a client until ctx ends; the channel closes when it
+// has stopped.
+func runClientCtx(t testing.TB, ctx context.Context, db *storetest.DB, k keys, h lpsync.Handler, brokers ...string) <-chan struct{} {
+	t.Helper()
+	_, done := newClient(t, ctx, db, k, h, brokers...)
+	return done
+}
+
+func newClient(t testing.TB, ctx context.Context, db *storetest.DB, k keys, h lpsync.Handler, brokers ...string) (*lpsync.Client, <-chan struct{}) {
+	t.Helper()
+	c, err := lpsync.New(lpsync.Options{
+		Brokers: brokers, DeviceID: device, Store: db.Store,
+		Verifier:   &command.Verifier{Keys: map[string]ed25519.PublicKey{"platform-2026": k.pub}, Device: device},
+		Handler:    h,
+		Status:     func() map[string]any { return map[string]any{"version": "test"} },
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		AckTimeout: 5 * time.Second, Idle: 50 * time.Millisecond,
+		Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	if b := brokerUp(brokers); b {
+		// Commands published before the client subscribed would have no
+		// one to go to (a new session).
+		waitFor(t, 10*time.Second, "the client subscribed", func() bool { return c.Stats().Subscribed })
+	}
+	return c, done
+}
+
+// brokerUp reports whether the last broker answers (tests that start a
+// client with the broker down do not wait for its subscriptions).
+func brokerUp(brokers []string) bool {
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(brokers[len(brokers)-1], "tcp://"), time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+// fill appends n usage records (some with subject) in commits of 1,000.
+func fill(t testing.TB, db *storetest.DB, n int, remote func(i int) string) []string {
+	t.Helper()
+	var ids []string
+	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i += 1000 {
+		var batch []store.Payload
+		for j := i; j < min(n, i+1000); j++ {
+			batch = append(batch, &store.Usage{Line: "+15551230001", Direction: "outbound", Remote: remote(j),
+				StartedAt: at, AnsweredAt: at.Add(time.Second), EndedAt: at.Add(time.Minute), DurationS: 59,
+				Disposition: "answered", FinalStatus: 200})
+		}
+		got, err := db.Append(context.Background(), batch...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got...)
+	}
+	return ids
+}
+
+func remoteN(i int) string { return fmt.Sprintf("+1212555%04d", i%10000) }
+
+func pending(t testing.TB, db *storetest.DB) int {
+	t.Helper()
+	st, err := db.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ts := range st.Outbox {
+		n += ts.Pending
+	}
+	return n
+}
+
+func drainSize() int {
+	if testing.Short() {
+		return 20_000
+	}
+	return 100_000
+}
+
+// TestDrain: a backlog of 100,000 records reaches the platform, each
+// record at least once and in the order written, and leaves the outbox.
+func TestDrain(t *testing.T) {
+	b := synctest.StartBroker(t)
+	p := b.Got
+	db := storetest.Open(t)
+	n := drainSize()
+	ids := fill(t, db, n, remoteN)
+	runClient(t, db, newKeys(t), &handler{db: db}, b.URL())
+	waitFor(t, 2*time.Minute, "every record at the platform and out of the outbox", func() bool {
+		return p.Received() == n && pending(t, db) == 0
+	})
+	p.Mu.Lock()
+	defer p.Mu.Unlock()
+	for i, id := range p.Seq["usage"] {
+		if id != ids[i] {
+			t.Fatalf("record %d arrived as %s, written as %s: out of order", i, id, ids[i])
+		}
+	}
+}
+
+// TestDrainAcrossBrokerRestarts stops and restarts the broker several
+// times in the middle of a drain (losing its sessions, as a crash would):
+// every record arrives at least once, and the outbox ends empty.
+func TestDrainAcrossBrokerRestarts(t *testing.T) {
+	b := synctest.StartBroker(t)
+	p := b.Got
+	db := storetest.Open(t)
+	n := drainSize()
+	ids := fill(t, db, n, remoteN)
+	runClient(t, db, newKeys(t), &handler{db: db}, b.URL())
+	for round := 1; round <= 4; round++ {
+		target := n * round / 6
+		waitFor(t, time.Minute, fmt.Sprintf("%d records before restart %d", target, round), func() bool { return p.Received() >= target })
+		b.Stop()
+		b.Start()
+	}
+	waitFor(t, 2*time.Minute, "every record after the restarts", func() bool {
+		return p.Received() == n && pending(t, db) == 0
+	})
+	p.Mu.Lock()
+	defer p.Mu.Unlock()
+	for _, id := range ids {
+		if p.IDs[id] == 0 {
+			t.Fatalf("record %s never arrived", id)
+		}
+	}
+	dups := 0
+	for _, c := range p.IDs {
+		dups += c - 1
+	}
+	t.Logf("%d records, %d duplicates across 4 broker restarts", n, dups)
+}
+
+// TestFailover: the first broker is down; the client uses the second.
+func TestFailover(t *testing.T) {
+	down := synctest.FreeAddr(t)
+	b := synctest.StartBroker(t)
+	p := b.Got
+	db := storetest.Open(t)
+	fill(t, db, 10, remoteN)
+	c := runClient(t, db, newKeys(t), &handler{db: db}, "tcp://"+down, b.URL())
+	waitFor(t, 30*time.Second, "records through the second broker", func() bool { return p.Received() == 10 })
+	if s := c.Stats(); !s.Connected || s.Records != 10 {
+		t.Errorf("stats = %+v, want connected with 10 records acknowledged", s)
+	}
+}
+
+// TestNoBroker: with the broker away records wait in the store, and go
+// once it is there.
+func TestNoBroker(t *testing.T) {
+	b := synctest.StartBroker(t)
+	b.Stop()
+	db := storetest.Open(t)
+	fill(t, db, 50, remoteN)
+	c := runClient(t, db, newKeys(t), &handler{db: db}, b.URL())
+	waitFor(t, 10*time.Second, "a failed connection attempt", func() bool { return c.Stats().LastError != "" })
+	if got := pending(t, db); got != 50 {
+		t.Fatalf("%d records pending with no broker, want 50", got)
+	}
+	b.Start()
+	p := b.Got
+	waitFor(t, 30*time.Second, "records once the broker is back", func() bool { return p.Received() == 50 && pending(t, db) == 0 })
+}

@@ -1,0 +1,163 @@
+package sync
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/leadport/leadport-agent/store"
+)
+
+// uploadOrder: receipts first (small, and the platform waits on them),
+// usage last (the bulk).
+var uploadOrder = []store.Type{store.TypeReceipt, store.TypeViolation, store.TypeConsent, store.TypeUsage}
+
+// flight is a batch published and not yet acknowledged.
+type flight struct {
+	token mqtt.Token
+	ids   []string
+	epoch uint64
+}
+
+// uploader drains the outbox while connected: per type in order, batches
+// of up to BatchBytes, at most MaxInFlight unacknowledged. A batch's
+// records are acknowledged in the store once its PUBACK arrived on the
+// connection it was sent on; anything else sends them again (the platform
+// de-duplicates on record ids).
+func (c *Client) uploader(ctx context.Context) {
+	for {
+		epoch, ok := c.waitConnected(ctx)
+		if !ok {
+			return
+		}
+		sent, err := c.drain(ctx, epoch)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.setErr(err)
+			c.log.Warn("upload interrupted; unacknowledged batches will be sent again", "err", err)
+			// Let the connection loop notice, or the broker catch up.
+			select {
+			case <-time.After(c.o.BackoffMin):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		if sent > 0 {
+			continue
+		}
+		select {
+		case <-c.wake:
+		case <-time.After(c.o.Idle):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// drain sends what is pending now and returns the number of records
+// acknowledged. It holds the gate's read lock throughout, and gives it up
+// as soon as an erase waits, after its batches in flight are
+// acknowledged: so every batch read before an erase has reached the
+// broker when the erase runs, and none read before it goes after it.
+func (c *Client) drain(ctx context.Context, epoch uint64) (int, error) {
+	c.gate.RLock()
+	defer c.gate.RUnlock()
+	var inflight []flight
+	acked := 0
+	settle := func(f flight) error {
+		if !f.token.WaitTimeout(c.o.AckTimeout) {
+			return fmt.Errorf("no PUBACK within %s", c.o.AckTimeout)
+		}
+		if err := f.token.Error(); err != nil {
+			return err
+		}
+		if c.epoch.Load() != f.epoch {
+			return errLost
+		}
+		if _, err := c.o.Store.Ack(f.ids...); err != nil {
+			return fmt.Errorf("acknowledging %d records in the store: %w", len(f.ids), err)
+		}
+		acked += len(f.ids)
+		c.mu.Lock()
+		c.stats.Batches++
+		c.stats.Records += uint64(len(f.ids))
+		c.stats.LastSync = c.o.Now()
+		c.mu.Unlock()
+		return nil
+	}
+	for _, t := range uploadOrder {
+		var after uint64
+		for ctx.Err() == nil && c.erasing.Load() == 0 {
+			if c.epoch.Load() != epoch {
+				return acked, errLost
+			}
+			f, last, n, err := c.publishNext(t, after, epoch)
+			if err != nil {
+				return acked, err
+			}
+			if n == 0 {
+				break
+			}
+			after = last
+			inflight = append(inflight, f)
+			if len(inflight) >= c.o.MaxInFlight {
+				if err := settle(inflight[0]); err != nil {
+					return acked, err
+				}
+				inflight = inflight[1:]
+			}
+		}
+	}
+	for _, f := range inflight {
+		if err := settle(f); err != nil {
+			return acked, err
+		}
+	}
+	return acked, ctx.Err()
+}
+
+// publishNext reads the next records of type t after seq `after`, packs
+// as many as fit in one batch and publishes it.
+func (c *Client) publishNext(t store.Type, after, epoch uint64) (flight, uint64, int, error) {
+	recs, err := c.o.Store.Pending(t, store.ReadOptions{After: after, Limit: 4096, MaxBytes: c.o.BatchBytes})
+	if err != nil {
+		return flight{}, 0, 0, fmt.Errorf("reading the %s outbox: %w", t, err)
+	}
+	if len(recs) == 0 {
+		return flight{}, 0, 0, nil
+	}
+	var buf bytes.Buffer
+	head := fmt.Sprintf(`{"v":1,"device":%q,"batch":%q,"records":[`, c.o.DeviceID, ulid.MustNew(ulid.Timestamp(c.o.Now()), rand.Reader).String())
+	buf.WriteString(head)
+	ids := make([]string, 0, len(recs))
+	var last uint64
+	for i, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return flight{}, 0, 0, fmt.Errorf("encoding record %s: %w", r.ID, err)
+		}
+		// One record always goes, however large; after that, stop before
+		// the batch would pass the bound.
+		if i > 0 && buf.Len()+len(b)+3 > c.o.BatchBytes {
+			break
+		}
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(b)
+		ids = append(ids, r.ID)
+		last = r.Seq
+	}
+	buf.WriteString("]}")
+	tok := c.cli.Publish(c.topic(t.String()), 1, false, buf.Bytes())
+	return flight{token: tok, ids: ids, epoch: epoch}, last, len(ids), nil
+}
