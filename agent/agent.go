@@ -13,6 +13,7 @@ import (
 	"github.com/leadport/leadport-agent/detect/rules"
 	"github.com/leadport/leadport-agent/detect/sipproxy"
 	"github.com/leadport/leadport-agent/store"
+	lpsync "github.com/leadport/leadport-agent/sync"
 )
 
 // Agent is the running daemon.
@@ -23,6 +24,8 @@ type Agent struct {
 	deviceID string
 	proxy    *sipproxy.Proxy
 	rules    *rules.Engine
+	sync     *lpsync.Client
+	started  time.Time
 }
 
 // Open brings the agent up to the point where it can serve: the store is
@@ -45,7 +48,7 @@ func Open(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 			return nil, fmt.Errorf("device id: %w", err)
 		}
 	}
-	return &Agent{cfg: cfg, log: log, store: st, deviceID: id}, nil
+	return &Agent{cfg: cfg, log: log, store: st, deviceID: id, started: time.Now()}, nil
 }
 
 // newDeviceID makes an id that fits the protocol's [A-Za-z0-9._-]{1,64}.
@@ -94,6 +97,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.savePolicyUsage()
 		go every(ctx, time.Minute, a.savePolicyUsage)
 	}
+	client, err := a.newSync()
+	if err != nil {
+		return err
+	}
+	a.sync = client
+	syncDone := make(chan struct{})
+	if client == nil {
+		close(syncDone)
+		a.log.Warn("sync off: no mqtt.brokers configured; records wait in the store")
+	} else {
+		sink.onFlush = client.Wake
+		go func() { client.Run(ctx); close(syncDone) }()
+	}
 	errc := make(chan error, 1)
 	if proxy == nil {
 		a.log.Warn("sip proxy off: sip.upstream is not set")
@@ -106,6 +122,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if proxy != nil {
 			<-errc
 		}
+		<-syncDone
 		return nil
 	case err := <-errc:
 		return err

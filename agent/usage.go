@@ -26,6 +26,9 @@ type recordSink struct {
 	queue []store.Payload
 	wake  chan struct{}
 	done  chan struct{}
+	// onFlush, when set, is told that records were stored (the uploader
+	// looks at the outbox at once).
+	onFlush func()
 
 	written atomic.Uint64
 	dropped atomic.Uint64
@@ -118,6 +121,9 @@ func (k *recordSink) flush() {
 			}
 			k.written.Add(uint64(n))
 			batch = batch[n:]
+			if k.onFlush != nil {
+				k.onFlush()
+			}
 		}
 	}
 }

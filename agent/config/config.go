@@ -103,7 +103,12 @@ type MQTT struct {
 	TLS          MQTTTLS  `yaml:"tls"`
 	Username     string   `yaml:"username"`
 	PasswordFile string   `yaml:"password_file"`
+	// StatusIntervalS is how often the retained status is refreshed.
+	StatusIntervalS int `yaml:"status_interval_s"`
 }
+
+// StatusInterval is StatusIntervalS as a duration.
+func (m MQTT) StatusInterval() time.Duration { return time.Duration(m.StatusIntervalS) * time.Second }
 
 // MQTTTLS names the CA bundle and the client certificate for the broker.
 type MQTTTLS struct {
@@ -186,7 +191,7 @@ func base() *Config {
 			MaxCallS:       4 * 3600,
 		},
 		Policy:   policy.Default(),
-		MQTT:     MQTT{Brokers: []string{}, TopicPrefix: DefaultTopicPrefix},
+		MQTT:     MQTT{Brokers: []string{}, TopicPrefix: DefaultTopicPrefix, StatusIntervalS: 60},
 		Commands: Commands{TrustedKeys: map[string]ed25519.PublicKey{}},
 		Log:      Log{Level: "info", Format: "text"},
 	}

@@ -67,7 +67,7 @@ func TestDefault(t *testing.T) {
 					MaxCallS:       14400,
 				},
 				Policy:   policy.Default(),
-				MQTT:     MQTT{Brokers: []string{}, TopicPrefix: "leadport/v1"},
+				MQTT:     MQTT{Brokers: []string{}, TopicPrefix: "leadport/v1", StatusIntervalS: 60},
 				Commands: Commands{TrustedKeys: map[string]ed25519.PublicKey{}},
 				API:      API{Socket: tt.socket},
 				Log:      Log{Level: "info", Format: "text"},

@@ -223,6 +223,9 @@ func (c *Config) checkPolicy(ck *checker) {
 
 func (c *Config) checkMQTT(ck *checker) {
 	m := &c.MQTT
+	if m.StatusIntervalS < 5 || m.StatusIntervalS > 86400 {
+		ck.add("mqtt.status_interval_s", "%d is not allowed (want seconds, 5 to 86400)", m.StatusIntervalS)
+	}
 	for i, b := range m.Brokers {
 		if err := checkBroker(b); err != nil {
 			ck.add(indexKey("mqtt.brokers", i), "%v", err)

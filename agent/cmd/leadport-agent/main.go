@@ -7,6 +7,10 @@
 //	leadport-agent run [--config FILE]
 //	leadport-agent config check FILE
 //	leadport-agent version
+//	leadport-agent fleet keygen --out FILE [--kid ID]
+//	leadport-agent fleet sign --key FILE --kid ID --type T --device D [--args JSON]
+//	leadport-agent fleet send --broker URL (--device D | --fleet) [--policy] < token
+//	leadport-agent fleet tail --broker URL [--device D] [-n N] [--for DURATION]
 package main
 
 import (
@@ -29,6 +33,7 @@ func commands() []command {
 		{"run", "run [--config FILE]        run the agent in the foreground", runCmd},
 		{"config", "config check FILE          validate a configuration file without starting", configCmd},
 		{"version", "version                    print version, commit and Go version", versionCmd},
+		{"fleet", "fleet keygen|sign|send|tail  platform-side tools: keys, signed commands, watching a device", fleetCmd},
 	}
 }
 

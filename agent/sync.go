@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/shirou/gopsutil/v3/cpu"
+	"github.com/shirou/gopsutil/v3/disk"
+	"github.com/shirou/gopsutil/v3/host"
+	"github.com/shirou/gopsutil/v3/load"
+	"github.com/shirou/gopsutil/v3/mem"
+
+	"github.com/leadport/leadport-agent/agent/config"
+	"github.com/leadport/leadport-agent/detect/policy"
+	"github.com/leadport/leadport-agent/store"
+	lpsync "github.com/leadport/leadport-agent/sync"
+	"github.com/leadport/leadport-agent/sync/command"
+)
+
+// newSync builds the MQTT client from the config; nil when no broker is
+// configured (records then wait in the store).
+func (a *Agent) newSync() (*lpsync.Client, error) {
+	m := a.cfg.MQTT
+	if len(m.Brokers) == 0 {
+		return nil, nil
+	}
+	tlsConf, err := mqttTLS(m)
+	if err != nil {
+		return nil, err
+	}
+	var password string
+	if m.PasswordFile != "" {
+		b, err := os.ReadFile(m.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.password_file: %w", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	return lpsync.New(lpsync.Options{
+		Brokers:        m.Brokers,
+		TopicPrefix:    m.TopicPrefix,
+		DeviceID:       a.deviceID,
+		TLS:            tlsConf,
+		Username:       m.Username,
+		Password:       password,
+		Store:          a.store,
+		Verifier:       &command.Verifier{Keys: a.cfg.Commands.TrustedKeys, Device: a.deviceID},
+		Handler:        commandHandler{a},
+		Status:         a.statusDoc,
+		StatusInterval: a.cfg.MQTT.StatusInterval(),
+		Logger:         a.log.With("part", "sync"),
+	})
+}
+
+// mqttTLS is the TLS for ssl:// and wss:// brokers: the system roots or
+// the configured CA, and a client certificate when one is configured.
+func mqttTLS(m config.MQTT) (*tls.Config, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if m.TLS.CAFile != "" {
+		pem, err := os.ReadFile(m.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("mqtt.tls.ca_file: %s holds no PEM certificate", m.TLS.CAFile)
+		}
+		conf.RootCAs = pool
+	}
+	if m.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(m.TLS.CertFile, m.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.tls.cert_file/key_file: %w", err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
+}
+
+// commandHandler carries out the platform's verified commands.
+type commandHandler struct{ a *Agent }
+
+func (h commandHandler) Execute(_ context.Context, c *command.Command) lpsync.Outcome {
+	a := h.a
+	fail := func(err error) lpsync.Outcome {
+		a.log.Error("command failed", "command_id", c.ID, "type", c.Type, "err", err)
+		return lpsync.Outcome{Status: "failed", Reason: err.Error()}
+	}
+	done := func(v any) lpsync.Outcome {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return fail(err)
+		}
+		return lpsync.Outcome{Status: "done", Result: b}
+	}
+	switch c.Type {
+	case command.TypeErase:
+		args := c.Erase()
+		if args.All {
+			res, err := a.store.EraseAll()
+			if err != nil {
+				return fail(err)
+			}
+			return done(res)
+		}
+		res, err := a.store.EraseSubject(args.Subject)
+		if err != nil {
+			return fail(err)
+		}
+		return done(res)
+	case command.TypeExport:
+		subject := c.Export().Subject
+		recs, err := a.store.Export(subject)
+		if err != nil {
+			return fail(err)
+		}
+		if recs == nil {
+			recs = []store.Record{}
+		}
+		out := done(map[string]any{"subject": subject, "records": recs})
+		out.Subject = subject
+		return out
+	case command.TypePolicy:
+		p, err := policy.Parse(c.Args)
+		if err != nil {
+			return lpsync.Outcome{Status: "rejected", Reason: "malformed: " + err.Error()}
+		}
+		if err := a.ApplyPolicy(p); err != nil {
+			return fail(err)
+		}
+		return done(map[string]any{"version": p.Version})
+	case command.TypePing:
+		return lpsync.Outcome{Status: "done"}
+	}
+	return lpsync.Outcome{Status: "rejected", Reason: string(command.Unsupported)}
+}
+
+func (h commandHandler) PolicyVersion() int64 {
+	if h.a.rules != nil {
+		return h.a.rules.Policy().Version
+	}
+	v, _, _ := h.a.store.Policy()
+	return v
+}
+
+// statusDoc is the retained status (PROTOCOL.md, "Status"); the sync
+// client adds state, device_id and at.
+func (a *Agent) statusDoc() map[string]any {
+	doc := map[string]any{
+		"version":    Version().Version,
+		"started_at": a.started.UTC(),
+	}
+	sipDoc := map[string]any{"mode": string(a.cfg.SIP.Mode)}
+	if a.proxy != nil {
+		s := a.proxy.Stats()
+		var listeners []string
+		for _, e := range a.cfg.SIP.Listen {
+			listeners = append(listeners, e.String())
+		}
+		sipDoc["listeners"] = listeners
+		sipDoc["upstream"] = a.cfg.SIP.Upstream.String()
+		sipDoc["active_dialogs"] = s.CallsActive
+		sipDoc["calls"] = s.CallsTotal
+		sipDoc["blocks"] = s.Blocked
+	} else {
+		sipDoc["state"] = "off: sip.upstream is not set"
+	}
+	doc["sip"] = sipDoc
+	if st, err := a.store.Stats(); err == nil {
+		out := map[string]any{}
+		now := time.Now()
+		for t, ts := range st.Outbox {
+			entry := map[string]any{"pending": ts.Pending}
+			if !ts.OldestCreated.IsZero() {
+				entry["oldest_age_s"] = int(now.Sub(ts.OldestCreated).Seconds())
+			}
+			out[t] = entry
+		}
+		doc["outbox"] = out
+		doc["store"] = map[string]any{"size_bytes": st.SizeBytes, "max_bytes": st.MaxBytes, "full": st.Full}
+	}
+	if a.rules != nil {
+		doc["policy_version"] = a.rules.Policy().Version
+	}
+	doc["host"] = hostFigures(a.cfg.DataDir)
+	return doc
+}
+
+// hostFigures are what a technician or the fleet view wants of the
+// device; a figure the platform cannot read is left out.
+func hostFigures(dataDir string) map[string]any {
+	h := map[string]any{"os": runtime.GOOS, "arch": runtime.GOARCH}
+	if p, err := cpu.Percent(0, false); err == nil && len(p) == 1 {
+		h["cpu_percent"] = round1(p[0])
+	}
+	if m, err := mem.VirtualMemory(); err == nil {
+		h["memory_total_bytes"], h["memory_used_percent"] = m.Total, round1(m.UsedPercent)
+	}
+	if d, err := disk.Usage(dataDir); err == nil {
+		h["disk_free_bytes"] = d.Free
+	}
+	if l, err := load.Avg(); err == nil {
+		h["load1"], h["load5"], h["load15"] = l.Load1, l.Load5, l.Load15
+	}
+	if up, err := host.Uptime(); err == nil {
+		h["uptime_s"] = up
+	}
+	return h
+}
+
+func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
