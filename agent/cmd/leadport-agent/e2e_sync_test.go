@@ -1,0 +1,257 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/leadport/leadport-agent/store"
+	"github.com/leadport/leadport-agent/store/phone"
+	"github.com/leadport/leadport-agent/sync/synctest"
+)
+
+// syncRig is the real binary against a real broker (mochi-mqtt in this
+// test process), with the platform tools of the same binary.
+type syncRig struct {
+	t       *testing.T
+	bin     string
+	dir     string
+	data    string
+	config  string
+	broker  *synctest.Broker
+	keyFile string
+	kid     string
+}
+
+func newSyncRig(t *testing.T) *syncRig {
+	r := &syncRig{t: t, bin: buildAgent(t), dir: t.TempDir(), broker: synctest.StartBroker(t)}
+	r.data = filepath.Join(r.dir, "data")
+	r.keyFile = filepath.Join(r.dir, "platform.key")
+	out := r.cli("fleet", "keygen", "--out", r.keyFile, "--kid", "platform-e2e")
+	var kg struct {
+		Kid       string `json:"kid"`
+		PublicKey string `json:"public_key"`
+	}
+	if err := json.Unmarshal(out, &kg); err != nil {
+		t.Fatalf("keygen output %q: %v", out, err)
+	}
+	r.kid = kg.Kid
+	r.config = filepath.Join(r.dir, "agent.yaml")
+	writeFile(t, r.config, fmt.Sprintf(`device_id: pbx-e2e
+data_dir: %s
+default_country: "1"
+mqtt:
+  brokers: [%q]
+  status_interval_s: 5
+commands:
+  trusted_keys: {%s: %q}
+log: {level: debug}
+`, r.data, r.broker.URL(), kg.Kid, kg.PublicKey))
+	return r
+}
+
+// cli runs the binary and returns its stdout; it must succeed.
+func (r *syncRig) cli(args ...string) []byte {
+	r.t.Helper()
+	cmd := exec.Command(r.bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		r.t.Fatalf("leadport-agent %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out
+}
+
+// fill writes n usage records into the agent's store before it starts.
+func (r *syncRig) fill(n int, remote func(int) string) []string {
+	r.t.Helper()
+	st, err := store.Open(store.Options{Dir: r.data, DefaultCountry: "1"})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer st.Close()
+	var ids []string
+	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i += 1000 {
+		var batch []store.Payload
+		for j := i; j < min(n, i+1000); j++ {
+			batch = append(batch, &store.Usage{Line: "+15551230001", Direction: "outbound", Remote: remote(j),
+				StartedAt: at, AnsweredAt: at.Add(time.Second), EndedAt: at.Add(time.Minute), DurationS: 59,
+				Disposition: "answered", FinalStatus: 200})
+		}
+		got, err := st.Append(context.Background(), batch...)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		ids = append(ids, got...)
+	}
+	return ids
+}
+
+func (r *syncRig) start(name string) *proc {
+	return startLogged(r.t, r.dir, name, r.bin, "run", "--config", r.config)
+}
+
+func (r *syncRig) pending() int {
+	r.t.Helper()
+	st, err := store.Open(store.Options{Dir: r.data, DefaultCountry: "1"})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer st.Close()
+	s, err := st.Stats()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	n := 0
+	for _, ts := range s.Outbox {
+		n += ts.Pending
+	}
+	return n
+}
+
+func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSyncSIGKILL drains a backlog through the real binary and SIGKILLs it
+// three times in the middle: every record reaches the broker at least
+// once, ids stable, and the outbox ends empty.
+func TestSyncSIGKILL(t *testing.T) {
+	r := newSyncRig(t)
+	n := 60_000
+	if testing.Short() {
+		n = 15_000
+	}
+	ids := r.fill(n, func(i int) string { return fmt.Sprintf("+1212555%04d", i%10000) })
+	for kill := 1; kill <= 3; kill++ {
+		a := r.start(fmt.Sprintf("agent-%d", kill))
+		target := n * kill / 4
+		pollUntil(t, time.Minute, fmt.Sprintf("%d records before kill %d", target, kill), func() bool {
+			return r.broker.Got.Received() >= target || a.exited()
+		})
+		if a.exited() {
+			dumpFiles(t, r.dir, filepath.Base(a.log))
+			t.Fatalf("agent exited: %v", a.err)
+		}
+		a.stop(t, syscall.SIGKILL, 10*time.Second)
+	}
+	a := r.start("agent-last")
+	pollUntil(t, 2*time.Minute, "every record at the broker", func() bool { return r.broker.Got.Received() == n })
+	a.stop(t, syscall.SIGTERM, 15*time.Second)
+	if p := r.pending(); p != 0 {
+		t.Errorf("%d records still pending after the drain", p)
+	}
+	got := r.broker.Got
+	got.Mu.Lock()
+	defer got.Mu.Unlock()
+	for _, id := range ids {
+		if got.IDs[id] == 0 {
+			t.Fatalf("record %s never reached the broker", id)
+		}
+	}
+	dups := 0
+	for _, c := range got.IDs {
+		dups += c - 1
+	}
+	t.Logf("%d records through 3 SIGKILLs; %d sent twice or more", n, dups)
+	// The last will, or the shutdown, left the status offline.
+	status := got.Msg["leadport/v1/dev/pbx-e2e/status"]
+	if len(status) == 0 || !bytes.Contains(status[len(status)-1], []byte(`"state":"offline"`)) {
+		t.Errorf("last status message is not offline: %d status messages", len(status))
+	}
+}
+
+// TestSyncFleetErase: the platform tools sign and send an erase to the
+// running binary; its receipt comes back done with counts, fleet tail
+// prints what the device publishes, and no byte of the data directory
+// holds the subject after the agent stopped.
+func TestSyncFleetErase(t *testing.T) {
+	r := newSyncRig(t)
+	const subject = "+12125550199"
+	r.fill(2000, func(i int) string {
+		if i%4 == 0 {
+			return subject
+		}
+		return fmt.Sprintf("+1312555%04d", i)
+	})
+	a := r.start("agent")
+	pollUntil(t, 30*time.Second, "the backlog at the broker", func() bool { return r.broker.Got.Received() == 2000 })
+
+	tail := exec.Command(r.bin, "fleet", "tail", "--broker", r.broker.URL(), "--device", "pbx-e2e", "-n", "1", "--for", "30s")
+	var tailOut bytes.Buffer
+	tail.Stdout = &tailOut
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(r.dir, "erase.jws")
+	token := r.cli("fleet", "sign", "--key", r.keyFile, "--kid", r.kid, "--type", "erase", "--device", "pbx-e2e",
+		"--id", "erase-e2e", "--args", `{"subject":"`+subject+`"}`)
+	if err := os.WriteFile(tokenFile, token, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// fleet tail prints the first line it gets: the retained status.
+	r.cli("fleet", "send", "--broker", r.broker.URL(), "--device", "pbx-e2e", "--token", tokenFile)
+	pollUntil(t, 30*time.Second, "the erase receipt at the broker", func() bool {
+		r.broker.Got.Mu.Lock()
+		defer r.broker.Got.Mu.Unlock()
+		for _, m := range r.broker.Got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
+			if bytes.Contains(m, []byte(`"command_id":"erase-e2e"`)) {
+				return true
+			}
+		}
+		return false
+	})
+	r.broker.Got.Mu.Lock()
+	var receipt []byte
+	for _, m := range r.broker.Got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
+		if bytes.Contains(m, []byte(`"command_id":"erase-e2e"`)) {
+			receipt = m
+		}
+	}
+	r.broker.Got.Mu.Unlock()
+	// The backlog had gone up before the erase, so there is nothing left
+	// to redact (sync's TestEraseEndToEnd erases records still pending);
+	// the receipt must still say done, with its counts.
+	if !bytes.Contains(receipt, []byte(`"status":"done"`)) || !bytes.Contains(receipt, []byte(`"usage_redacted":`)) {
+		t.Errorf("erase receipt %s, want done with counts", receipt)
+	}
+	a.stop(t, syscall.SIGTERM, 15*time.Second)
+	if err := tail.Wait(); err != nil {
+		t.Errorf("fleet tail: %v", err)
+	}
+	if !bytes.Contains(tailOut.Bytes(), []byte(`"kind":`)) {
+		t.Errorf("fleet tail printed %q, want a JSON line", tailOut.String())
+	}
+	// No byte of the data directory holds the subject any more.
+	for _, v := range phone.Variants(subject, "1") {
+		filepath.Walk(r.data, func(path string, info os.FileInfo, err error) error {
+			if err != nil || info.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err == nil && bytes.Contains(b, []byte(v)) {
+				t.Errorf("%s still holds %q after the erase", path, v)
+			}
+			return nil
+		})
+	}
+}
