@@ -119,6 +119,10 @@ type Client struct {
 
 	wake    chan struct{}
 	refresh chan struct{}
+	// policyFromDevice: the policy in force came to this device alone,
+	// so a fleet policy of the same version does not replace it.
+	policyFromDevice bool
+	cmdMu            gosync.Mutex
 }
 
 var errLost = errors.New("connection lost before the batch was acknowledged")

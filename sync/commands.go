@@ -19,7 +19,12 @@ import (
 // it delivered again.
 func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
 	ctx := context.Background()
-	if c.handle(ctx, m) {
+	// One command at a time: a policy's version check and its effect, or
+	// a replay check and the ledger, must not interleave with another's.
+	c.cmdMu.Lock()
+	ok := c.handle(ctx, m)
+	c.cmdMu.Unlock()
+	if ok {
 		m.Ack()
 	}
 }
@@ -72,7 +77,8 @@ func (c *Client) handle(ctx context.Context, m mqtt.Message) bool {
 		c.count(true)
 		return c.receipt(ctx, cmd.ID, Outcome{Status: "rejected", Reason: string(command.Replayed)})
 	}
-	if cmd.Type == command.TypePolicy && policyVersion(cmd.Args) <= c.o.Handler.PolicyVersion() {
+	fromDevice := cmd.Device != command.AllDevices
+	if cmd.Type == command.TypePolicy && !c.newerPolicy(policyVersion(cmd.Args), fromDevice) {
 		// An older or equal policy: nothing to do; say so once.
 		if _, err := c.o.Store.RememberCommand(cmd.ID, cmd.ExpiresAt.Add(command.Skew)); err != nil {
 			return false
@@ -83,6 +89,11 @@ func (c *Client) handle(ctx context.Context, m mqtt.Message) bool {
 		return c.receipt(ctx, cmd.ID, Outcome{Status: "rejected", Reason: "stale_version"})
 	}
 	out := c.execute(ctx, cmd)
+	if cmd.Type == command.TypePolicy && out.Status == "done" {
+		c.mu.Lock()
+		c.policyFromDevice = fromDevice
+		c.mu.Unlock()
+	}
 	if !c.receipt(ctx, cmd.ID, out) {
 		return false
 	}
@@ -95,6 +106,16 @@ func (c *Client) handle(ctx context.Context, m mqtt.Message) bool {
 }
 
 func (c *Client) seen(id string) (bool, error) { return c.o.Store.CommandSeen(id) }
+
+// newerPolicy: the higher version wins; on a tie a device's own policy
+// beats the fleet's (PROTOCOL.md).
+func (c *Client) newerPolicy(version int64, fromDevice bool) bool {
+	cur := c.o.Handler.PolicyVersion()
+	c.mu.Lock()
+	curFromDevice := c.policyFromDevice
+	c.mu.Unlock()
+	return version > cur || (version == cur && fromDevice && !curFromDevice && cur > 0)
+}
 
 func policyVersion(args json.RawMessage) int64 {
 	var p struct {

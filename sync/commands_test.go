@@ -216,7 +216,14 @@ func TestPolicyVersions(t *testing.T) {
 	if rc := receipts(t, db, b)["pol-5"]; rc.Status != "done" {
 		t.Errorf("policy command receipt = %+v, want done", rc)
 	}
-	if done := h.executed(); len(done) != 2 {
-		t.Errorf("executed %v, want pol-3 and pol-5 (pol-2 is older)", done)
+	// A tie: the device's own policy beats the fleet's, not the reverse.
+	p.publish("leadport/v1/fleet/policy", signed(t, k, "platform-2026", cmd("pol-5-fleet", "policy", "*", `{"version":5}`)), true)
+	p.publish("leadport/v1/dev/"+device+"/policy", signed(t, k, "platform-2026", cmd("pol-6-dev", "policy", device, `{"version":6}`)), true)
+	waitFor(t, 10*time.Second, "policy 6 in force", func() bool { return h.PolicyVersion() == 6 })
+	p.publish("leadport/v1/fleet/policy", signed(t, k, "platform-2026", cmd("pol-6-fleet", "policy", "*", `{"version":6}`)), true)
+	p.publish("leadport/v1/fleet/policy", signed(t, k, "platform-2026", cmd("pol-7-fleet", "policy", "*", `{"version":7}`)), true)
+	waitFor(t, 10*time.Second, "policy 7 in force", func() bool { return h.PolicyVersion() == 7 })
+	if done := strings.Join(h.executed(), ","); done != "pol-3,pol-5,pol-6-dev,pol-7-fleet" {
+		t.Errorf("executed %s, want pol-3,pol-5,pol-6-dev,pol-7-fleet (older ones and the fleet's tie ignored)", done)
 	}
 }
