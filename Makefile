@@ -14,7 +14,7 @@ SESSIONS  ?= 1000
 SCENARIOS ?= 500
 SEED      ?= 1
 
-.PHONY: help build run test test-long lint bench bench-proxy eval cross fuzz clean
+.PHONY: help build run test test-long lint bench bench-proxy bench-sync eval cross fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench: ## benchmarks: the store (ratios against raw bbolt) and a rules decision
 
 bench-proxy: ## SIP proxy call rate, latency, RSS against SIPp direct and kamailio
 	scripts/bench-proxy.sh
+
+bench-sync: ## MQTT drain to mosquitto against raw paho; erase with 1,000,000 records stored
+	scripts/bench-sync.sh
 
 eval: ## detection quality of the rules over labelled traces (DAYS, SESSIONS, SCENARIOS, SEED)
 	go run ./detect/replay/cmd/leadport-eval -days $(DAYS) -sessions $(SESSIONS) -scenarios $(SCENARIOS) -seed $(SEED)

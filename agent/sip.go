@@ -184,25 +184,47 @@ func every(ctx context.Context, period time.Duration, f func()) {
 // before the platform is reachable again. An invalid policy changes
 // nothing.
 func (a *Agent) ApplyPolicy(p policy.Policy) error {
-	if a.rules == nil {
-		return fmt.Errorf("policy: the rules are not running (sip.upstream is not set)")
-	}
 	if len(p.Lines) == 0 {
 		p.Lines = a.cfg.Lines
 	}
-	if err := a.rules.SetPolicy(p); err != nil {
-		return fmt.Errorf("policy version %d: %w", p.Version, err)
+	if a.rules == nil {
+		// No SIP proxy yet: keep the policy for when there is one.
+		if probs := p.Problems(); len(probs) > 0 {
+			return fmt.Errorf("policy version %d: %w", p.Version, &policy.Error{Problems: probs})
+		}
+	} else {
+		if err := a.rules.SetPolicy(p); err != nil {
+			return fmt.Errorf("policy version %d: %w", p.Version, err)
+		}
+		if a.proxy != nil {
+			a.proxy.SetLines(a.rules.Lines())
+		}
 	}
-	if a.proxy != nil {
-		a.proxy.SetLines(a.rules.Lines())
+	// Saved without the configured lines, so that a changed config's
+	// lines still apply after a restart unless the platform named some.
+	saved := p
+	if sameLines(p.Lines, a.cfg.Lines) {
+		saved.Lines = nil
 	}
-	doc, err := json.Marshal(p)
+	doc, err := json.Marshal(saved)
 	if err == nil {
 		err = a.store.SavePolicy(p.Version, doc)
 	}
 	if err != nil {
 		return fmt.Errorf("policy version %d applied but not saved: %w", p.Version, err)
 	}
-	a.log.Info("policy applied", "version", p.Version, "lines", a.rules.Lines().Len())
+	a.log.Info("policy applied", "version", p.Version, "lines", len(p.Lines), "rules_running", a.rules != nil)
 	return nil
+}
+
+func sameLines(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -56,6 +56,44 @@ if [ "${SETUP_SIP:-1}" != 0 ]; then
     fi
   fi
 fi
+
+# --- MQTT brokers: mosquitto and nats-server --------------------------------
+# The sync tests run Debian's mosquitto (TLS with client certificates, a
+# per-device ACL) and nats-server (MQTT over JetStream) in the foreground on
+# free loopback ports; their system services must not run. SETUP_MQTT=0
+# skips this block.
+if [ "${SETUP_MQTT:-1}" != 0 ]; then
+  mqtt_need=()
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || mqtt_need+=(mosquitto)
+  command -v nats-server >/dev/null || mqtt_need+=(nats-server)
+  if [ ${#mqtt_need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "setup: missing ${mqtt_need[*]}; install them (apt-get install ${mqtt_need[*]})" >&2
+      exit 1
+    fi
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\n# setup.sh: no service starts during this install\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d
+      own_policy=1
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${mqtt_need[@]}"
+    if [ -n "$own_policy" ]; then
+      rm -f /usr/sbin/policy-rc.d
+      trap - EXIT
+    fi
+    for svc in mosquitto nats-server; do
+      if [ -d /run/systemd/system ]; then
+        systemctl disable --now "$svc" >/dev/null 2>&1 || true
+      else
+        systemctl disable "$svc" >/dev/null 2>&1 || true
+        [ -x "/etc/init.d/$svc" ] && "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+      fi
+    done
+  fi
+fi
 # ---------------------------------------------------------------------------
 
 if ! command -v go >/dev/null; then

@@ -1,10 +1,8 @@
 package sync
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -73,6 +71,27 @@ func (c *Client) drain(ctx context.Context, epoch uint64) (int, error) {
 	defer c.gate.RUnlock()
 	var inflight []flight
 	acked := 0
+	// Delivered records leave the store in groups: one transaction (one
+	// fsync) per up to MaxInFlight batches, not one per batch. Until then
+	// a crash only sends them again.
+	var delivered []string
+	batches := 0
+	flush := func() error {
+		if len(delivered) == 0 {
+			return nil
+		}
+		if _, err := c.o.Store.Ack(delivered...); err != nil {
+			return fmt.Errorf("acknowledging %d records in the store: %w", len(delivered), err)
+		}
+		acked += len(delivered)
+		c.mu.Lock()
+		c.stats.Batches += uint64(batches)
+		c.stats.Records += uint64(len(delivered))
+		c.stats.LastSync = c.o.Now()
+		c.mu.Unlock()
+		delivered, batches = delivered[:0], 0
+		return nil
+	}
 	settle := func(f flight) error {
 		if !f.token.WaitTimeout(c.o.AckTimeout) {
 			return fmt.Errorf("no PUBACK within %s", c.o.AckTimeout)
@@ -83,17 +102,20 @@ func (c *Client) drain(ctx context.Context, epoch uint64) (int, error) {
 		if c.epoch.Load() != f.epoch {
 			return errLost
 		}
-		if _, err := c.o.Store.Ack(f.ids...); err != nil {
-			return fmt.Errorf("acknowledging %d records in the store: %w", len(f.ids), err)
+		delivered = append(delivered, f.ids...)
+		batches++
+		if batches >= c.o.MaxInFlight {
+			return flush()
 		}
-		acked += len(f.ids)
-		c.mu.Lock()
-		c.stats.Batches++
-		c.stats.Records += uint64(len(f.ids))
-		c.stats.LastSync = c.o.Now()
-		c.mu.Unlock()
 		return nil
 	}
+	defer func() {
+		// What was delivered before an interruption still leaves the
+		// store.
+		if err := flush(); err != nil {
+			c.log.Error("delivered records not acknowledged in the store; they will be sent again", "err", err)
+		}
+	}()
 	for _, t := range uploadOrder {
 		var after uint64
 		for ctx.Err() == nil && c.erasing.Load() == 0 {
@@ -122,6 +144,9 @@ func (c *Client) drain(ctx context.Context, epoch uint64) (int, error) {
 			return acked, err
 		}
 	}
+	if err := flush(); err != nil {
+		return acked, err
+	}
 	return acked, ctx.Err()
 }
 
@@ -135,29 +160,30 @@ func (c *Client) publishNext(t store.Type, after, epoch uint64) (flight, uint64,
 	if len(recs) == 0 {
 		return flight{}, 0, 0, nil
 	}
-	var buf bytes.Buffer
-	head := fmt.Sprintf(`{"v":1,"device":%q,"batch":%q,"records":[`, c.o.DeviceID, ulid.MustNew(ulid.Timestamp(c.o.Now()), rand.Reader).String())
-	buf.WriteString(head)
+	buf := make([]byte, 0, c.o.BatchBytes+4096)
+	buf = fmt.Appendf(buf, `{"v":1,"device":%q,"batch":%q,"records":[`, c.o.DeviceID, ulid.MustNew(ulid.Timestamp(c.o.Now()), rand.Reader).String())
 	ids := make([]string, 0, len(recs))
 	var last uint64
-	for i, r := range recs {
-		b, err := json.Marshal(r)
+	for i := range recs {
+		r := &recs[i]
+		mark := len(buf)
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf, err = r.AppendJSON(buf)
 		if err != nil {
 			return flight{}, 0, 0, fmt.Errorf("encoding record %s: %w", r.ID, err)
 		}
 		// One record always goes, however large; after that, stop before
 		// the batch would pass the bound.
-		if i > 0 && buf.Len()+len(b)+3 > c.o.BatchBytes {
+		if i > 0 && len(buf)+2 > c.o.BatchBytes {
+			buf = buf[:mark]
 			break
 		}
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		buf.Write(b)
 		ids = append(ids, r.ID)
 		last = r.Seq
 	}
-	buf.WriteString("]}")
-	tok := c.cli.Publish(c.topic(t.String()), 1, false, buf.Bytes())
+	buf = append(buf, "]}"...)
+	tok := c.cli.Publish(c.topic(t.String()), 1, false, buf)
 	return flight{token: tok, ids: ids, epoch: epoch}, last, len(ids), nil
 }
