@@ -31,6 +31,9 @@ func (a *Agent) newSync() (*lpsync.Client, error) {
 	if len(m.Brokers) == 0 {
 		return nil, nil
 	}
+	if strings.Contains(a.deviceID, ".") {
+		a.log.Warn("the device id has a '.': NATS brokers drop MQTT topics with one (mosquitto and others do not)", "device_id", a.deviceID)
+	}
 	tlsConf, err := mqttTLS(m)
 	if err != nil {
 		return nil, err
@@ -186,9 +189,7 @@ func (a *Agent) statusDoc() map[string]any {
 		doc["outbox"] = out
 		doc["store"] = map[string]any{"size_bytes": st.SizeBytes, "max_bytes": st.MaxBytes, "full": st.Full}
 	}
-	if a.rules != nil {
-		doc["policy_version"] = a.rules.Policy().Version
-	}
+	doc["policy_version"] = commandHandler{a}.PolicyVersion()
 	doc["host"] = hostFigures(a.cfg.DataDir)
 	return doc
 }

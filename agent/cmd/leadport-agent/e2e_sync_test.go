@@ -234,6 +234,27 @@ func TestSyncFleetErase(t *testing.T) {
 	if !bytes.Contains(receipt, []byte(`"status":"done"`)) || !bytes.Contains(receipt, []byte(`"usage_redacted":`)) {
 		t.Errorf("erase receipt %s, want done with counts", receipt)
 	}
+	// A policy through the same tools: applied (kept for when the SIP
+	// proxy runs), answered done, and the status shows its version.
+	polFile := filepath.Join(r.dir, "policy.jws")
+	pol := r.cli("fleet", "sign", "--key", r.keyFile, "--kid", r.kid, "--type", "policy", "--device", "pbx-e2e",
+		"--id", "policy-e2e", "--args", `{"version":7,"pacing":{"cooldown_s":600}}`)
+	if err := os.WriteFile(polFile, pol, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.cli("fleet", "send", "--broker", r.broker.URL(), "--device", "pbx-e2e", "--policy", "--token", polFile)
+	pollUntil(t, 30*time.Second, "the policy's receipt and the status with version 7", func() bool {
+		r.broker.Got.Mu.Lock()
+		defer r.broker.Got.Mu.Unlock()
+		done, status := false, false
+		for _, m := range r.broker.Got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
+			done = done || bytes.Contains(m, []byte(`"command_id":"policy-e2e","status":"done"`))
+		}
+		for _, m := range r.broker.Got.Msg["leadport/v1/dev/pbx-e2e/status"] {
+			status = status || bytes.Contains(m, []byte(`"policy_version":7`))
+		}
+		return done && status
+	})
 	a.stop(t, syscall.SIGTERM, 15*time.Second)
 	if err := tail.Wait(); err != nil {
 		t.Errorf("fleet tail: %v", err)
