@@ -161,9 +161,12 @@ func runClientCtx(t testing.TB, ctx context.Context, db *storetest.DB, k keys, h
 	return done
 }
 
+// smallBatches, set by a test, makes the drain proceed in small steps.
+var smallBatches bool
+
 func newClient(t testing.TB, ctx context.Context, db *storetest.DB, k keys, h lpsync.Handler, brokers ...string) (*lpsync.Client, <-chan struct{}) {
 	t.Helper()
-	c, err := lpsync.New(lpsync.Options{
+	o := lpsync.Options{
 		Brokers: brokers, DeviceID: device, Store: db.Store,
 		Verifier:   &command.Verifier{Keys: map[string]ed25519.PublicKey{"platform-2026": k.pub}, Device: device},
 		Handler:    h,
@@ -171,7 +174,11 @@ func newClient(t testing.TB, ctx context.Context, db *storetest.DB, k keys, h lp
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 		AckTimeout: 5 * time.Second, Idle: 50 * time.Millisecond,
 		Logger: quiet,
-	})
+	}
+	if smallBatches {
+		o.BatchBytes, o.MaxInFlight = 8<<10, 1
+	}
+	c, err := lpsync.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
