@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -149,11 +150,26 @@ const (
 	DefaultTopicPrefix = "leadport/v1"
 )
 
-// Package variables so tests can play root and 32-bit.
+// Package variables so tests can play root, the service user and 32-bit.
 var (
-	geteuid = os.Geteuid
-	intSize = strconv.IntSize
+	geteuid  = os.Geteuid
+	intSize  = strconv.IntSize
+	userName = func() string {
+		if u, err := user.Current(); err == nil {
+			return u.Username
+		}
+		return ""
+	}
 )
+
+// ServiceUser is the user the packages and `leadport-agent install` run
+// the agent as.
+const ServiceUser = "leadport-agent"
+
+// systemPaths: root, or the service's own user, runs the system service
+// and uses the system paths; anyone else gets paths under the current
+// directory, so that a trial run needs no privileges.
+func systemPaths() bool { return geteuid() == 0 || userName() == ServiceUser }
 
 // DefaultPath returns the config file named by $LEADPORT_CONFIG, or "" when
 // it is unset. The CLI's --config flag takes precedence over it.
@@ -173,7 +189,7 @@ func Default() *Config {
 // in the rest once the file has had its say.
 func base() *Config {
 	dataDir := DefaultDataDirUser
-	if geteuid() == 0 {
+	if systemPaths() {
 		dataDir = DefaultDataDirRoot
 	}
 	return &Config{
@@ -204,7 +220,7 @@ func (c *Config) resolve() {
 		c.Store.KeyFile = filepath.Join(c.DataDir, "device.key")
 	}
 	if c.API.Socket == "" {
-		if geteuid() == 0 {
+		if systemPaths() {
 			c.API.Socket = DefaultSocketRoot
 		} else if c.DataDir != "" {
 			c.API.Socket = filepath.Join(c.DataDir, "api.sock")

@@ -18,9 +18,26 @@ const examplePath = "../../packaging/leadport-agent.example.yaml"
 // asUser runs the test as if the agent ran with effective uid euid.
 func asUser(t *testing.T, euid int) {
 	t.Helper()
-	old := geteuid
+	old, oldName := geteuid, userName
 	geteuid = func() int { return euid }
-	t.Cleanup(func() { geteuid = old })
+	userName = func() string {
+		if euid == 0 {
+			return "root"
+		}
+		return "tech"
+	}
+	t.Cleanup(func() { geteuid, userName = old, oldName })
+}
+
+// TestServiceUserPaths: the service's own user (not root under the
+// systemd unit) gets the system paths, like root.
+func TestServiceUserPaths(t *testing.T) {
+	asUser(t, 998)
+	userName = func() string { return ServiceUser }
+	c := Default()
+	if c.DataDir != DefaultDataDirRoot || c.API.Socket != DefaultSocketRoot {
+		t.Errorf("as %s: data_dir %s, socket %s; want the system paths", ServiceUser, c.DataDir, c.API.Socket)
+	}
 }
 
 func problemsOf(t *testing.T, err error) []Problem {
