@@ -13,8 +13,9 @@ DAYS      ?= 10000
 SESSIONS  ?= 1000
 SCENARIOS ?= 500
 SEED      ?= 1
+DEMOFLAGS ?=
 
-.PHONY: help build run test test-long lint bench bench-proxy bench-sync eval cross fuzz clean
+.PHONY: help build run test test-long lint bench bench-proxy bench-sync eval screenshot demo footprint cross fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,8 +48,25 @@ bench-sync: ## MQTT drain to mosquitto against raw paho; erase with 1,000,000 re
 eval: ## detection quality of the rules over labelled traces (DAYS, SESSIONS, SCENARIOS, SEED)
 	go run ./detect/replay/cmd/leadport-eval -days $(DAYS) -sessions $(SESSIONS) -scenarios $(SCENARIOS) -seed $(SEED)
 
+demo: build ## half a minute of the agent between a simulated PBX and edge, with an MQTT broker (Ctrl-C stops; DEMOFLAGS=-exit)
+	go run ./scripts/demo -agent $(BIN) $(DEMOFLAGS)
+
+footprint: ## stripped arm64 binary size, start to SIP listening, RSS when idle
+	scripts/footprint.sh
+
+screenshot: ## a PNG of the status page of a running agent, as a phone shows it (dist/status-page.png)
+	mkdir -p dist
+	LEADPORT_E2E=1 LEADPORT_SCREENSHOT=$(CURDIR)/dist/status-page.png go test -count=1 -run 'TestStatusPage$$' ./agent/cmd/leadport-agent
+
 cross: ## static stripped binaries for every target into dist/
 	VERSION=$(VERSION) COMMIT=$(COMMIT) scripts/cross.sh
+
+.PHONY: packages test-packages
+packages: ## deb, rpm, apk and ipk for amd64, arm64, armv7 into dist/ (nfpm)
+	VERSION=$(VERSION) COMMIT=$(COMMIT) scripts/build-packages.sh
+
+test-packages: ## install the amd64 .deb with dpkg, check it, remove and purge it (root)
+	scripts/test-packages.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	scripts/fuzz.sh $(FUZZTIME)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/leadport/leadport-agent/agent/config"
@@ -26,6 +28,12 @@ type Agent struct {
 	rules    *rules.Engine
 	sync     *lpsync.Client
 	started  time.Time
+	recent   *recentViolations
+
+	mu       gosync.Mutex
+	sipUp    bool   // the proxy's listeners are up
+	sipErr   string // why the proxy stopped
+	upstream *upstreamCheck
 }
 
 // Open brings the agent up to the point where it can serve: the store is
@@ -48,7 +56,7 @@ func Open(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 			return nil, fmt.Errorf("device id: %w", err)
 		}
 	}
-	return &Agent{cfg: cfg, log: log, store: st, deviceID: id, started: time.Now()}, nil
+	return &Agent{cfg: cfg, log: log, store: st, deviceID: id, started: time.Now(), recent: &recentViolations{max: 200}}, nil
 }
 
 // newDeviceID makes an id that fits the protocol's [A-Za-z0-9._-]{1,64}.
@@ -110,11 +118,42 @@ func (a *Agent) Run(ctx context.Context) error {
 		sink.onFlush = client.Wake
 		go func() { client.Run(ctx); close(syncDone) }()
 	}
+	// The local API: a failure here must not stop the call path, so it
+	// is logged, not returned.
+	apiDone := make(chan struct{})
+	go func() {
+		defer close(apiDone)
+		if err := a.newAPI().Serve(ctx, a.cfg.API.Socket, a.cfg.API.Listen); err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Error("local API not available", "err", err)
+		}
+	}()
+	defer func() { <-apiDone }()
 	errc := make(chan error, 1)
 	if proxy == nil {
 		a.log.Warn("sip proxy off: sip.upstream is not set")
 	} else {
-		go func() { errc <- proxy.Run(ctx) }()
+		go func() {
+			err := proxy.Run(ctx)
+			a.mu.Lock()
+			a.sipUp = false
+			if err != nil {
+				a.sipErr = err.Error()
+			} else {
+				a.sipErr = "stopped"
+			}
+			a.mu.Unlock()
+			errc <- err
+		}()
+		go func() {
+			select {
+			case <-proxy.Ready():
+				a.mu.Lock()
+				a.sipUp = a.sipErr == ""
+				a.mu.Unlock()
+				a.pingUpstream(ctx, 30*time.Second)
+			case <-ctx.Done():
+			}
+		}()
 	}
 	select {
 	case <-ctx.Done():

@@ -86,6 +86,7 @@ func (a *Agent) newRules(sink *recordSink) (*rules.Engine, error) {
 		MaxDuration:    a.cfg.SIP.MaxCall(),
 		OnViolation: func(v rules.Violation) {
 			sink.Put(violationOf(v))
+			a.recent.add(v)
 			a.log.Info("rule tripped", "rule", v.Rule, "line", phone.Mask(v.Line), "action", v.Action, "call_id", v.CallID)
 		},
 		OnRuleError: func(rule string, err error) {

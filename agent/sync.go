@@ -170,6 +170,11 @@ func (a *Agent) statusDoc() map[string]any {
 		sipDoc["listeners"] = listeners
 		sipDoc["upstream"] = a.cfg.SIP.Upstream.String()
 		sipDoc["active_dialogs"] = s.CallsActive
+		a.mu.Lock()
+		if a.upstream != nil {
+			sipDoc["upstream_check"] = *a.upstream
+		}
+		a.mu.Unlock()
 		sipDoc["calls"] = s.CallsTotal
 		sipDoc["blocks"] = s.Blocked
 	} else {

@@ -94,6 +94,17 @@ if [ "${SETUP_MQTT:-1}" != 0 ]; then
     done
   fi
 fi
+
+# --- A browser for the status page test: Debian's chromium, headless ------
+# SETUP_BROWSER=0 skips it.
+if [ "${SETUP_BROWSER:-1}" != 0 ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing chromium; install it (apt-get install chromium)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
 # ---------------------------------------------------------------------------
 
 if ! command -v go >/dev/null; then

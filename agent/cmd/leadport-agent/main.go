@@ -33,6 +33,14 @@ func commands() []command {
 		{"run", "run [--config FILE]        run the agent in the foreground", runCmd},
 		{"config", "config check FILE          validate a configuration file without starting", configCmd},
 		{"version", "version                    print version, commit and Go version", versionCmd},
+		{"status", "status [--json] [--socket PATH]  what the running agent is doing (through its local API)", statusCmd},
+		{"consent", "consent add --subject N --purpose P --method M [--state granted|withdrawn] [--evidence REF] [--line L]  record a consent through the local API", consentCmd},
+		{"doctor", "doctor [--config FILE] [--json]  check the installation: config, data directory, ports, upstream, broker, keys, clock", doctorCmd},
+		{"install", "install [--config FILE]    install the system service (systemd, OpenWrt procd, launchd, Windows)", serviceCmd("install")},
+		{"uninstall", "uninstall                  remove the system service (data is kept)", serviceCmd("uninstall")},
+		{"start", "start                      start the system service", serviceCmd("start")},
+		{"stop", "stop                       stop the system service", serviceCmd("stop")},
+		{"restart", "restart                    restart the system service", serviceCmd("restart")},
 		{"fleet", "fleet keygen|sign|send|tail  platform-side tools: keys, signed commands, watching a device", fleetCmd},
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/leadport/leadport-agent/agent"
 	"github.com/leadport/leadport-agent/agent/config"
@@ -16,12 +14,17 @@ import (
 func runCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", config.DefaultPath(), "configuration file (env LEADPORT_CONFIG); none: built-in defaults")
+	path := fs.String("config", config.DefaultPath(), "configuration file (env LEADPORT_CONFIG); default: "+defaultConfigPath+" as root when it exists, else built-in defaults")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return errUsage
+	}
+	// The packages install the configuration there: status and doctor
+	// look there too, so all three agree without --config.
+	if *path == "" && os.Geteuid() == 0 && fileExists(defaultConfigPath) {
+		*path = defaultConfigPath
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -35,7 +38,8 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGINT/SIGTERM end it; under the Windows service manager, its stop.
+	ctx, stop := serviceContext(context.Background())
 	defer stop()
 	tuneGC()
 	stopProfile, err := startProfiles(log)
