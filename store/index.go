@@ -117,32 +117,54 @@ func (s *Store) mergeIndexLocked(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	var entries [][]byte
 	keys := map[subjectRef][]byte{}
+	var marks [TypeReceipt + 1]uint64
 	for _, t := range Types {
-		ob := tx.Bucket(outboxBucket(t))
-		from := watermark(tx, t)
-		c := ob.Cursor()
-		for k, v := c.Seek(seqKey(from + 1)); k != nil; k, v = c.Next() {
-			seq := binary.BigEndian.Uint64(k)
-			st, err := decodeStored(v)
-			if err != nil {
-				return fmt.Errorf("%s outbox seq %d: %w", t, seq, err)
+		marks[t] = watermark(tx, t)
+	}
+	if s.mlog.covers(marks) {
+		// Every record since the watermarks went through a commit of
+		// this process: file what those commits noted.
+		for _, e := range s.mlog.entries {
+			if s.mlog.deleted[mergeKey{e.typ, e.seq}] {
+				continue // acknowledged before its merge
 			}
-			for i, p := range st.parts {
-				if slices.ContainsFunc(st.parts[:i], func(q sealedPart) bool { return q.ref == p.ref }) {
-					continue
+			entries = append(entries, indexKey(e.ref, e.typ, e.seq))
+			if _, ok := keys[e.ref]; !ok {
+				keys[e.ref] = e.wrapped
+			}
+		}
+	} else {
+		for _, t := range Types {
+			c := tx.Bucket(outboxBucket(t)).Cursor()
+			for k, v := c.Seek(seqKey(marks[t] + 1)); k != nil; k, v = c.Next() {
+				seq := binary.BigEndian.Uint64(k)
+				st, err := decodeStored(v)
+				if err != nil {
+					return fmt.Errorf("%s outbox seq %d: %w", t, seq, err)
 				}
-				entries = append(entries, indexKey(p.ref, t, seq))
-				if _, ok := keys[p.ref]; !ok {
-					keys[p.ref] = p.wrapped
+				for i, p := range st.parts {
+					if slices.ContainsFunc(st.parts[:i], func(q sealedPart) bool { return q.ref == p.ref }) {
+						continue
+					}
+					entries = append(entries, indexKey(p.ref, t, seq))
+					if _, ok := keys[p.ref]; !ok {
+						keys[p.ref] = p.wrapped
+					}
 				}
 			}
 		}
-		if seq := ob.Sequence(); seq > from {
+	}
+	var next [TypeReceipt + 1]uint64
+	for _, t := range Types {
+		next[t] = marks[t]
+		if seq := tx.Bucket(outboxBucket(t)).Sequence(); seq > marks[t] {
+			next[t] = seq
 			if err := meta.Put(watermarkKey(t), binary.BigEndian.AppendUint64(nil, seq)); err != nil {
 				return err
 			}
 		}
 	}
+	s.mlog.merged = &next
 	slices.SortFunc(entries, bytes.Compare)
 	for _, e := range entries {
 		if err := idx.Put(e, nil); err != nil {
@@ -218,6 +240,9 @@ func (s *Store) updateMerged(fn func(*bolt.Tx) error) error {
 	}
 	if err == nil {
 		s.unmerged.Store(0)
+		s.mlog.restart()
+	} else {
+		s.mlog.merged = nil
 	}
 	return err
 }
@@ -282,4 +307,62 @@ func tailHasParts(tx *bolt.Tx) bool {
 		}
 	}
 	return false
+}
+
+// mergeLog is what the commits since the last merge wrote that the index
+// must file. It holds only while every record since the watermarks went
+// through it: from the first merge of this process on (at Open the
+// watermarks may trail records of an earlier run, which the merge reads
+// from the outbox instead).
+type mergeLog struct {
+	valid   bool
+	from    [TypeReceipt + 1]uint64 // the watermarks it starts at
+	entries []mergeEntry
+	deleted map[mergeKey]bool // acknowledged before their merge
+	// merged holds the watermarks a merge in progress moves to, until
+	// its transaction commits.
+	merged *[TypeReceipt + 1]uint64
+}
+
+type mergeEntry struct {
+	ref     subjectRef
+	wrapped []byte
+	typ     Type
+	seq     uint64
+}
+
+type mergeKey struct {
+	typ Type
+	seq uint64
+}
+
+// partRef is a subject a record holds fields of, and its wrapped key.
+type partRef struct {
+	ref     subjectRef
+	wrapped []byte
+}
+
+func (m *mergeLog) covers(marks [TypeReceipt + 1]uint64) bool { return m.valid && m.from == marks }
+
+func (m *mergeLog) forget(gone []mergeKey) {
+	if len(gone) == 0 {
+		return
+	}
+	if m.deleted == nil {
+		m.deleted = map[mergeKey]bool{}
+	}
+	for _, k := range gone {
+		m.deleted[k] = true
+	}
+}
+
+// restart begins a new log at the watermarks a merge just committed.
+func (m *mergeLog) restart() {
+	if m.merged == nil {
+		m.valid = false
+		return
+	}
+	m.valid, m.from, m.merged = true, *m.merged, nil
+	m.entries = m.entries[:0]
+	m.deleted = nil
 }

@@ -38,6 +38,9 @@ type pendingRec struct {
 	buf  []byte // the encoded record, sequence bytes of its id zero
 	id   [16]byte
 	size int // bytes it will take, for the size cap
+	// parts are the subjects the record holds fields of, with their
+	// wrapped keys, for the index merge.
+	parts []partRef
 	// unsealed is set instead of buf when a field's subject had no key in
 	// memory: the committer finds or makes the key in its transaction
 	// (a read transaction per new subject here would cost more than the
@@ -158,8 +161,12 @@ func (s *Store) prepare(now time.Time, p Payload) (pendingRec, error) {
 		}
 		return pendingRec{typ: st.typ, id: st.id, size: size, unsealed: later}, nil
 	}
+	var parts []partRef
+	for _, p := range st.parts {
+		parts = append(parts, partRef{ref: p.ref, wrapped: p.wrapped})
+	}
 	buf := st.encode()
-	return pendingRec{typ: st.typ, buf: buf, id: st.id, size: len(buf)}, nil
+	return pendingRec{typ: st.typ, buf: buf, id: st.id, size: len(buf), parts: parts}, nil
 }
 
 // committer runs group commits until Close. While one commit is on disk the
@@ -222,7 +229,9 @@ func (s *Store) gather(batch []*appendReq) []*appendReq {
 func (s *Store) commit(batch []*appendReq) {
 	var added [TypeReceipt + 1]int
 	err := s.locked(func() error {
-		return s.update(func(tx *bolt.Tx) error {
+		var logged []mergeEntry
+		err := s.update(func(tx *bolt.Tx) error {
+			logged = logged[:0]
 			// Pages freed by copy-on-write are reused, so what counts
 			// against the cap is the file less its free pages.
 			used := tx.Size() - s.freeBytes()
@@ -231,7 +240,7 @@ func (s *Store) commit(batch []*appendReq) {
 					req.err = fmt.Errorf("%w: %s is at its cap of %d MiB; records wait until the platform takes some", ErrFull, s.path, s.opts.MaxSize>>20)
 					continue
 				}
-				if err := s.putLocked(tx, req); err != nil {
+				if err := s.putLocked(tx, req, &logged); err != nil {
 					return err
 				}
 				for _, r := range req.recs {
@@ -241,6 +250,10 @@ func (s *Store) commit(batch []*appendReq) {
 			}
 			return nil
 		})
+		if err == nil {
+			s.mlog.entries = append(s.mlog.entries, logged...)
+		}
+		return err
 	})
 	s.statsMu.Lock()
 	for _, req := range batch {
@@ -290,7 +303,7 @@ func (s *Store) freeBytes() int64 {
 	return int64(st.FreePageN+st.PendingPageN) * int64(s.db.Info().PageSize)
 }
 
-func (s *Store) putLocked(tx *bolt.Tx, req *appendReq) error {
+func (s *Store) putLocked(tx *bolt.Tx, req *appendReq, logged *[]mergeEntry) error {
 	for i := range req.recs {
 		r := &req.recs[i]
 		ob := tx.Bucket(outboxBucket(r.typ))
@@ -313,7 +326,17 @@ func (s *Store) putLocked(tx *bolt.Tx, req *appendReq) error {
 				}
 				u.st.parts = append(u.st.parts, sealedPart{ref: u.refs[j], wrapped: dk.wrapped, sealed: sealed})
 			}
+			r.parts = r.parts[:0]
+			for _, p := range u.st.parts {
+				r.parts = append(r.parts, partRef{ref: p.ref, wrapped: p.wrapped})
+			}
 			r.buf, r.unsealed = u.st.encode(), nil
+		}
+		for j, p := range r.parts {
+			if slices.ContainsFunc(r.parts[:j], func(q partRef) bool { return q.ref == p.ref }) {
+				continue
+			}
+			*logged = append(*logged, mergeEntry{ref: p.ref, wrapped: p.wrapped, typ: r.typ, seq: seq})
 		}
 		setIDSeq(r.id[:], seq)
 		copy(r.buf[idOffset:idOffset+len(r.id)], r.id[:])
@@ -441,8 +464,10 @@ func (s *Store) Ack(ids ...string) (int, error) {
 	}
 	var removed [TypeReceipt + 1]int
 	err := s.locked(func() error {
-		return s.update(func(tx *bolt.Tx) error {
+		var gone []mergeKey
+		err := s.update(func(tx *bolt.Tx) error {
 			removed = [TypeReceipt + 1]int{}
+			gone = gone[:0]
 			touched := map[subjectRef]bool{}
 			for _, l := range locs {
 				if !l.t.valid() {
@@ -454,6 +479,9 @@ func (s *Store) Ack(ids ...string) (int, error) {
 				}
 				if !ok {
 					continue
+				}
+				if l.seq > watermark(tx, l.t) {
+					gone = append(gone, mergeKey{l.t, l.seq})
 				}
 				for _, r := range refs {
 					touched[r] = true
@@ -467,6 +495,10 @@ func (s *Store) Ack(ids ...string) (int, error) {
 			}
 			return nil
 		})
+		if err == nil {
+			s.mlog.forget(gone)
+		}
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: %w", err)

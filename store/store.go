@@ -113,6 +113,11 @@ type Store struct {
 	// has never seen; nil until the first merge builds it. Only write
 	// transactions touch it.
 	keyFilter *keyFilter
+	// mlog is what the next index merge must file, gathered by the
+	// commits since the last merge, so that the merge need not read and
+	// decode every record again (it did: a fifth of the append path).
+	// Only write transactions touch it.
+	mlog mergeLog
 
 	statsMu sync.Mutex
 	pending [TypeReceipt + 1]int
