@@ -86,6 +86,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		"store", st.Path, "store_bytes", st.SizeBytes, "store_cap_bytes", st.MaxBytes,
 		"pending_records", pending, "lines", len(a.cfg.Lines))
 
+	// runCtx ends with ctx, or when Run returns early: sync and the
+	// upstream checks must stop before the store closes.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	sink := newRecordSink(a.store, a.log)
 	sinkCtx, stopSink := context.WithCancel(context.Background())
 	go sink.run(sinkCtx)
@@ -116,18 +120,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("sync off: no mqtt.brokers configured; records wait in the store")
 	} else {
 		sink.onFlush = client.Wake
-		go func() { client.Run(ctx); close(syncDone) }()
+		go func() { client.Run(runCtx); close(syncDone) }()
 	}
 	// The local API: a failure here must not stop the call path, so it
 	// is logged, not returned.
+	apiCtx, stopAPI := context.WithCancel(ctx)
 	apiDone := make(chan struct{})
 	go func() {
 		defer close(apiDone)
-		if err := a.newAPI().Serve(ctx, a.cfg.API.Socket, a.cfg.API.Listen); err != nil && !errors.Is(err, context.Canceled) {
+		if err := a.newAPI().Serve(apiCtx, a.cfg.API.Socket, a.cfg.API.Listen); err != nil && !errors.Is(err, context.Canceled) {
 			a.log.Error("local API not available", "err", err)
 		}
 	}()
-	defer func() { <-apiDone }()
+	// Also when the proxy fails and Run returns without ctx ending.
+	defer func() { stopAPI(); <-apiDone }()
 	errc := make(chan error, 1)
 	if proxy == nil {
 		a.log.Warn("sip proxy off: sip.upstream is not set")
@@ -150,7 +156,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.mu.Lock()
 				a.sipUp = a.sipErr == ""
 				a.mu.Unlock()
-				a.pingUpstream(ctx, 30*time.Second)
+				a.pingUpstream(runCtx, 30*time.Second)
 			case <-ctx.Done():
 			}
 		}()
@@ -164,6 +170,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-syncDone
 		return nil
 	case err := <-errc:
+		// The proxy failed: stop the rest before the store closes.
+		stopRun()
+		<-syncDone
 		return err
 	}
 }
