@@ -88,16 +88,7 @@ func (a *Agent) pingUpstream(ctx context.Context, period time.Duration) {
 		}
 	}
 	check()
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			check()
-		}
-	}
+	every(ctx, period, check)
 }
 
 // localSource is what the local API shows.

@@ -17,93 +17,73 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
+# install_tools SERVICES -- PACKAGES: installs Debian packages the tests run
+# in the foreground on loopback ports, keeping their system services from
+# starting (a policy-rc.d during the install, unless one exists, as in
+# containers) and disabled afterwards.
+install_tools() {
+  local services=() pkgs=()
+  while [ "$1" != "--" ]; do services+=("$1"); shift; done
+  shift
+  pkgs=("$@")
+  [ ${#pkgs[@]} -gt 0 ] || return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing ${pkgs[*]}; install them (apt-get install ${pkgs[*]})" >&2
+    exit 1
+  fi
+  local own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# setup.sh: no service starts during this install\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+  if [ -n "$own_policy" ]; then
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
+  local svc
+  for svc in "${services[@]}"; do
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    else
+      systemctl disable "$svc" >/dev/null 2>&1 || true
+      [ -x "/etc/init.d/$svc" ] && "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+    fi
+  done
+}
+
 # --- SIP test tools: SIPp and kamailio ------------------------------------
-# The SIPp end-to-end test (agent/cmd/leadport-agent/e2e_sipp_test.go) and
+# The SIPp end-to-end tests (agent/cmd/leadport-agent/e2e_*_test.go) and
 # scripts/bench-proxy.sh need `sipp` (Debian package sip-tester) and
 # `kamailio` (the reference stateful proxy; the base package carries the
-# sl, tm, rr, maxfwd, textops and pv modules). Both run in the foreground
-# from the scripts on loopback ports: kamailio's system service must not run,
-# so a policy-rc.d (unless one exists, as in containers) keeps the package
-# from starting it, and it is disabled and stopped afterwards.
-# SETUP_SIP=0 skips this block.
+# sl, tm, rr, maxfwd, textops and pv modules). SETUP_SIP=0 skips them.
 if [ "${SETUP_SIP:-1}" != 0 ]; then
-  sip_need=()
-  command -v sipp >/dev/null || sip_need+=(sip-tester)
-  command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || sip_need+=(kamailio)
-  if [ ${#sip_need[@]} -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-      echo "setup: missing ${sip_need[*]}; install them (apt-get install ${sip_need[*]})" >&2
-      exit 1
-    fi
-    own_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-      printf '#!/bin/sh\n# setup.sh: no service starts during this install\nexit 101\n' >/usr/sbin/policy-rc.d
-      chmod 755 /usr/sbin/policy-rc.d
-      own_policy=1
-      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${sip_need[@]}"
-    if [ -n "$own_policy" ]; then
-      rm -f /usr/sbin/policy-rc.d
-      trap - EXIT
-    fi
-    if [ -d /run/systemd/system ]; then
-      systemctl disable --now kamailio >/dev/null 2>&1 || true
-    else
-      systemctl disable kamailio >/dev/null 2>&1 || true
-      [ -x /etc/init.d/kamailio ] && /etc/init.d/kamailio stop >/dev/null 2>&1 || true
-    fi
-  fi
+  need=()
+  command -v sipp >/dev/null || need+=(sip-tester)
+  command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+  install_tools kamailio -- "${need[@]}"
 fi
 
 # --- MQTT brokers: mosquitto and nats-server --------------------------------
 # The sync tests run Debian's mosquitto (TLS with client certificates, a
-# per-device ACL) and nats-server (MQTT over JetStream) in the foreground on
-# free loopback ports; their system services must not run. SETUP_MQTT=0
-# skips this block.
+# per-device ACL) and nats-server (MQTT over JetStream). SETUP_MQTT=0 skips
+# them.
 if [ "${SETUP_MQTT:-1}" != 0 ]; then
-  mqtt_need=()
-  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || mqtt_need+=(mosquitto)
-  command -v nats-server >/dev/null || mqtt_need+=(nats-server)
-  if [ ${#mqtt_need[@]} -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-      echo "setup: missing ${mqtt_need[*]}; install them (apt-get install ${mqtt_need[*]})" >&2
-      exit 1
-    fi
-    own_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-      printf '#!/bin/sh\n# setup.sh: no service starts during this install\nexit 101\n' >/usr/sbin/policy-rc.d
-      chmod 755 /usr/sbin/policy-rc.d
-      own_policy=1
-      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${mqtt_need[@]}"
-    if [ -n "$own_policy" ]; then
-      rm -f /usr/sbin/policy-rc.d
-      trap - EXIT
-    fi
-    for svc in mosquitto nats-server; do
-      if [ -d /run/systemd/system ]; then
-        systemctl disable --now "$svc" >/dev/null 2>&1 || true
-      else
-        systemctl disable "$svc" >/dev/null 2>&1 || true
-        [ -x "/etc/init.d/$svc" ] && "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
-      fi
-    done
-  fi
+  need=()
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+  install_tools mosquitto nats-server -- "${need[@]}"
 fi
 
 # --- A browser for the status page test: Debian's chromium, headless ------
 # SETUP_BROWSER=0 skips it.
-if [ "${SETUP_BROWSER:-1}" != 0 ] && ! command -v chromium >/dev/null; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: missing chromium; install it (apt-get install chromium)" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+if [ "${SETUP_BROWSER:-1}" != 0 ]; then
+  need=()
+  command -v chromium >/dev/null || need+=(chromium)
+  install_tools -- "${need[@]}"
 fi
 # ---------------------------------------------------------------------------
 
