@@ -117,9 +117,15 @@ func (s *Server) Serve(ctx context.Context, socket, addr string) error {
 	if socket != "" {
 		l, err := listenUnix(socket)
 		if err != nil {
-			return err
+			// The page and metrics on loopback are still worth having.
+			socket = ""
+			if addr == "" {
+				return err
+			}
+			s.log.Error("local API socket not available; serving on api.listen only", "err", err)
+		} else {
+			listeners = append(listeners, l)
 		}
-		listeners = append(listeners, l)
 	}
 	if addr != "" {
 		l, err := net.Listen("tcp", addr)

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +172,48 @@ func TestConsent(t *testing.T) {
 	src.fail = errors.New("disk full")
 	if status, _ := do(t, "POST", srv.URL+"/v1/consent", good, nil); status != 500 {
 		t.Errorf("store failure = %d, want 500", status)
+	}
+}
+
+// TestServeSocketFallback: a socket that cannot be made (its directory is
+// a file) leaves the loopback listener serving; with no listener left,
+// Serve fails.
+func TestServeSocketFallback(t *testing.T) {
+	dir := t.TempDir()
+	blocker := dir + "/not-a-dir"
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := New(Options{Source: &fakeSource{health: map[string]string{"store": "ok"}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := s.Serve(context.Background(), blocker+"/api.sock", ""); err == nil {
+		t.Fatal("Serve with only an impossible socket succeeded")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, blocker+"/api.sock", addr) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				t.Errorf("healthz over TCP = %d", res.StatusCode)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TCP listener not serving: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve after cancel: %v", err)
 	}
 }
