@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/leadport/leadport-agent/agent/config"
+	"github.com/leadport/leadport-agent/detect/dialog"
 	"github.com/leadport/leadport-agent/detect/rules"
 	"github.com/leadport/leadport-agent/detect/sipproxy"
 	"github.com/leadport/leadport-agent/store"
@@ -26,6 +27,7 @@ type Agent struct {
 	deviceID string
 	proxy    *sipproxy.Proxy
 	rules    *rules.Engine
+	tracker  *dialog.Tracker
 	sync     *lpsync.Client
 	started  time.Time
 	recent   *recentViolations
@@ -166,6 +168,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("agent stopping", "reason", context.Cause(ctx))
 		if proxy != nil {
 			<-errc
+			a.saveCalls()
 		}
 		<-syncDone
 		return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/leadport/leadport-agent/agent/config"
 	"github.com/leadport/leadport-agent/detect"
+	"github.com/leadport/leadport-agent/detect/dialog"
 	"github.com/leadport/leadport-agent/detect/policy"
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/storetest"
@@ -159,5 +160,45 @@ func TestApplyPolicy(t *testing.T) {
 	}
 	if p := again.Policy(); p.Version != 4 || p.ActionOf(policy.TrunkingConcurrent) != policy.Observe {
 		t.Errorf("policy after a restart: version %d, concurrent %s; want 4, observe", p.Version, p.ActionOf(policy.TrunkingConcurrent))
+	}
+}
+
+// TestStaleCallsMeteredAtShutdown: calls kept by a shutdown long ago are
+// not resumed (their BYEs are long gone) but metered as ended then.
+func TestStaleCallsMeteredAtShutdown(t *testing.T) {
+	db := storetest.Open(t)
+	stopped := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	doc, _ := json.Marshal(savedCalls{At: stopped, Calls: []dialog.Saved{
+		{CallID: "up", Line: "+15551230001", Direction: detect.Outbound, State: dialog.Confirmed,
+			StartedAt: stopped.Add(-2 * time.Minute), AnsweredAt: stopped.Add(-100 * time.Second)},
+	}})
+	if err := db.SaveCallsInProgress(doc); err != nil {
+		t.Fatal(err)
+	}
+	a := rulesAgent(t, db.Store)
+	sink := newRecordSink(db.Store, quiet)
+	ctx, stop := context.WithCancel(context.Background())
+	go sink.run(ctx)
+	if _, err := a.newRules(sink); err != nil {
+		t.Fatal(err)
+	}
+	a.tracker = dialog.New(dialog.Options{})
+	a.resumeCalls(sink)
+	stop()
+	sink.wait(5 * time.Second)
+	if n := a.tracker.Stats().Active; n != 0 {
+		t.Errorf("%d stale calls resumed, want 0", n)
+	}
+	recs, err := db.Pending(store.TypeUsage, store.ReadOptions{})
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("%d usage records (%v), want 1", len(recs), err)
+	}
+	p, _ := recs[0].Decode()
+	u := p.(*store.Usage)
+	if !u.EndedAt.Equal(stopped) || u.DurationS != 100 || u.Disposition != "answered" {
+		t.Errorf("usage %+v; want answered, ended at the shutdown, 100 s", u)
+	}
+	if left, _ := db.CallsInProgress(); left != nil {
+		t.Errorf("snapshot kept after it was metered")
 	}
 }

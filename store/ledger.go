@@ -154,3 +154,40 @@ func (s *Store) PolicyUsage() ([]byte, error) {
 	}
 	return doc, nil
 }
+
+var callsInProgress = []byte("calls")
+
+// SaveCallsInProgress keeps the calls in progress at a clean shutdown, so
+// that the agent that starts next meters them when they end. They hold
+// lines and times, no personal data. nil clears them.
+func (s *Store) SaveCallsInProgress(doc []byte) error {
+	err := s.locked(func() error {
+		return s.update(func(tx *bolt.Tx) error {
+			if doc == nil {
+				return tx.Bucket(bucketPolicy).Delete(callsInProgress)
+			}
+			return tx.Bucket(bucketPolicy).Put(callsInProgress, doc)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("store: save calls in progress: %w", err)
+	}
+	return nil
+}
+
+// CallsInProgress returns what SaveCallsInProgress kept, nil when nothing.
+func (s *Store) CallsInProgress() ([]byte, error) {
+	var doc []byte
+	err := s.locked(func() error {
+		return s.view(func(tx *bolt.Tx) error {
+			if d := tx.Bucket(bucketPolicy).Get(callsInProgress); d != nil {
+				doc = append([]byte(nil), d...)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: calls in progress: %w", err)
+	}
+	return doc, nil
+}

@@ -366,3 +366,60 @@ func (t *Tracker) Stats() Stats {
 	s.Active = len(t.calls)
 	return s
 }
+
+// Saved is a call in progress as kept across a restart of the agent: the
+// calls' dialogs outlive the process (their requests route by Record-Route
+// to the same address), so the BYE that comes after the restart must still
+// find its call and meter it. The other party is not kept: it is personal
+// data, and the snapshot is not sealed.
+type Saved struct {
+	CallID         string           `json:"call_id"`
+	Line           string           `json:"line"`
+	Direction      detect.Direction `json:"direction"`
+	State          State            `json:"state"`
+	StartedAt      time.Time        `json:"started_at"`
+	AnsweredAt     time.Time        `json:"answered_at,omitzero"`
+	LastRefresh    time.Time        `json:"last_refresh,omitzero"`
+	SessionExpires time.Duration    `json:"session_expires,omitempty"`
+	Cancelled      bool             `json:"cancelled,omitempty"`
+	CancelledAt    time.Time        `json:"cancelled_at,omitzero"`
+}
+
+// Snapshot returns the calls in progress, for keeping across a restart.
+func (t *Tracker) Snapshot() []Saved {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Saved, 0, len(t.calls))
+	for _, c := range t.calls {
+		out = append(out, Saved{CallID: c.CallID, Line: c.Line, Direction: c.Direction, State: c.State,
+			StartedAt: c.StartedAt, AnsweredAt: c.AnsweredAt, LastRefresh: c.lastRefresh,
+			SessionExpires: c.sessionExpires, Cancelled: c.cancelled, CancelledAt: c.CancelledAt})
+	}
+	return out
+}
+
+// Restore takes back calls a Snapshot kept, as they were, and returns
+// them as calls. A call already tracked, or past the bound, is skipped.
+func (t *Tracker) Restore(saved []Saved) []Call {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Call
+	for _, s := range saved {
+		if s.CallID == "" || s.State == Terminated {
+			continue
+		}
+		if _, ok := t.calls[s.CallID]; ok || len(t.calls) >= t.opts.MaxCalls {
+			continue
+		}
+		c := &Call{CallID: s.CallID, Line: s.Line, Direction: s.Direction, State: s.State,
+			StartedAt: s.StartedAt, AnsweredAt: s.AnsweredAt, lastRefresh: s.LastRefresh,
+			sessionExpires: s.SessionExpires, cancelled: s.Cancelled, CancelledAt: s.CancelledAt}
+		if c.lastRefresh.IsZero() {
+			c.lastRefresh = c.StartedAt
+		}
+		t.calls[c.CallID] = c
+		t.stats.Total++
+		out = append(out, *c)
+	}
+	return out
+}

@@ -147,3 +147,36 @@ func BenchmarkTracker(b *testing.B) {
 		tr.Bye(id, t0)
 	}
 }
+
+// TestSnapshotRestore: calls in progress survive a restart of the tracker
+// and end as if it had not happened; the other party is not kept.
+func TestSnapshotRestore(t *testing.T) {
+	var ended []Call
+	a := New(Options{})
+	a.Begin(Call{CallID: "up", Line: "+15551230001", Direction: detect.Outbound, Remote: "+15557654321", StartedAt: at(0)})
+	a.Response("up", 200, at(2), 90*time.Second)
+	a.Begin(Call{CallID: "ringing", Line: "+15551230001", Direction: detect.Inbound, Remote: "+15557654321", StartedAt: at(5)})
+	saved := a.Snapshot()
+	if len(saved) != 2 {
+		t.Fatalf("snapshot of %d calls, want 2", len(saved))
+	}
+	b := New(Options{OnEnd: func(c Call) { ended = append(ended, c) }})
+	if got := b.Restore(saved); len(got) != 2 || got[0].Remote != "" {
+		t.Fatalf("restored %+v; want 2 calls without the other party", got)
+	}
+	if got := b.Restore(saved); len(got) != 0 {
+		t.Errorf("restoring twice added %d calls", len(got))
+	}
+	b.Bye("up", at(62))
+	b.Response("ringing", 487, at(20), 0)
+	if len(ended) != 2 || ended[0].Duration() != time.Minute || ended[0].Disposition != Answered || ended[1].Disposition != Cancelled {
+		t.Errorf("ended %+v; want the answered call at 60 s and the ringing one cancelled (487)", ended)
+	}
+	// The session timer carried over: a call restored and never refreshed
+	// expires by it.
+	c := New(Options{})
+	c.Restore(saved)
+	if n := c.Expire(at(2 + 90 + 33)); n != 1 {
+		t.Errorf("expired %d calls past the session timer, want 1 (the answered one)", n)
+	}
+}

@@ -418,6 +418,21 @@ func (e *Engine) CallAnswered(c dialog.Call) {
 	}
 }
 
+// CallResumed tells the engine of a call that was in progress when the
+// agent restarted, so that it counts as live (trunking, bridging).
+func (e *Engine) CallResumed(c dialog.Call) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.lines.Match(c.Line); !ok {
+		return
+	}
+	ls := e.line(c.Line)
+	if ls.find(c.CallID) >= 0 {
+		return
+	}
+	ls.calls = append(ls.calls, liveCall{id: c.CallID, dir: c.Direction, remote: c.Remote, start: c.StartedAt, answered: c.AnsweredAt})
+}
+
 // CallEnded tells the engine a call ended, however it ended. The
 // tracker's OnEnd calls it.
 func (e *Engine) CallEnded(c dialog.Call) {
