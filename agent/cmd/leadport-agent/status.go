@@ -175,7 +175,7 @@ func printStatus(w io.Writer, st map[string]any, ok bool, checks map[string]stri
 	}
 	fmt.Fprintf(w, "leadport-agent %s on %s: %s%s\n", str(st["version"]), str(st["device_id"]), health, up)
 
-	sip := "off (" + str(get(st, "sip", "state")) + ")"
+	sip := str(get(st, "sip", "state"))
 	if ls, isList := get(st, "sip", "listeners").([]any); isList {
 		var l []string
 		for _, x := range ls {
