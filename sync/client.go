@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	gosync "sync"
 	"sync/atomic"
 	"time"
@@ -123,6 +124,12 @@ type Client struct {
 	// so a fleet policy of the same version does not replace it.
 	policyFromDevice bool
 	cmdMu            gosync.Mutex
+
+	trying string // the broker of the current connection attempt
+
+	handlersMu gosync.Mutex
+	handlers   gosync.WaitGroup // command handlers at work
+	stopping   bool
 }
 
 var errLost = errors.New("connection lost before the batch was acknowledged")
@@ -194,7 +201,15 @@ func New(o Options) (*Client, error) {
 		SetAutoAckDisabled(true).
 		SetBinaryWill(c.topic("status"), offline, 1, true).
 		SetConnectionLostHandler(c.onLost).
-		SetOnConnectHandler(c.onConnect)
+		SetOnConnectHandler(c.onConnect).
+		// paho tries the brokers in order; the last one tried is the one
+		// a successful connection is to.
+		SetConnectionAttemptHandler(func(broker *url.URL, conf *tls.Config) *tls.Config {
+			c.mu.Lock()
+			c.trying = broker.Redacted()
+			c.mu.Unlock()
+			return conf
+		})
 	if o.TLS != nil {
 		opts.SetTLSConfig(o.TLS)
 	}
@@ -255,6 +270,10 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}
 	c.cli.Disconnect(500)
+	c.handlersMu.Lock()
+	c.stopping = true
+	c.handlersMu.Unlock()
+	c.handlers.Wait()
 	return nil
 }
 
@@ -300,12 +319,8 @@ func (c *Client) connectLoop(ctx context.Context) {
 
 func (c *Client) onConnect(cli mqtt.Client) {
 	epoch := c.epoch.Add(1)
-	r := cli.OptionsReader()
-	broker := ""
-	if u := r.Servers(); len(u) > 0 {
-		broker = u[0].Redacted()
-	}
 	c.mu.Lock()
+	broker := c.trying
 	select {
 	case <-c.connected:
 	default:

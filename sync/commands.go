@@ -18,6 +18,17 @@ import (
 // once its effect and its receipt are stored, so a crash in between gets
 // it delivered again.
 func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
+	// Run waits for handlers still at work before it returns (the store
+	// may close right after); one that comes after is left unacknowledged
+	// and the broker delivers it again.
+	c.handlersMu.Lock()
+	if c.stopping {
+		c.handlersMu.Unlock()
+		return
+	}
+	c.handlers.Add(1)
+	c.handlersMu.Unlock()
+	defer c.handlers.Done()
 	ctx := context.Background()
 	// One command at a time: a policy's version check and its effect, or
 	// a replay check and the ledger, must not interleave with another's.
