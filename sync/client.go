@@ -201,7 +201,6 @@ func New(o Options) (*Client, error) {
 		SetAutoAckDisabled(true).
 		SetBinaryWill(c.topic("status"), offline, 1, true).
 		SetConnectionLostHandler(c.onLost).
-		SetOnConnectHandler(c.onConnect).
 		// paho tries the brokers in order; the last one tried is the one
 		// a successful connection is to.
 		SetConnectionAttemptHandler(func(broker *url.URL, conf *tls.Config) *tls.Config {
@@ -309,6 +308,7 @@ func (c *Client) connectLoop(ctx context.Context) {
 			continue
 		}
 		backoff = c.o.BackoffMin
+		c.up(lost)
 		select {
 		case <-lost:
 		case <-ctx.Done():
@@ -317,9 +317,19 @@ func (c *Client) connectLoop(ctx context.Context) {
 	}
 }
 
-func (c *Client) onConnect(cli mqtt.Client) {
+// up starts the work of a connection once Connect has completed: not
+// from paho's OnConnect handler, which runs while paho still re-sends the
+// session's stored messages (setting their DUP flag as its writer sends
+// them: paho issue #703), so a batch published then raced with it.
+func (c *Client) up(lost chan struct{}) {
 	epoch := c.epoch.Add(1)
 	c.mu.Lock()
+	select {
+	case <-lost:
+		c.mu.Unlock()
+		return // lost again already
+	default:
+	}
 	broker := c.trying
 	select {
 	case <-c.connected:
@@ -333,10 +343,8 @@ func (c *Client) onConnect(cli mqtt.Client) {
 	filters := map[string]byte{
 		c.topic("cmd"): 1, c.o.TopicPrefix + "/fleet/cmd": 1, c.topic("policy"): 1, c.o.TopicPrefix + "/fleet/policy": 1,
 	}
-	t := cli.SubscribeMultiple(filters, c.onMessage)
+	t := c.cli.SubscribeMultiple(filters, c.onMessage)
 	go func() {
-		// Not waited for here: paho calls this handler on its own
-		// connection goroutine.
 		ok := t.WaitTimeout(30*time.Second) && t.Error() == nil
 		if ok {
 			for topic, granted := range t.(*mqtt.SubscribeToken).Result() {
@@ -401,7 +409,9 @@ func (c *Client) statusLoop(ctx context.Context) {
 		case <-tick.C:
 		case <-c.refresh:
 		}
-		if !c.cli.IsConnectionOpen() {
+		// Our own state, not paho's: its connection is open while it still
+		// re-sends the session's messages (see up).
+		if !c.Stats().Connected {
 			continue
 		}
 		doc := c.o.Status()
