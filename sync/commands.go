@@ -73,7 +73,7 @@ func (c *Client) handle(ctx context.Context, m mqtt.Message) bool {
 		c.count(true)
 		return c.receipt(ctx, cmd.ID, Outcome{Status: "rejected", Reason: string(command.Unsupported)})
 	}
-	seen, err := c.seen(cmd.ID)
+	seen, err := c.o.Store.CommandSeen(cmd.ID)
 	if err != nil {
 		c.log.Error("command ledger unreadable; the command will come again", "err", err)
 		return false
@@ -115,8 +115,6 @@ func (c *Client) handle(ctx context.Context, m mqtt.Message) bool {
 	c.RefreshStatus()
 	return true
 }
-
-func (c *Client) seen(id string) (bool, error) { return c.o.Store.CommandSeen(id) }
 
 // newerPolicy: the higher version wins; on a tie a device's own policy
 // beats the fleet's (PROTOCOL.md).
