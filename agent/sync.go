@@ -34,7 +34,7 @@ func (a *Agent) newSync() (*lpsync.Client, error) {
 	if strings.Contains(a.deviceID, ".") {
 		a.log.Warn("the device id has a '.': NATS brokers drop MQTT topics with one (mosquitto and others do not)", "device_id", a.deviceID)
 	}
-	tlsConf, err := mqttTLS(m)
+	tlsConf, err := MQTTTLS(m)
 	if err != nil {
 		return nil, err
 	}
@@ -62,9 +62,10 @@ func (a *Agent) newSync() (*lpsync.Client, error) {
 	})
 }
 
-// mqttTLS is the TLS for ssl:// and wss:// brokers: the system roots or
+// MQTTTLS is the TLS for ssl:// and wss:// brokers: the system roots or
 // the configured CA, and a client certificate when one is configured.
-func mqttTLS(m config.MQTT) (*tls.Config, error) {
+// doctor and the fleet tools use it too, so they connect as the agent does.
+func MQTTTLS(m config.MQTT) (*tls.Config, error) {
 	conf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if m.TLS.CAFile != "" {
 		pem, err := os.ReadFile(m.TLS.CAFile)

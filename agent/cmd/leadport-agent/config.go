@@ -7,6 +7,11 @@ import (
 	"github.com/leadport/leadport-agent/agent/config"
 )
 
+// defaultConfigPath is where the packages install the configuration: run
+// (as root), status, doctor and install all look there when not told
+// otherwise.
+const defaultConfigPath = "/etc/leadport-agent/agent.yaml"
+
 func configCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) != 2 || args[0] != "check" {
 		return errUsage

@@ -64,12 +64,8 @@ const (
 	doctorCertWarn = 30 * 24 * time.Hour
 )
 
-// doctorDefaultConfig is where a packaged install keeps its configuration;
-// a variable so tests never read the host's own file.
-var doctorDefaultConfig = "/etc/leadport-agent/agent.yaml"
-
 // doctorServiceUser is the account the packaged service runs as, when it exists.
-const doctorServiceUser = "leadport-agent" // as the packaged service creates it
+const doctorServiceUser = config.ServiceUser
 
 // doctorExampleKeys are the illustration keys of packaging/leadport-agent.example.yaml:
 // their private halves were thrown away, so a config that still carries them
@@ -116,7 +112,7 @@ func (e doctorFailed) Error() string {
 func doctorCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration file (default: $LEADPORT_CONFIG, else "+doctorDefaultConfig+" when it exists, else built-in defaults)")
+	path := fs.String("config", "", "configuration file (default: $LEADPORT_CONFIG, else "+defaultConfigPath+" when it exists, else built-in defaults)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -124,7 +120,7 @@ func doctorCmd(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 0 {
 		return errUsage
 	}
-	file, source := doctorConfigFile(*path, config.DefaultPath(), doctorDefaultConfig)
+	file, source := doctorConfigFile(*path, config.DefaultPath(), defaultConfigPath)
 
 	d := newDoctor()
 	v := agent.Version()
@@ -366,7 +362,7 @@ func (d *doctor) checkConfig(file, source string) (doctorCheck, *config.Config) 
 		cfg := config.Default()
 		r.Status = doctorWarn
 		r.Found = fmt.Sprintf("no configuration file: built-in defaults (data_dir %s)", cfg.DataDir)
-		r.Fix = fmt.Sprintf("copy packaging/leadport-agent.example.yaml to %s and edit it, or pass --config FILE", doctorDefaultConfig)
+		r.Fix = fmt.Sprintf("copy packaging/leadport-agent.example.yaml to %s and edit it, or pass --config FILE", defaultConfigPath)
 		return r, cfg
 	}
 	cfg, err := config.Load(file)
@@ -395,7 +391,7 @@ func (d *doctor) checkConfig(file, source string) (doctorCheck, *config.Config) 
 	case errors.Is(err, fs.ErrNotExist) && source == doctorFromEnv:
 		r.Fix = "$LEADPORT_CONFIG names a missing file: correct it or unset it"
 	case errors.Is(err, fs.ErrNotExist):
-		r.Fix = "check the path (the packaged place is " + doctorDefaultConfig + ")"
+		r.Fix = "check the path (the packaged place is " + defaultConfigPath + ")"
 	case errors.Is(err, fs.ErrPermission):
 		r.Fix = "run doctor as root or as the agent's user, or make the file readable by it"
 	default:

@@ -5,8 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -22,6 +20,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/leadport/leadport-agent/agent"
 	"github.com/leadport/leadport-agent/agent/config"
 	lpcommand "github.com/leadport/leadport-agent/sync/command"
 )
@@ -197,23 +196,10 @@ func (b *brokerFlags) connect() (mqtt.Client, error) {
 		opts.SetPassword(strings.TrimRight(string(p), "\r\n"))
 	}
 	if b.ca != "" || b.cert != "" {
-		conf := &tls.Config{MinVersion: tls.VersionTLS12}
-		if b.ca != "" {
-			pem, err := os.ReadFile(b.ca)
-			if err != nil {
-				return nil, err
-			}
-			conf.RootCAs = x509.NewCertPool()
-			if !conf.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("%s: no PEM certificate", b.ca)
-			}
-		}
-		if b.cert != "" {
-			c, err := tls.LoadX509KeyPair(b.cert, b.key)
-			if err != nil {
-				return nil, err
-			}
-			conf.Certificates = []tls.Certificate{c}
+		// The same TLS the agent makes from mqtt.tls.
+		conf, err := agent.MQTTTLS(config.MQTT{TLS: config.MQTTTLS{CAFile: b.ca, CertFile: b.cert, KeyFile: b.key}})
+		if err != nil {
+			return nil, err
 		}
 		opts.SetTLSConfig(conf)
 	}

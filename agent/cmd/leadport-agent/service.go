@@ -37,10 +37,10 @@ import (
 
 const (
 	svcName         = "leadport-agent"
-	svcUser         = "leadport-agent" // user and group the Linux service runs as
+	svcUser         = config.ServiceUser // user and group the Linux service runs as
 	svcDesc         = "Leadport edge agent (SIP policy, usage metering, sync)"
 	svcPackagedBin  = "/usr/bin/leadport-agent"
-	svcPackagedConf = "/etc/leadport-agent/agent.yaml"
+	svcPackagedConf = defaultConfigPath
 	svcStateDir     = "/var/lib/leadport-agent" // StateDirectory= of the unit
 	svcRuntimeDir   = "/run/leadport-agent"     // RuntimeDirectory= of the unit
 

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leadport/leadport-agent/agent/api"
 	"github.com/leadport/leadport-agent/agent/config"
 )
 
@@ -26,15 +27,12 @@ type apiClient struct {
 }
 
 func newAPIClient(fs *flag.FlagSet) func() (*apiClient, error) {
-	path := fs.String("config", config.DefaultPath(), "configuration file, for api.socket (env LEADPORT_CONFIG)")
+	path := fs.String("config", "", "configuration file, for api.socket (default: $LEADPORT_CONFIG, else "+defaultConfigPath+" when it exists)")
 	socket := fs.String("socket", "", "the agent's API socket; default: api.socket of the configuration")
 	return func() (*apiClient, error) {
 		sock := *socket
 		if sock == "" {
-			p := *path
-			if p == "" && fileExists(defaultConfigPath) {
-				p = defaultConfigPath
-			}
+			p, _ := doctorConfigFile(*path, config.DefaultPath(), defaultConfigPath)
 			cfg, err := config.Load(p)
 			if err != nil {
 				return nil, err
@@ -49,9 +47,6 @@ func newAPIClient(fs *flag.FlagSet) func() (*apiClient, error) {
 		}}}, nil
 	}
 }
-
-// defaultConfigPath is where the packages install the configuration.
-const defaultConfigPath = "/etc/leadport-agent/agent.yaml"
 
 func (c *apiClient) do(method, path string, body any, out any) (int, error) {
 	var rd io.Reader
@@ -254,15 +249,7 @@ func consentCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("consent add", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	client := newAPIClient(fs)
-	var req struct {
-		Subject    string `json:"subject"`
-		Purpose    string `json:"purpose"`
-		State      string `json:"state,omitempty"`
-		Method     string `json:"method"`
-		CapturedAt string `json:"captured_at,omitempty"`
-		Evidence   string `json:"evidence,omitempty"`
-		Line       string `json:"line,omitempty"`
-	}
+	var req api.ConsentRequest
 	fs.StringVar(&req.Subject, "subject", "", "the person's phone number; required")
 	fs.StringVar(&req.Purpose, "purpose", "", "what the consent is for, e.g. sales-calls; required")
 	fs.StringVar(&req.State, "state", "granted", "granted or withdrawn")
