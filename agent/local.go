@@ -34,7 +34,10 @@ func (r *recentViolations) add(v rules.Violation) {
 	defer r.mu.Unlock()
 	r.buf = append(r.buf, api.Violation{At: v.At.UTC(), Rule: v.Rule, Line: v.Line, Action: v.Action,
 		CallID: v.CallID, Evidence: v.Evidence, Numbers: numbers})
-	if len(r.buf) > r.max {
+	// Trimmed to the newest max once it holds twice as many: one copy per
+	// max violations, not one per violation (a refused dialer makes one
+	// per attempt).
+	if len(r.buf) >= 2*r.max {
 		r.buf = append(r.buf[:0], r.buf[len(r.buf)-r.max:]...)
 	}
 }
@@ -45,6 +48,7 @@ func (r *recentViolations) last(n int) []api.Violation {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	n = min(n, r.max)
 	out := make([]api.Violation, 0, min(n, len(r.buf)))
 	for i := len(r.buf) - 1; i >= 0 && len(out) < n; i-- {
 		out = append(out, r.buf[i])

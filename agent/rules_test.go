@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/leadport/leadport-agent/detect"
 	"github.com/leadport/leadport-agent/detect/dialog"
 	"github.com/leadport/leadport-agent/detect/policy"
+	"github.com/leadport/leadport-agent/detect/rules"
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/storetest"
 )
@@ -200,5 +202,23 @@ func TestStaleCallsMeteredAtShutdown(t *testing.T) {
 	}
 	if left, _ := db.CallsInProgress(); left != nil {
 		t.Errorf("snapshot kept after it was metered")
+	}
+}
+
+// TestRecentViolations: the newest 200, newest first, numbers masked.
+func TestRecentViolations(t *testing.T) {
+	r := &recentViolations{max: 200}
+	for i := 0; i < 450; i++ {
+		r.add(rules.Violation{Rule: fmt.Sprint(i), Numbers: []string{"+12125550100"}})
+	}
+	got := r.last(1000)
+	if len(got) != 200 || got[0].Rule != "449" || got[199].Rule != "250" {
+		t.Fatalf("last(1000): %d, first %q, last %q; want the 200 newest, newest first", len(got), got[0].Rule, got[len(got)-1].Rule)
+	}
+	if got[0].Numbers[0] != "+1212***0100" {
+		t.Errorf("number %q, want it masked", got[0].Numbers[0])
+	}
+	if n := len(r.last(3)); n != 3 {
+		t.Errorf("last(3) gave %d", n)
 	}
 }

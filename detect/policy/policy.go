@@ -34,7 +34,8 @@ const (
 	RuleError = "agent.rule_error"
 )
 
-// Rules lists every rule id, in the order the rules run.
+// Rules lists every rule id. (The engine's order of precedence is in
+// docs/rules.md.)
 var Rules = []string{
 	ForwardingRedirect, ForwardingDiversion, ForwardingRefer, ForwardingFeatureCode,
 	ForwardingBridge, TrunkingRegistrations, Pacing, TrunkingConcurrent,

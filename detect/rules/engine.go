@@ -190,6 +190,10 @@ type decision struct {
 	// toward the line's history, so a dialer hammering a blocked line does
 	// not extend its own block.
 	cooling bool
+	// att is the attempt the pacing rule measured, which begin then
+	// records (hasAtt: it did).
+	att    attempt
+	hasAtt bool
 }
 
 func (d *decision) add(t trip) { d.trips = append(d.trips, t) }
@@ -389,7 +393,12 @@ func (e *Engine) begin(d *decision, ls *lineState) {
 		}
 	}
 	if ev.Direction == detect.Outbound && !d.cooling {
-		ls.noteAttempt(callID(ev.Request), ev.At, ev.Remote)
+		a := d.att
+		if !d.hasAtt {
+			a = ls.candidate(ev.At, ev.Remote)
+		}
+		a.id = callID(ev.Request)
+		ls.noteAttempt(a)
 	}
 	if blocked {
 		return

@@ -28,6 +28,7 @@ func (e *Engine) pacing(d *decision, ls *lineState) {
 		return
 	}
 	a := ls.candidate(at, d.ev.Remote)
+	d.att, d.hasAtt = a, true
 	ev, numbers := e.pacingSignal(d, ls, &a)
 	if ev == nil {
 		return

@@ -79,12 +79,11 @@ func (ls *lineState) candidate(at time.Time, callee string) attempt {
 	return a
 }
 
-func (ls *lineState) noteAttempt(id string, at time.Time, callee string) {
-	a := ls.candidate(at, callee)
-	a.id = id
+// noteAttempt adds a (a candidate) to the history.
+func (ls *lineState) noteAttempt(a attempt) {
 	ls.hist[ls.nHist%policy.MaxHistory] = a
 	ls.nHist++
-	m := at.Unix() / 60
+	m := a.at.Unix() / 60
 	b := &ls.hour[m%60]
 	if b.minute != m {
 		b.minute, b.n = m, 0
