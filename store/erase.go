@@ -235,8 +235,8 @@ func (s *Store) EraseAll() (EraseAllResult, error) {
 			s.keyMu.Lock()
 			clear(s.cache)
 			clear(s.fresh)
-			s.keyMu.Unlock()
 			s.keyFilter = nil // the next merge builds it afresh
+			s.keyMu.Unlock()
 			return tx.Bucket(bucketMeta).Put(metaCompactPending, []byte{1})
 		})
 	})

@@ -1,10 +1,12 @@
 package store_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/leadport/leadport-agent/store"
@@ -212,5 +214,63 @@ func TestAckChecksID(t *testing.T) {
 	}
 	if got := len(pending(t, db, store.TypeUsage)); got != 1 {
 		t.Errorf("pending after forged ack = %d, want 1", got)
+	}
+}
+
+// Appenders seal with keys they make themselves for subjects the store has
+// never seen, so several appenders of one new subject race to make its key.
+// Whichever keys win, every record opens, each subject's records are all
+// found, and an erase leaves no trace of the subject (cleanup scans).
+func TestConcurrentAppendersOfNewSubjects(t *testing.T) {
+	db := storetest.Open(t)
+	subjects := make([]string, 12)
+	for i := range subjects {
+		subjects[i] = fmt.Sprintf("+1555777%04d", i)
+	}
+	const appenders, each = 16, 150
+	want := map[string]int{}
+	var wg sync.WaitGroup
+	errs := make(chan error, appenders)
+	for g := range appenders {
+		for i := range each {
+			want[subjects[(g+i)%len(subjects)]]++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := db.Append(context.Background(), usage(subjects[(g+i)%len(subjects)])); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("append: %v", err)
+	}
+	for _, r := range pending(t, db, store.TypeUsage) {
+		p, err := r.Decode()
+		if err != nil {
+			t.Fatalf("record %s: %v", r.ID, err)
+		}
+		if u := p.(*store.Usage); want[u.Remote] == 0 {
+			t.Fatalf("record %s opened to remote %q, not one of the subjects", r.ID, u.Remote)
+		}
+	}
+	for _, s := range subjects[:3] {
+		exp, err := db.Export(s)
+		if err != nil || len(exp) != want[s] {
+			t.Fatalf("export %s = %d records, %v; want %d", s, len(exp), err, want[s])
+		}
+	}
+	res, err := db.EraseSubject(subjects[0])
+	if err != nil || res.UsageRedacted != want[subjects[0]] || !res.KeyDestroyed {
+		t.Fatalf("erase = %+v, %v; want %d usage records redacted and the key destroyed", res, err, want[subjects[0]])
+	}
+	if exp, err := db.Export(subjects[1]); err != nil || len(exp) != want[subjects[1]] {
+		t.Errorf("export of another subject after the erase = %d records, %v; want %d", len(exp), err, want[subjects[1]])
 	}
 }

@@ -58,6 +58,42 @@ func (s *Store) cachedKey(ref subjectRef) *dataKey {
 	return s.cache[ref]
 }
 
+// appenderKey returns the subject's data key for an appender to seal with
+// outside the committer: from memory, or made here when the key filter says
+// the key bucket cannot hold one (most parties of a call centre are new).
+// It returns nil when only a key bucket search can tell; the committer
+// then looks the key up in its transaction.
+func (s *Store) appenderKey(ref subjectRef) (*dataKey, error) {
+	s.keyMu.Lock()
+	dk := s.fresh[ref]
+	if dk == nil {
+		dk = s.cache[ref]
+	}
+	unknown := dk == nil && s.keyFilter != nil && !s.keyFilter.mayHave(ref)
+	s.keyMu.Unlock()
+	if !unknown {
+		return dk, nil
+	}
+	// Made without the lock: random bytes and a seal are most of an
+	// append's cost, and appenders should spend it on every core.
+	k, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	w, err := s.keys.wrapDataKey(ref, k)
+	if err != nil {
+		return nil, err
+	}
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	if dk := s.fresh[ref]; dk != nil {
+		return dk, nil // another appender of the same subject was first
+	}
+	dk = &dataKey{key: k, wrapped: w}
+	s.fresh[ref] = dk
+	return dk, nil
+}
+
 // dataKeyLocked returns the subject's data key from memory or the key
 // bucket, or makes one, kept in fresh until the next merge writes it to the
 // key bucket. It runs in the committer's write transaction. Should an
@@ -68,7 +104,10 @@ func (s *Store) dataKeyLocked(tx *bolt.Tx, ref subjectRef) (*dataKey, error) {
 	if dk := s.cachedKey(ref); dk != nil {
 		return dk, nil
 	}
-	if s.keyFilter != nil && !s.keyFilter.mayHave(ref) {
+	s.keyMu.Lock()
+	absent := s.keyFilter != nil && !s.keyFilter.mayHave(ref)
+	s.keyMu.Unlock()
+	if absent {
 		// Certainly not in the key bucket: skip the search.
 	} else if w := tx.Bucket(bucketKeys).Get(ref[:]); w != nil {
 		k, err := s.keys.unwrapDataKey(ref, w)
@@ -176,20 +215,35 @@ func (s *Store) mergeIndexLocked(tx *bolt.Tx) error {
 		refs = append(refs, r)
 	}
 	slices.SortFunc(refs, func(a, b subjectRef) int { return bytes.Compare(a[:], b[:]) })
+	// Only write transactions change the filter, so this one reads it
+	// without keyMu.
+	known := s.keyFilter
 	for _, r := range refs {
-		if kb.Get(r[:]) == nil {
-			if err := kb.Put(r[:], keys[r]); err != nil {
-				return err
+		if known == nil || known.mayHave(r) {
+			if kb.Get(r[:]) != nil {
+				continue // an earlier merge filed this subject's key
 			}
 		}
+		if err := kb.Put(r[:], keys[r]); err != nil {
+			return err
+		}
 	}
-	if s.keyFilter == nil || s.keyFilter.full() {
-		s.keyFilter = buildKeyFilter(kb)
+	var rebuilt *keyFilter
+	s.keyMu.Lock()
+	stale := s.keyFilter == nil || s.keyFilter.full()
+	s.keyMu.Unlock()
+	if stale {
+		rebuilt = buildKeyFilter(kb) // outside keyMu: it reads the whole bucket
+	}
+	s.keyMu.Lock()
+	if rebuilt != nil {
+		s.keyFilter = rebuilt
 	} else {
 		for _, r := range refs {
 			s.keyFilter.add(r)
 		}
 	}
+	s.keyMu.Unlock()
 	return nil
 }
 

@@ -94,24 +94,28 @@ type Store struct {
 
 	appendCh  chan *appendReq
 	appending atomic.Int64  // callers inside Append; see gather
-	commits   atomic.Uint64 // group commits done
-	committed atomic.Uint64 // records they carried
-	stop      chan struct{}
-	done      chan struct{}
-	stopOnce  sync.Once
+	left      chan struct{} // an appender returned; see gather
+	// gatherWant is the batch a gathering committer waits to see
+	// appending fall to; -1 when it is not waiting.
+	gatherWant atomic.Int64
+	commits    atomic.Uint64 // group commits done
+	committed  atomic.Uint64 // records they carried
+	stop       chan struct{}
+	done       chan struct{}
+	stopOnce   sync.Once
 
-	// keyMu guards cache and fresh, unwrapped data keys. fresh holds the
-	// keys made since the last index merge, which live only in their
-	// records' parts until the merge copies them to the key bucket; cache
-	// holds keys read from the key bucket. Only write transactions fill
-	// them. unmerged counts records written since the last merge.
+	// keyMu guards cache and fresh, unwrapped data keys, and keyFilter.
+	// fresh holds the keys made since the last index merge (by appenders
+	// for subjects the filter rules out, else in write transactions),
+	// which live only in their records' parts until the merge copies them
+	// to the key bucket; cache holds keys read from the key bucket.
+	// unmerged counts records written since the last merge.
 	keyMu    sync.Mutex
 	cache    map[subjectRef]*dataKey
 	fresh    map[subjectRef]*dataKey
 	unmerged atomic.Int64
-	// keyFilter spares the committer a key bucket search for subjects it
-	// has never seen; nil until the first merge builds it. Only write
-	// transactions touch it.
+	// keyFilter spares a key bucket search for subjects never seen; nil
+	// until the first merge builds it. Only write transactions change it.
 	keyFilter *keyFilter
 	// mlog is what the next index merge must file, gathered by the
 	// commits since the last merge, so that the merge need not read and
@@ -148,6 +152,7 @@ func Open(opts Options) (*Store, error) {
 		cache:    make(map[subjectRef]*dataKey),
 		fresh:    make(map[subjectRef]*dataKey),
 		appendCh: make(chan *appendReq, 1024),
+		left:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		boltOpt: &bolt.Options{
@@ -176,6 +181,7 @@ func Open(opts Options) (*Store, error) {
 		s.db.Close()
 		return nil, err
 	}
+	s.gatherWant.Store(-1)
 	go s.committer()
 	return s, nil
 }
