@@ -31,18 +31,26 @@ const rawValueSize = 300
 
 var benchSubjects = 10_000_000
 
+// benchDir is a directory for one benchmark's files: LEADPORT_BENCH_DIR
+// (e.g. /dev/shm, to take the disk out and see the CPU cost alone) or the
+// test's temporary directory.
+func benchDir(b *testing.B) string {
+	b.Helper()
+	d := os.Getenv("LEADPORT_BENCH_DIR")
+	if d == "" {
+		return b.TempDir()
+	}
+	dir, err := os.MkdirTemp(d, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func openBench(b *testing.B) *store.Store {
 	b.Helper()
-	dir := b.TempDir()
-	if d := os.Getenv("LEADPORT_BENCH_DIR"); d != "" {
-		// e.g. /dev/shm, to take the disk out and see the CPU cost alone.
-		var err error
-		if dir, err = os.MkdirTemp(d, "bench"); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { os.RemoveAll(dir) })
-	}
-	s, err := store.Open(store.Options{Dir: dir, DefaultCountry: "1", MaxSize: 4 << 30, Logger: slog.New(slog.DiscardHandler)})
+	s, err := store.Open(store.Options{Dir: benchDir(b), DefaultCountry: "1", MaxSize: 4 << 30, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -57,28 +65,49 @@ func BenchmarkAppend(b *testing.B) {
 	for _, appenders := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("appenders=%d", appenders), func(b *testing.B) {
 			s := openBench(b)
-			var wg sync.WaitGroup
-			start := time.Now()
-			b.ResetTimer()
-			for g := range appenders {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := g; i < b.N; i += appenders {
-						if _, err := s.Append(context.Background(), benchUsage(i)); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+			appendConcurrently(b, appenders, func(i int) error {
+				_, err := s.Append(context.Background(), benchUsage(i))
+				return err
+			})
 			if st, err := s.Stats(); err == nil && st.Commits > 0 {
 				b.ReportMetric(float64(st.Committed)/float64(st.Commits), "records/commit")
 			}
 		})
 	}
+}
+
+// openRawBolt opens a bare bbolt file where openBench would put the store.
+func openRawBolt(b *testing.B) *bolt.DB {
+	b.Helper()
+	db, err := bolt.Open(filepath.Join(benchDir(b), "raw.db"), 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+// appendConcurrently runs b.N calls of write(i) spread over appenders
+// goroutines, each waiting for its call to return before the next, and
+// reports the records per second.
+func appendConcurrently(b *testing.B, appenders int, write func(i int) error) {
+	var wg sync.WaitGroup
+	start := time.Now()
+	b.ResetTimer()
+	for g := range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < b.N; i += appenders {
+				if err := write(i); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
 }
 
 // BenchmarkRawBolt is the floor to compare BenchmarkAppend with: bare bbolt
@@ -87,16 +116,7 @@ func BenchmarkAppend(b *testing.B) {
 func BenchmarkRawBolt(b *testing.B) {
 	for _, batch := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			dir := b.TempDir()
-			if d := os.Getenv("LEADPORT_BENCH_DIR"); d != "" {
-				dir, _ = os.MkdirTemp(d, "raw")
-				defer os.RemoveAll(dir)
-			}
-			db, err := bolt.Open(filepath.Join(dir, "raw.db"), 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
+			db := openRawBolt(b)
 			val := make([]byte, rawValueSize)
 			start := time.Now()
 			b.ResetTimer()
@@ -132,16 +152,7 @@ func BenchmarkRawBolt(b *testing.B) {
 func BenchmarkRawBoltGroup(b *testing.B) {
 	for _, appenders := range []int{8, 64} {
 		b.Run(fmt.Sprintf("appenders=%d", appenders), func(b *testing.B) {
-			dir := b.TempDir()
-			if d := os.Getenv("LEADPORT_BENCH_DIR"); d != "" {
-				dir, _ = os.MkdirTemp(d, "raw")
-				defer os.RemoveAll(dir)
-			}
-			db, err := bolt.Open(filepath.Join(dir, "raw.db"), 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
+			db := openRawBolt(b)
 			db.MaxBatchSize = appenders
 			if err := db.Update(func(tx *bolt.Tx) error {
 				_, err := tx.CreateBucket([]byte("outbox"))
@@ -149,29 +160,14 @@ func BenchmarkRawBoltGroup(b *testing.B) {
 			}); err != nil {
 				b.Fatal(err)
 			}
-			var wg sync.WaitGroup
-			start := time.Now()
-			b.ResetTimer()
-			for g := range appenders {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					val := make([]byte, rawValueSize)
-					for i := g; i < b.N; i += appenders {
-						err := db.Batch(func(tx *bolt.Tx) error {
-							bk := tx.Bucket([]byte("outbox"))
-							seq, _ := bk.NextSequence()
-							return bk.Put(binary.BigEndian.AppendUint64(nil, seq), val)
-						})
-						if err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+			val := make([]byte, rawValueSize)
+			appendConcurrently(b, appenders, func(int) error {
+				return db.Batch(func(tx *bolt.Tx) error {
+					bk := tx.Bucket([]byte("outbox"))
+					seq, _ := bk.NextSequence()
+					return bk.Put(binary.BigEndian.AppendUint64(nil, seq), val)
+				})
+			})
 		})
 	}
 }

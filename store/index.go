@@ -76,6 +76,13 @@ func (s *Store) appenderKey(ref subjectRef) (*dataKey, error) {
 	}
 	// Made without the lock: random bytes and a seal are most of an
 	// append's cost, and appenders should spend it on every core.
+	return s.newFreshKey(ref)
+}
+
+// newFreshKey makes and wraps a data key for the subject and keeps it in
+// fresh until the next merge, unless another goroutine kept one for the
+// subject meanwhile: then that one is returned.
+func (s *Store) newFreshKey(ref subjectRef) (*dataKey, error) {
 	k, err := newKey()
 	if err != nil {
 		return nil, err
@@ -87,9 +94,9 @@ func (s *Store) appenderKey(ref subjectRef) (*dataKey, error) {
 	s.keyMu.Lock()
 	defer s.keyMu.Unlock()
 	if dk := s.fresh[ref]; dk != nil {
-		return dk, nil // another appender of the same subject was first
+		return dk, nil
 	}
-	dk = &dataKey{key: k, wrapped: w}
+	dk := &dataKey{key: k, wrapped: w}
 	s.fresh[ref] = dk
 	return dk, nil
 }
@@ -123,19 +130,7 @@ func (s *Store) dataKeyLocked(tx *bolt.Tx, ref subjectRef) (*dataKey, error) {
 		s.keyMu.Unlock()
 		return dk, nil
 	}
-	k, err := newKey()
-	if err != nil {
-		return nil, err
-	}
-	w, err := s.keys.wrapDataKey(ref, k)
-	if err != nil {
-		return nil, err
-	}
-	dk := &dataKey{key: k, wrapped: w}
-	s.keyMu.Lock()
-	s.fresh[ref] = dk
-	s.keyMu.Unlock()
-	return dk, nil
+	return s.newFreshKey(ref)
 }
 
 // forgetKey drops a subject's key from memory after its erase.
