@@ -167,8 +167,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		a.log.Info("agent stopping", "reason", context.Cause(ctx))
 		if proxy != nil {
-			<-errc
-			a.saveCalls()
+			<-errc // the sink then checkpoints the calls still up
 		}
 		<-syncDone
 		return nil

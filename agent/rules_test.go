@@ -165,16 +165,15 @@ func TestApplyPolicy(t *testing.T) {
 	}
 }
 
-// TestStaleCallsMeteredAtShutdown: calls kept by a shutdown long ago are
-// not resumed (their BYEs are long gone) but metered as ended then.
+// TestStaleCallsMeteredAtShutdown: calls checkpointed long ago are not
+// resumed (their BYEs are long gone) but metered as ended then, and the
+// record that meters a call takes it out of the checkpoint.
 func TestStaleCallsMeteredAtShutdown(t *testing.T) {
 	db := storetest.Open(t)
 	stopped := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
-	doc, _ := json.Marshal(savedCalls{At: stopped, Calls: []dialog.Saved{
-		{CallID: "up", Line: "+15551230001", Direction: detect.Outbound, State: dialog.Confirmed,
-			StartedAt: stopped.Add(-2 * time.Minute), AnsweredAt: stopped.Add(-100 * time.Second)},
-	}})
-	if err := db.SaveCallsInProgress(doc); err != nil {
+	doc, _ := json.Marshal(dialog.Saved{CallID: "up", Line: "+15551230001", Direction: detect.Outbound, State: dialog.Confirmed,
+		StartedAt: stopped.Add(-2 * time.Minute), AnsweredAt: stopped.Add(-100 * time.Second)})
+	if err := db.SaveCallsInProgress(stopped, map[string][]byte{"up": doc}); err != nil {
 		t.Fatal(err)
 	}
 	a := rulesAgent(t, db.Store)
@@ -197,11 +196,11 @@ func TestStaleCallsMeteredAtShutdown(t *testing.T) {
 	}
 	p, _ := recs[0].Decode()
 	u := p.(*store.Usage)
-	if !u.EndedAt.Equal(stopped) || u.DurationS != 100 || u.Disposition != "answered" {
-		t.Errorf("usage %+v; want answered, ended at the shutdown, 100 s", u)
+	if !u.EndedAt.Equal(stopped) || u.DurationS != 100 || u.Disposition != "answered" || u.CallID != "up" {
+		t.Errorf("usage %+v; want call up, answered, ended at the checkpoint, 100 s", u)
 	}
-	if left, _ := db.CallsInProgress(); left != nil {
-		t.Errorf("snapshot kept after it was metered")
+	if cp, err := db.CallsInProgress(); err != nil || len(cp.Calls) != 0 {
+		t.Errorf("checkpoint after the call was metered: %v, %v; want no calls", cp.Calls, err)
 	}
 }
 

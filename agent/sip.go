@@ -63,6 +63,8 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 	})
 	a.tracker = tracker
 	a.resumeCalls(sink)
+	cp := &callCheckpoint{store: a.store, tracker: tracker, log: a.log}
+	sink.setCheckpoint(cp.save)
 	return sipproxy.New(sipproxy.Options{
 		Listen:         endpoints(s.Listen),
 		UpstreamListen: endpoints(s.UpstreamListen),
@@ -230,72 +232,4 @@ func sameLines(a, b []string) bool {
 		}
 	}
 	return true
-}
-
-// savedCalls is what a clean shutdown keeps of the calls in progress.
-type savedCalls struct {
-	At    time.Time      `json:"at"`
-	Calls []dialog.Saved `json:"calls"`
-}
-
-// resumeAfter is how long after a shutdown its calls are taken back: a
-// restart (the unit restarts the agent after 1 s) is well inside it, and
-// the UAs retransmit a BYE that came meanwhile for 32 s. After a longer
-// stop the calls are metered as ended at the shutdown, rather than
-// running on until the longest call expires them.
-const resumeAfter = 30 * time.Second
-
-// saveCalls keeps the calls in progress at a clean shutdown.
-func (a *Agent) saveCalls() {
-	if a.tracker == nil {
-		return
-	}
-	calls := a.tracker.Snapshot()
-	if len(calls) == 0 {
-		return
-	}
-	doc, err := json.Marshal(savedCalls{At: time.Now().UTC(), Calls: calls})
-	if err == nil {
-		err = a.store.SaveCallsInProgress(doc)
-	}
-	if err != nil {
-		a.log.Error("calls in progress not kept; they will not be metered", "calls", len(calls), "err", err)
-		return
-	}
-	a.log.Info("calls in progress kept for the next start", "calls", len(calls))
-}
-
-// resumeCalls takes back the calls a clean shutdown kept: their BYEs come
-// to the restarted agent. Kept too long ago, they are metered as ended at
-// the shutdown.
-func (a *Agent) resumeCalls(sink *recordSink) {
-	doc, err := a.store.CallsInProgress()
-	if err != nil || doc == nil {
-		if err != nil {
-			a.log.Error("calls in progress not read", "err", err)
-		}
-		return
-	}
-	var saved savedCalls
-	if err := json.Unmarshal(doc, &saved); err != nil {
-		a.log.Error("calls in progress not read", "err", err)
-	} else if time.Since(saved.At) <= resumeAfter {
-		for _, c := range a.tracker.Restore(saved.Calls) {
-			a.rules.CallResumed(c)
-		}
-		a.log.Info("calls in progress resumed", "calls", len(saved.Calls), "stopped_for", time.Since(saved.At).Round(time.Millisecond))
-	} else {
-		for _, s := range saved.Calls {
-			c := dialog.Call{CallID: s.CallID, Line: s.Line, Direction: s.Direction, StartedAt: s.StartedAt,
-				AnsweredAt: s.AnsweredAt, EndedAt: saved.At, Expired: true, Disposition: dialog.Answered}
-			if s.AnsweredAt.IsZero() {
-				c.Disposition, c.FinalStatus = dialog.Failed, 408
-			}
-			sink.Put(usageOf(c))
-		}
-		a.log.Warn("calls in progress at a shutdown too long ago: metered as ended then", "calls", len(saved.Calls), "stopped_at", saved.At)
-	}
-	if err := a.store.SaveCallsInProgress(nil); err != nil {
-		a.log.Error("calls in progress not cleared", "err", err)
-	}
 }

@@ -29,6 +29,10 @@ type recordSink struct {
 	// onFlush, when set, is told that records were stored (the uploader
 	// looks at the outbox at once).
 	onFlush func()
+	// checkpoint, when set, writes the checkpoint of the calls in
+	// progress; run calls it between appends (see callCheckpoint), with
+	// final set at the end.
+	checkpoint func(final bool)
 
 	written atomic.Uint64
 	dropped atomic.Uint64
@@ -60,6 +64,22 @@ func (k *recordSink) Put(p store.Payload) {
 	}
 }
 
+// setCheckpoint sets the function that checkpoints the calls in progress.
+func (k *recordSink) setCheckpoint(fn func(final bool)) {
+	k.mu.Lock()
+	k.checkpoint = fn
+	k.mu.Unlock()
+}
+
+func (k *recordSink) saveCheckpoint(final bool) {
+	k.mu.Lock()
+	fn := k.checkpoint
+	k.mu.Unlock()
+	if fn != nil {
+		fn(final)
+	}
+}
+
 // gatherFor is how long the writer lets records gather after the first
 // one: a busy PBX ends calls every few milliseconds, and one commit (one
 // fsync) per 100 ms instead of one per call keeps the disk and the CPU
@@ -72,11 +92,16 @@ func (k *recordSink) run(ctx context.Context) {
 	defer close(k.done)
 	gather := time.NewTimer(time.Hour)
 	gather.Stop()
+	tick := time.NewTicker(checkpointEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			k.flush()
+			k.saveCheckpoint(true)
 			return
+		case <-tick.C:
+			k.saveCheckpoint(false)
 		case <-k.wake:
 			if k.queued() >= 256 {
 				k.flush()
@@ -146,6 +171,7 @@ func (k *recordSink) queued() int {
 // usageOf turns an ended call into its usage record.
 func usageOf(c dialog.Call) *store.Usage {
 	return &store.Usage{
+		CallID:      c.CallID,
 		Line:        c.Line,
 		Direction:   c.Direction.String(),
 		Remote:      c.Remote,

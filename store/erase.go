@@ -200,7 +200,8 @@ type EraseAllResult struct {
 // EraseAll deletes every record and data key, then rewrites the file
 // (decommissioning). It keeps what holds nothing personal and guards the
 // device: meta (device id, schema), the command ledger, so old commands stay
-// refused as replays, and the policy in force.
+// refused as replays, the policy in force, and the calls in progress (lines
+// and times), which are metered when they end.
 func (s *Store) EraseAll() (EraseAllResult, error) {
 	var res EraseAllResult
 	err := s.locked(func() error {
@@ -215,7 +216,7 @@ func (s *Store) EraseAll() (EraseAllResult, error) {
 				Keys:      countKeys(tx.Bucket(bucketKeys)),
 			}
 			for _, name := range allBuckets() {
-				if bytes.Equal(name, bucketMeta) || bytes.Equal(name, bucketLedger) || bytes.Equal(name, bucketPolicy) {
+				if bytes.Equal(name, bucketMeta) || bytes.Equal(name, bucketLedger) || bytes.Equal(name, bucketPolicy) || bytes.Equal(name, bucketCalls) {
 					continue
 				}
 				// Sequences go on from where they were, so a reader

@@ -46,3 +46,17 @@ func CompactPendingForTest(t testing.TB, path string) bool {
 // WithCrashPoint makes the store call fn at the named points of an erase,
 // where crash tests stop the process (like bbolt's gofail points).
 func WithCrashPoint(o *Options, fn func(name string)) { o.crashPoint = fn }
+
+// SetLegacyCallsForTest writes the calls document an agent from before the
+// checkpoint kept at a clean stop, into a closed store file.
+func SetLegacyCallsForTest(t testing.TB, path string, doc []byte) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPolicy).Put(legacyCalls, doc) }); err != nil {
+		t.Fatal(err)
+	}
+}

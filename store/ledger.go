@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -155,18 +156,57 @@ func (s *Store) PolicyUsage() ([]byte, error) {
 	return doc, nil
 }
 
-var callsInProgress = []byte("calls")
+// legacyCalls is where agents before the checkpoint kept the calls in
+// progress at a clean shutdown, as one document.
+var legacyCalls = []byte("calls")
 
-// SaveCallsInProgress keeps the calls in progress at a clean shutdown, so
-// that the agent that starts next meters them when they end. They hold
-// lines and times, no personal data. nil clears them.
-func (s *Store) SaveCallsInProgress(doc []byte) error {
+// CallsCheckpoint is the agent's latest record of its calls in progress.
+type CallsCheckpoint struct {
+	At    time.Time         // when it was taken; zero if never
+	Calls map[string][]byte // the agent's document of each call, by Call-ID
+	// Legacy is the single document an older agent kept at its last clean
+	// shutdown, until the first SaveCallsInProgress drops it.
+	Legacy []byte
+}
+
+// SaveCallsInProgress replaces the checkpoint of the calls in progress, so
+// that the agent that starts next, after a clean stop or a crash, meters
+// them when they end. They hold lines and times, no personal data.
+//
+// A usage record naming a call (Usage.CallID) removes that call from the
+// checkpoint in the transaction that stores the record. The agent takes
+// each checkpoint before handing over the records of calls that end after
+// it, so no crash leaves a call both metered and in progress.
+func (s *Store) SaveCallsInProgress(at time.Time, calls map[string][]byte) error {
 	err := s.locked(func() error {
 		return s.update(func(tx *bolt.Tx) error {
-			if doc == nil {
-				return tx.Bucket(bucketPolicy).Delete(callsInProgress)
+			// Only what changed is written: a PBX with thousands of
+			// calls up changes a few of them a second.
+			b := tx.Bucket(bucketCalls)
+			var gone [][]byte
+			b.ForEach(func(k, _ []byte) error {
+				if _, ok := calls[string(k)]; !ok {
+					gone = append(gone, bytes.Clone(k))
+				}
+				return nil
+			})
+			for _, k := range gone {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
 			}
-			return tx.Bucket(bucketPolicy).Put(callsInProgress, doc)
+			for id, doc := range calls {
+				if id == "" || bytes.Equal(b.Get([]byte(id)), doc) {
+					continue
+				}
+				if err := b.Put([]byte(id), doc); err != nil {
+					return fmt.Errorf("call %q: %w", id, err)
+				}
+			}
+			if err := tx.Bucket(bucketPolicy).Delete(legacyCalls); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketMeta).Put(metaCallsAt, binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano())))
 		})
 	})
 	if err != nil {
@@ -175,19 +215,25 @@ func (s *Store) SaveCallsInProgress(doc []byte) error {
 	return nil
 }
 
-// CallsInProgress returns what SaveCallsInProgress kept, nil when nothing.
-func (s *Store) CallsInProgress() ([]byte, error) {
-	var doc []byte
+// CallsInProgress returns the latest checkpoint of the calls in progress.
+func (s *Store) CallsInProgress() (CallsCheckpoint, error) {
+	cp := CallsCheckpoint{Calls: map[string][]byte{}}
 	err := s.locked(func() error {
 		return s.view(func(tx *bolt.Tx) error {
-			if d := tx.Bucket(bucketPolicy).Get(callsInProgress); d != nil {
-				doc = append([]byte(nil), d...)
+			if v := tx.Bucket(bucketMeta).Get(metaCallsAt); len(v) == 8 {
+				cp.At = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
 			}
-			return nil
+			if d := tx.Bucket(bucketPolicy).Get(legacyCalls); d != nil {
+				cp.Legacy = bytes.Clone(d)
+			}
+			return tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
+				cp.Calls[string(k)] = bytes.Clone(v)
+				return nil
+			})
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: calls in progress: %w", err)
+		return CallsCheckpoint{}, fmt.Errorf("store: calls in progress: %w", err)
 	}
-	return doc, nil
+	return cp, nil
 }

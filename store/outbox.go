@@ -33,10 +33,13 @@ type appendReq struct {
 // pendingRec is a record encoded and sealed by its appender, ready to be
 // written but for its sequence, which only the committer can give.
 type pendingRec struct {
-	typ  Type
-	buf  []byte // the encoded record, sequence bytes of its id zero
-	id   [16]byte
-	size int // bytes it will take, for the size cap
+	typ Type
+	buf []byte // the encoded record, sequence bytes of its id zero
+	id  [16]byte
+	// callID is the call a usage record meters: storing the record ends
+	// the call's entry among the calls in progress.
+	callID string
+	size   int // bytes it will take, for the size cap
 	// parts are the subjects the record holds fields of, with their
 	// wrapped keys, for the index merge.
 	parts []partRef
@@ -122,6 +125,14 @@ func (s *Store) Append(ctx context.Context, ps ...Payload) ([]string, error) {
 // appender's goroutine, so appenders use every core and the committer only
 // numbers and writes: validation, JSON, subjects, keys and sealing.
 func (s *Store) prepare(now time.Time, p Payload) (pendingRec, error) {
+	r, err := s.sealRecord(now, p)
+	if u, ok := p.(*Usage); ok {
+		r.callID = u.CallID
+	}
+	return r, err
+}
+
+func (s *Store) sealRecord(now time.Time, p Payload) (pendingRec, error) {
 	pub, personal, err := p.split()
 	if err != nil {
 		return pendingRec{}, err
@@ -361,6 +372,13 @@ func (s *Store) putLocked(tx *bolt.Tx, req *appendReq, logged *[]mergeEntry) err
 				continue
 			}
 			*logged = append(*logged, mergeEntry{ref: p.ref, wrapped: p.wrapped, typ: r.typ, seq: seq})
+		}
+		if r.callID != "" {
+			// In this transaction, so that no crash leaves a call both
+			// metered and in progress (metered twice after a restart).
+			if err := tx.Bucket(bucketCalls).Delete([]byte(r.callID)); err != nil {
+				return err
+			}
 		}
 		setIDSeq(r.id[:], seq)
 		copy(r.buf[idOffset:idOffset+len(r.id)], r.id[:])

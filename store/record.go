@@ -95,6 +95,7 @@ type Usage struct {
 	Disposition string    `json:"disposition"`
 	FinalStatus int       `json:"final_status,omitempty"`
 	BlockedBy   string    `json:"blocked_by,omitempty"`
+	CallID      string    `json:"call_id,omitempty"` // the SIP Call-ID, to match the PBX's own records
 }
 
 // Consent is a data subject's consent (or its withdrawal) for a purpose.

@@ -45,11 +45,13 @@ var (
 	bucketKeys     = []byte("keys")     // ref -> wrapped data key
 	bucketLedger   = []byte("ledger")   // command id -> expiry (unix s)
 	bucketPolicy   = []byte("policy")
+	bucketCalls    = []byte("calls") // Call-ID -> the agent's document of a call in progress
 
 	metaSchema         = []byte("schema")
 	metaKeyCheck       = []byte("key_check")
 	metaDeviceID       = []byte("device_id")
 	metaCompactPending = []byte("compact_pending")
+	metaCallsAt        = []byte("calls_at")
 )
 
 func outboxBucket(t Type) []byte { return []byte("outbox." + t.String()) }
@@ -298,7 +300,7 @@ func (s *Store) init() error {
 }
 
 func allBuckets() [][]byte {
-	b := [][]byte{bucketMeta, bucketSubjects, bucketKeys, bucketLedger, bucketPolicy}
+	b := [][]byte{bucketMeta, bucketSubjects, bucketKeys, bucketLedger, bucketPolicy, bucketCalls}
 	for _, t := range Types {
 		b = append(b, outboxBucket(t))
 	}

@@ -515,3 +515,49 @@ func TestAppendRacingClose(t *testing.T) {
 		}
 	}
 }
+
+// The checkpoint of calls in progress: replaced whole by each save, kept
+// by erase-all, and a usage record naming a call removes the call from it
+// in the record's own commit. The document of an older agent is returned
+// until the first save.
+func TestCallsInProgress(t *testing.T) {
+	dir := t.TempDir()
+	db := storetest.OpenDir(t, dir)
+	if cp, err := db.CallsInProgress(); err != nil || !cp.At.IsZero() || len(cp.Calls) != 0 || cp.Legacy != nil {
+		t.Fatalf("fresh store: %+v, %v; want an empty checkpoint", cp, err)
+	}
+	db.Close()
+	store.SetLegacyCallsForTest(t, filepath.Join(dir, store.FileName), []byte(`{"calls":[]}`))
+	db = storetest.OpenDir(t, dir)
+	if cp, _ := db.CallsInProgress(); string(cp.Legacy) != `{"calls":[]}` {
+		t.Fatalf("legacy document = %q", cp.Legacy)
+	}
+	at := t0.Add(time.Minute)
+	if err := db.SaveCallsInProgress(t0, map[string][]byte{"old": []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SaveCallsInProgress(at, map[string][]byte{"a@pbx": []byte(`{"n":1}`), "b@pbx": []byte(`{"n":2}`)}); err != nil {
+		t.Fatal(err)
+	}
+	u := usage("+15551234567")
+	u.CallID = "a@pbx"
+	ids := mustAppend(t, db, u, usage("+15557654321"))
+	cp, err := db.CallsInProgress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cp.At.Equal(at) || cp.Legacy != nil || len(cp.Calls) != 1 || string(cp.Calls["b@pbx"]) != `{"n":2}` {
+		t.Errorf("checkpoint = at %v, calls %q, legacy %q; want at %v, only b@pbx, no legacy", cp.At, cp.Calls, cp.Legacy, at)
+	}
+	for _, r := range pending(t, db, store.TypeUsage) {
+		if p, _ := r.Decode(); r.ID == ids[0] && p.(*store.Usage).CallID != "a@pbx" {
+			t.Errorf("usage call_id = %q, want a@pbx", p.(*store.Usage).CallID)
+		}
+	}
+	if _, err := db.EraseAll(); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := db.CallsInProgress(); len(cp.Calls) != 1 {
+		t.Errorf("erase all left %d calls in progress, want 1: they hold no personal data and are still to be metered", len(cp.Calls))
+	}
+}

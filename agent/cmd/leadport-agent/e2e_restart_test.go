@@ -5,7 +5,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -67,11 +69,24 @@ func newSIPPeer(t *testing.T, user string) *sipPeer {
 	return p
 }
 
-// TestCallSpansRestart: a call answered before the agent restarts (clean
-// stop, start again within seconds) ends after it with a BYE through the
-// new process, and gets one usage record with its whole duration.
+// TestCallSpansRestart: a call answered before the agent goes down (a
+// clean stop, or SIGKILL once the call is in the checkpoint) and comes back
+// within seconds ends after it with a BYE through the new process, and gets
+// one usage record with its whole duration.
 func TestCallSpansRestart(t *testing.T) {
 	bin := buildAgent(t)
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+	}{
+		{"clean stop", syscall.SIGTERM},
+		{"crash", syscall.SIGKILL},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testCallSpansRestart(t, bin, tc.sig) })
+	}
+}
+
+func testCallSpansRestart(t *testing.T, bin string, sig syscall.Signal) {
 	dir := t.TempDir()
 	edge := newSIPPeer(t, "edge")
 	phone := newSIPPeer(t, "+15551230001")
@@ -110,7 +125,10 @@ log: {level: debug}
 	}
 	answered := time.Now()
 
-	first.stop(t, syscall.SIGTERM, 15*time.Second)
+	if sig == syscall.SIGKILL {
+		waitLogged(t, first, "calls in progress checkpointed", "calls=1")
+	}
+	first.stop(t, sig, 15*time.Second)
 	second := startLogged(t, dir, "agent-2", bin, "run", "--config", cfg)
 	waitListening(t, second, "agent", "udp", agentPort)
 	if err := call.Bye(ctx); err != nil {
@@ -140,7 +158,36 @@ log: {level: debug}
 	if u.Disposition != "answered" || u.DurationS < want-1 || u.DurationS > want+1 {
 		t.Errorf("usage %+v; want answered, about %.1f s", u, want)
 	}
-	if doc, _ := st.CallsInProgress(); doc != nil {
-		t.Errorf("calls in progress still kept after the restart took them: %s", doc)
+	if u.CallID != call.InviteRequest.CallID().Value() {
+		t.Errorf("usage call_id %q, want the call's %q", u.CallID, call.InviteRequest.CallID().Value())
+	}
+	if cp, err := st.CallsInProgress(); err != nil || len(cp.Calls) != 0 {
+		t.Errorf("calls in progress still kept after the call was metered: %v, %v", cp.Calls, err)
+	}
+}
+
+// waitLogged waits until a line of p's log holds every one of parts.
+func waitLogged(t *testing.T, p *proc, parts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			found := true
+			for _, part := range parts {
+				found = found && strings.Contains(line, part)
+			}
+			if found {
+				return
+			}
+		}
+		if p.exited() || time.Now().After(deadline) {
+			dumpFiles(t, filepath.Dir(p.log), filepath.Base(p.log))
+			t.Fatalf("%s did not log %q within 20 s", p.name, parts)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
