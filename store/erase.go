@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/oklog/ulid/v2"
 	bolt "go.etcd.io/bbolt"
@@ -36,8 +37,7 @@ func (s *Store) Export(subject string) ([]Record, error) {
 		}
 		return s.view(func(tx *bolt.Tx) error {
 			kr := keyReader{s: s}
-			c := tx.Bucket(bucketSubjects).Cursor()
-			for k, _ := c.Seek(ref[:]); k != nil && bytes.HasPrefix(k, ref[:]); k, _ = c.Next() {
+			for _, k := range subjectEntries(tx, ref) {
 				t, seq, err := parseIndexKey(k)
 				if err != nil {
 					return err
@@ -65,6 +65,14 @@ func (s *Store) Export(subject string) ([]Record, error) {
 	return out, nil
 }
 
+// subjectEntries returns the subject's index entries, in type and sequence
+// order.
+func subjectEntries(tx *bolt.Tx, ref subjectRef) [][]byte {
+	keys := indexRuns.withPrefix(tx, ref[:])
+	slices.SortFunc(keys, bytes.Compare)
+	return keys
+}
+
 func parseIndexKey(k []byte) (Type, uint64, error) {
 	if len(k) != len(subjectRef{})+9 {
 		return 0, 0, fmt.Errorf("%w: subject index key of %d bytes", ErrCorrupt, len(k))
@@ -88,12 +96,7 @@ func (s *Store) EraseSubject(subject string) (EraseResult, error) {
 	err := s.locked(func() error {
 		return s.updateMerged(func(tx *bolt.Tx) error {
 			res, deleted = EraseResult{}, [TypeReceipt + 1]int{}
-			var keys [][]byte
-			c := tx.Bucket(bucketSubjects).Cursor()
-			for k, _ := c.Seek(ref[:]); k != nil && bytes.HasPrefix(k, ref[:]); k, _ = c.Next() {
-				keys = append(keys, bytes.Clone(k))
-			}
-			for _, k := range keys {
+			for _, k := range subjectEntries(tx, ref) {
 				t, seq, err := parseIndexKey(k)
 				if err != nil {
 					return err
@@ -102,13 +105,11 @@ func (s *Store) EraseSubject(subject string) (EraseResult, error) {
 					return err
 				}
 			}
-			kb := tx.Bucket(bucketKeys)
-			if kb.Get(ref[:]) != nil {
-				res.KeyDestroyed = true
-				if err := kb.Delete(ref[:]); err != nil {
-					return err
-				}
+			destroyed, err := keyRuns.delete(tx, ref[:])
+			if err != nil {
+				return err
 			}
+			res.KeyDestroyed = destroyed
 			if !res.changed() {
 				return nil
 			}
@@ -141,7 +142,8 @@ func (s *Store) eraseFromRecordLocked(tx *bolt.Tx, ref subjectRef, t Type, seq u
 	key := seqKey(seq)
 	v := ob.Get(key)
 	if v == nil {
-		return tx.Bucket(bucketSubjects).Delete(indexKey(ref, t, seq))
+		_, err := indexRuns.delete(tx, indexKey(ref, t, seq))
+		return err
 	}
 	st, err := decodeStored(v)
 	if err != nil {
@@ -174,7 +176,7 @@ func (s *Store) eraseFromRecordLocked(tx *bolt.Tx, ref subjectRef, t Type, seq u
 	if err := ob.Put(key, st.encode()); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketSubjects).Delete(indexKey(ref, t, seq)); err != nil {
+	if _, err := indexRuns.delete(tx, indexKey(ref, t, seq)); err != nil {
 		return err
 	}
 	switch t {
@@ -213,7 +215,12 @@ func (s *Store) EraseAll() (EraseAllResult, error) {
 				Consent:   countKeys(tx.Bucket(outboxBucket(TypeConsent))),
 				Violation: countKeys(tx.Bucket(outboxBucket(TypeViolation))),
 				Receipt:   countKeys(tx.Bucket(outboxBucket(TypeReceipt))),
-				Keys:      countKeys(tx.Bucket(bucketKeys)),
+			}
+			keyRuns.forEach(tx, func(_, _ []byte) { res.Keys++ })
+			for _, r := range []sortedRuns{indexRuns, keyRuns} {
+				if err := r.drop(tx); err != nil {
+					return err
+				}
 			}
 			for _, name := range allBuckets() {
 				if bytes.Equal(name, bucketMeta) || bytes.Equal(name, bucketLedger) || bytes.Equal(name, bucketPolicy) || bytes.Equal(name, bucketCalls) {

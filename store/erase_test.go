@@ -274,3 +274,83 @@ func TestConcurrentAppendersOfNewSubjects(t *testing.T) {
 		t.Errorf("export of another subject after the erase = %d records, %v; want %d", len(exp), err, want[subjects[1]])
 	}
 }
+
+// With a merge every 64 records the subject index and key table are built
+// of many runs merged into fewer: lookups across them still find every
+// record of a subject, acknowledgements remove entries from whichever run
+// holds them, and an erase leaves no trace (cleanup scans).
+func TestIndexAcrossManyMerges(t *testing.T) {
+	db := storetest.Open(t, func(o *store.Options) { store.WithMergeEvery(o, 64) })
+	const subjects = 150
+	want := map[string]int{}
+	var acked []string
+	for i := range 3000 {
+		remote := fmt.Sprintf("+1555888%04d", i%subjects)
+		ids := mustAppend(t, db, usage(remote))
+		want[remote]++
+		if i%5 == 0 && i > 500 {
+			acked = append(acked, ids[0])
+			want[remote]--
+		}
+	}
+	if n, err := db.Ack(acked...); err != nil || n != len(acked) {
+		t.Fatalf("ack = %d, %v; want %d", n, err, len(acked))
+	}
+	for i := range subjects {
+		remote := fmt.Sprintf("+1555888%04d", i)
+		if exp, err := db.Export(remote); err != nil || len(exp) != want[remote] {
+			t.Fatalf("export %s = %d records, %v; want %d", remote, len(exp), err, want[remote])
+		}
+	}
+	subject := "+15558880007"
+	res, err := db.EraseSubject(subject)
+	if err != nil || res.UsageRedacted != want[subject] || !res.KeyDestroyed {
+		t.Fatalf("erase = %+v, %v; want %d redacted and the key destroyed", res, err, want[subject])
+	}
+	db.Close()
+	index, keys := store.RunSizesForTest(t, filepath.Join(db.Dir, store.FileName))
+	if len(index) > 8 || len(keys) > 8 {
+		t.Errorf("runs: index %v, keys %v; want at most 8 of each for 3,000 records merged 64 at a time", index, keys)
+	}
+	db = storetest.OpenDir(t, db.Dir)
+	if exp, err := db.Export("+15558880008"); err != nil || len(exp) != want["+15558880008"] {
+		t.Errorf("export after reopen = %d, %v; want %d", len(exp), err, want["+15558880008"])
+	}
+}
+
+// A file of schema 1 (the subject index and keys in one bucket each) opens:
+// its buckets are read as the oldest runs, exports and erases find what
+// they hold, and the file is marked schema 2 so an older agent refuses it.
+func TestSchema1File(t *testing.T) {
+	dir := t.TempDir()
+	db := storetest.OpenDir(t, dir)
+	const subject, other = "+15551234567", "+15557654321"
+	for range 3 {
+		mustAppend(t, db, usage(subject), usage(other), consent(subject))
+	}
+	if _, err := db.Export(subject); err != nil { // merges the index
+		t.Fatal(err)
+	}
+	db.Close()
+	path := filepath.Join(dir, store.FileName)
+	store.ToSchema1ForTest(t, path)
+	if index, _ := store.RunSizesForTest(t, path); len(index) != 1 {
+		t.Fatalf("schema 1 file has %d index runs, want the one legacy bucket", len(index))
+	}
+	db = storetest.OpenDir(t, dir)
+	mustAppend(t, db, usage(subject))
+	if exp, err := db.Export(subject); err != nil || len(exp) != 7 {
+		t.Fatalf("export = %d records, %v; want 7 (6 in the schema 1 index, 1 new)", len(exp), err)
+	}
+	res, err := db.EraseSubject(subject)
+	if err != nil || res.UsageRedacted != 4 || res.ConsentDeleted != 3 || !res.KeyDestroyed {
+		t.Fatalf("erase = %+v, %v", res, err)
+	}
+	if exp, err := db.Export(other); err != nil || len(exp) != 3 {
+		t.Errorf("export of the other subject = %d, %v; want 3", len(exp), err)
+	}
+	db.Close()
+	if v := store.SchemaForTest(t, path); v != store.SchemaVersion {
+		t.Errorf("schema after opening a schema 1 file = %d, want %d", v, store.SchemaVersion)
+	}
+}

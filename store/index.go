@@ -116,7 +116,7 @@ func (s *Store) dataKeyLocked(tx *bolt.Tx, ref subjectRef) (*dataKey, error) {
 	s.keyMu.Unlock()
 	if absent {
 		// Certainly not in the key bucket: skip the search.
-	} else if w := tx.Bucket(bucketKeys).Get(ref[:]); w != nil {
+	} else if w := keyRuns.get(tx, ref[:]); w != nil {
 		k, err := s.keys.unwrapDataKey(ref, w)
 		if err != nil {
 			return nil, err
@@ -146,8 +146,6 @@ func (s *Store) forgetKey(ref subjectRef) {
 // is written once per merge. Records acknowledged before their merge leave
 // no entry, and neither do keys that no remaining record uses.
 func (s *Store) mergeIndexLocked(tx *bolt.Tx) error {
-	idx := tx.Bucket(bucketSubjects)
-	kb := tx.Bucket(bucketKeys)
 	meta := tx.Bucket(bucketMeta)
 	var entries [][]byte
 	keys := map[subjectRef][]byte{}
@@ -200,10 +198,12 @@ func (s *Store) mergeIndexLocked(tx *bolt.Tx) error {
 	}
 	s.mlog.merged = &next
 	slices.SortFunc(entries, bytes.Compare)
-	for _, e := range entries {
-		if err := idx.Put(e, nil); err != nil {
-			return err
-		}
+	run := make([]entry, len(entries))
+	for i, e := range entries {
+		run[i] = entry{k: e, v: []byte{}}
+	}
+	if err := indexRuns.add(tx, run); err != nil {
+		return err
 	}
 	refs := make([]subjectRef, 0, len(keys))
 	for r := range keys {
@@ -213,22 +213,24 @@ func (s *Store) mergeIndexLocked(tx *bolt.Tx) error {
 	// Only write transactions change the filter, so this one reads it
 	// without keyMu.
 	known := s.keyFilter
+	newKeys := make([]entry, 0, len(refs))
 	for _, r := range refs {
 		if known == nil || known.mayHave(r) {
-			if kb.Get(r[:]) != nil {
+			if keyRuns.get(tx, r[:]) != nil {
 				continue // an earlier merge filed this subject's key
 			}
 		}
-		if err := kb.Put(r[:], keys[r]); err != nil {
-			return err
-		}
+		newKeys = append(newKeys, entry{k: bytes.Clone(r[:]), v: keys[r]})
+	}
+	if err := keyRuns.add(tx, newKeys); err != nil {
+		return err
 	}
 	var rebuilt *keyFilter
 	s.keyMu.Lock()
 	stale := s.keyFilter == nil || s.keyFilter.full()
 	s.keyMu.Unlock()
 	if stale {
-		rebuilt = buildKeyFilter(kb) // outside keyMu: it reads the whole bucket
+		rebuilt = buildKeyFilter(tx) // outside keyMu: it reads every key
 	}
 	s.keyMu.Lock()
 	if rebuilt != nil {
@@ -242,20 +244,17 @@ func (s *Store) mergeIndexLocked(tx *bolt.Tx) error {
 	return nil
 }
 
-// buildKeyFilter makes a filter of every key in the bucket, sized for
-// twice as many.
-func buildKeyFilter(kb *bolt.Bucket) *keyFilter {
+// buildKeyFilter makes a filter of every stored key, sized for twice as
+// many.
+func buildKeyFilter(tx *bolt.Tx) *keyFilter {
 	n := 0
-	c := kb.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		n++
-	}
+	keyRuns.forEach(tx, func(_, _ []byte) { n++ })
 	f := newKeyFilter(2 * n)
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+	keyRuns.forEach(tx, func(k, _ []byte) {
 		if len(k) == len(subjectRef{}) {
 			f.add(subjectRef(k))
 		}
-	}
+	})
 	return f
 }
 

@@ -321,7 +321,7 @@ func (s *Store) commit(batch []*appendReq) {
 		s.keyMu.Lock()
 		fresh := len(s.fresh)
 		s.keyMu.Unlock()
-		if s.unmerged.Add(int64(n)) >= mergeEvery || fresh >= maxFreshKeys {
+		if s.unmerged.Add(int64(n)) >= int64(s.opts.mergeEvery) || fresh >= maxFreshKeys {
 			// Appenders queue meanwhile; a failed merge is retried
 			// after the next commit, and the records are safe either
 			// way: they carry their keys.
@@ -584,9 +584,8 @@ func deleteRecord(tx *bolt.Tx, t Type, seq uint64, id ulid.ULID) (refs []subject
 		return nil, false, err
 	}
 	if seq <= watermark(tx, t) {
-		idx := tx.Bucket(bucketSubjects)
 		for _, ref := range refs {
-			if err := idx.Delete(indexKey(ref, t, seq)); err != nil {
+			if _, err := indexRuns.delete(tx, indexKey(ref, t, seq)); err != nil {
 				return nil, false, err
 			}
 		}
@@ -599,11 +598,10 @@ func deleteRecord(tx *bolt.Tx, t Type, seq uint64, id ulid.ULID) (refs []subject
 // platform has it. A record not yet merged carries the key itself, and the
 // next merge puts it back.
 func (s *Store) dropKeyIfUnusedLocked(tx *bolt.Tx, ref subjectRef) error {
-	k, _ := tx.Bucket(bucketSubjects).Cursor().Seek(ref[:])
-	if k != nil && bytes.HasPrefix(k, ref[:]) {
+	if indexRuns.hasPrefix(tx, ref[:]) {
 		return nil
 	}
-	if err := tx.Bucket(bucketKeys).Delete(ref[:]); err != nil {
+	if _, err := keyRuns.delete(tx, ref[:]); err != nil {
 		return err
 	}
 	s.keyMu.Lock()

@@ -25,7 +25,7 @@ const KeyFileName = "device.key"
 
 // SchemaVersion is the layout this code writes. A file with a higher version
 // was written by a newer agent and is refused rather than misread.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // DefaultMaxSize fits 32-bit devices: bbolt maps the whole file, and
 // compaction maps a second copy beside it, within a 2 GiB address space.
@@ -40,7 +40,9 @@ var (
 )
 
 var (
-	bucketMeta     = []byte("meta")
+	bucketMeta = []byte("meta")
+	// Schema 1's subject index and key table; schema 2 keeps them as
+	// runs (see sortedRuns).
 	bucketSubjects = []byte("subjects") // ref | type | seq -> nothing
 	bucketKeys     = []byte("keys")     // ref -> wrapped data key
 	bucketLedger   = []byte("ledger")   // command id -> expiry (unix s)
@@ -74,6 +76,8 @@ type Options struct {
 	// crashPoint, when set (tests only, see export_test.go), is called at
 	// named points of an erase, where crash tests stop the process.
 	crashPoint func(name string)
+	// mergeEvery replaces the const of that name, so tests see many merges.
+	mergeEvery int
 }
 
 // Store is the agent's bbolt store. Its methods are safe for concurrent use.
@@ -140,6 +144,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.MaxSize <= 0 {
 		opts.MaxSize = DefaultMaxSize
+	}
+	if opts.mergeEvery <= 0 {
+		opts.mergeEvery = mergeEvery
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -231,10 +238,7 @@ func (s *Store) init() error {
 			}
 			check = append([]byte(nil), m.Get(metaKeyCheck)...)
 		}
-		if b := tx.Bucket(bucketKeys); b != nil {
-			k, _ := b.Cursor().First()
-			sealedData = k != nil
-		}
+		sealedData = keyRuns.hasPrefix(tx, nil)
 		if !sealedData && tx.Bucket(bucketMeta) != nil {
 			// Records written since the last index merge carry keys the
 			// key bucket does not have yet.
@@ -270,7 +274,10 @@ func (s *Store) init() error {
 			}
 		}
 		m := tx.Bucket(bucketMeta)
-		if schema == 0 {
+		if schema < SchemaVersion {
+			// Schema 1 kept the index and keys in one bucket each, which
+			// this code reads as their oldest run (see sortedRuns); an
+			// older agent would not see the runs, so it must refuse.
 			if err := m.Put(metaSchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
 				return err
 			}
@@ -300,7 +307,7 @@ func (s *Store) init() error {
 }
 
 func allBuckets() [][]byte {
-	b := [][]byte{bucketMeta, bucketSubjects, bucketKeys, bucketLedger, bucketPolicy, bucketCalls}
+	b := [][]byte{bucketMeta, bucketLedger, bucketPolicy, bucketCalls}
 	for _, t := range Types {
 		b = append(b, outboxBucket(t))
 	}
