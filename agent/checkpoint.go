@@ -41,6 +41,7 @@ type callCheckpoint struct {
 	tracker *dialog.Tracker
 	log     *slog.Logger
 	last    map[string]dialog.Saved // what the store holds
+	docs    map[string][]byte       // their documents, reused while unchanged
 	at      time.Time               // when it was written
 	failed  bool
 }
@@ -58,6 +59,10 @@ func (c *callCheckpoint) save(final bool) {
 	}
 	docs := make(map[string][]byte, len(cur))
 	for id, s := range cur {
+		if prev, ok := c.last[id]; ok && prev == s && c.docs[id] != nil {
+			docs[id] = c.docs[id] // a PBX with thousands up changes few a second
+			continue
+		}
 		doc, err := json.Marshal(s)
 		if err != nil {
 			c.log.Error("call in progress not checkpointed", "err", err)
@@ -75,7 +80,7 @@ func (c *callCheckpoint) save(final bool) {
 	if c.failed {
 		c.log.Info("calls in progress checkpointed again", "calls", len(cur))
 	}
-	c.last, c.at, c.failed = cur, now, false
+	c.last, c.docs, c.at, c.failed = cur, docs, now, false
 	if final && len(cur) > 0 {
 		c.log.Info("calls in progress kept for the next start", "calls", len(cur))
 	} else {
