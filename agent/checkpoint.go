@@ -14,10 +14,14 @@ import (
 // outlives the agent (a restart, a crash, a power cut) is still metered: its
 // BYE reaches the next agent, which takes the call back from the checkpoint.
 //
-// The checkpoint is written at most every checkpointEvery when the calls
-// changed, every checkpointRefresh while calls are up (its time says the
-// agent was alive then), and at a clean stop. A crash thus loses only the
-// calls answered in the last second.
+// The checkpoint holds the answered calls (the minutes are what is billed)
+// once they have been up for checkpointEvery: a dialer's unanswered
+// attempts and its seconds-long calls come and go by the thousand a
+// second, and writing each of them would cost the disk and the CPU for
+// little to bill. It is written at most every checkpointEvery when those
+// calls changed, every checkpointRefresh while calls are up (its time says
+// the agent was alive then), and at a clean stop. A crash thus loses the
+// calls answered in its last second or two and the attempts still ringing.
 const (
 	checkpointEvery   = time.Second
 	checkpointRefresh = 10 * time.Second
@@ -50,7 +54,9 @@ func (c *callCheckpoint) save(final bool) {
 	now := time.Now()
 	cur := map[string]dialog.Saved{}
 	for _, s := range c.tracker.Snapshot() {
-		cur[s.CallID] = s
+		if final || s.State == dialog.Confirmed && now.Sub(s.AnsweredAt) >= checkpointEvery {
+			cur[s.CallID] = s
+		}
 	}
 	changed := c.last == nil || !maps.Equal(cur, c.last)
 	stale := len(cur) > 0 && now.Sub(c.at) >= checkpointRefresh

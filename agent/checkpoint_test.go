@@ -9,8 +9,9 @@ import (
 	"github.com/leadport/leadport-agent/store/storetest"
 )
 
-// The checkpoint is written when the calls change, not while they stand
-// still (until it is checkpointRefresh old), and always at the end.
+// The checkpoint is written when the answered calls change, not while they
+// stand still (until it is checkpointRefresh old), nor for attempts and
+// calls answered a moment ago; at a clean stop it takes every call.
 func TestCallCheckpoint(t *testing.T) {
 	db := storetest.Open(t)
 	tr := dialog.New(dialog.Options{})
@@ -39,8 +40,18 @@ func TestCallCheckpoint(t *testing.T) {
 		{"nothing changed", func() {}, false, false, 1},
 		{"a second call", func() { tr.Restore([]dialog.Saved{call("b@pbx")}) }, false, true, 2},
 		{"nothing changed again", func() {}, false, false, 2},
+		{"an attempt ringing", func() {
+			c := call("ringing@pbx")
+			c.State, c.AnsweredAt = dialog.Early, time.Time{}
+			tr.Restore([]dialog.Saved{c})
+		}, false, false, 2},
+		{"a call just answered", func() {
+			c := call("new@pbx")
+			c.AnsweredAt = time.Now()
+			tr.Restore([]dialog.Saved{c})
+		}, false, false, 2},
 		{"stale", func() { cp.at = cp.at.Add(-checkpointRefresh) }, false, true, 2},
-		{"clean stop", func() {}, true, true, 2},
+		{"clean stop: every call", func() {}, true, true, 4},
 	}
 	for _, st := range steps {
 		before, _ := read()
