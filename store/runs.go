@@ -18,8 +18,15 @@ import (
 // leaf filled once and never split, and two runs are merged into one while
 // the newer holds as many entries as the one before it, like the digits of
 // a binary counter. An entry is thus rewritten about log2(held / merged at
-// once) times, always in order, and a lookup searches at most that many
-// runs (5 with a million entries). The runs of one table never share a key.
+// once) times, always in order, and a lookup searches about that many runs
+// (plus one per maxRunEntries held). The runs of one table never share a
+// key.
+// maxRunEntries bounds the runs a merge makes. Appends wait while a merge
+// runs, and one into a run of a million entries took 2 s on tmpfs; past the
+// bound runs are only added, and a lookup searches one more run for every
+// maxRunEntries held.
+const maxRunEntries = 1 << 18
+
 type sortedRuns struct {
 	prefix []byte // run buckets are named prefix + a 16-digit hex number
 	// legacy is the single bucket of schema 1, read as the oldest run
@@ -164,7 +171,7 @@ func (r sortedRuns) add(tx *bolt.Tx, entries []entry) error {
 	runs = append(runs, run{r.name(next), b})
 	for len(runs) >= 2 {
 		older, newer := runs[len(runs)-2], runs[len(runs)-1]
-		if r.size(newer) < r.size(older) {
+		if r.size(newer) < r.size(older) || r.size(older)+r.size(newer) > maxRunEntries {
 			break
 		}
 		next++
