@@ -135,6 +135,24 @@ func (p *Collector) Add(topic string, payload []byte) {
 	}
 }
 
+// Duplicates fails the test if a record of ids never arrived, and returns
+// how many extra copies of records arrived (delivery is at least once).
+func (p *Collector) Duplicates(ids []string) int {
+	p.t.Helper()
+	p.Mu.Lock()
+	defer p.Mu.Unlock()
+	for _, id := range ids {
+		if p.IDs[id] == 0 {
+			p.t.Fatalf("record %s never reached the broker", id)
+		}
+	}
+	dups := 0
+	for _, c := range p.IDs {
+		dups += c - 1
+	}
+	return dups
+}
+
 // Received is the number of distinct records taken.
 func (p *Collector) Received() int {
 	p.Mu.Lock()
