@@ -119,12 +119,7 @@ func fleetSign(args []string, stdout, stderr io.Writer) error {
 	}
 	var c lpcommand.Command
 	if *from != "" {
-		var b []byte
-		if *from == "-" {
-			b, err = io.ReadAll(os.Stdin)
-		} else {
-			b, err = os.ReadFile(*from)
-		}
+		b, err := readFileOrStdin(*from)
 		if err != nil {
 			return err
 		}
@@ -231,13 +226,7 @@ func fleetSend(args []string, stdout, stderr io.Writer) error {
 	if (*device == "") == !*fleet || fs.NArg() != 0 {
 		return errors.New("give --device ID or --fleet")
 	}
-	var token []byte
-	var err error
-	if *tokenFile == "-" {
-		token, err = io.ReadAll(os.Stdin)
-	} else {
-		token, err = os.ReadFile(*tokenFile)
-	}
+	token, err := readFileOrStdin(*tokenFile)
 	if err != nil {
 		return err
 	}
@@ -338,4 +327,12 @@ func fleetTail(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+}
+
+// readFileOrStdin reads the file at path, or standard input for "-".
+func readFileOrStdin(path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(os.Stdin)
+	}
+	return os.ReadFile(path)
 }
