@@ -17,7 +17,6 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/storetest"
 	lpsync "github.com/leadport/leadport-agent/sync"
 	"github.com/leadport/leadport-agent/sync/command"
@@ -206,22 +205,7 @@ func brokerUp(brokers []string) bool {
 // fill appends n usage records (some with subject) in commits of 1,000.
 func fill(t testing.TB, db *storetest.DB, n int, remote func(i int) string) []string {
 	t.Helper()
-	var ids []string
-	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
-	for i := 0; i < n; i += 1000 {
-		var batch []store.Payload
-		for j := i; j < min(n, i+1000); j++ {
-			batch = append(batch, &store.Usage{Line: "+15551230001", Direction: "outbound", Remote: remote(j),
-				StartedAt: at, AnsweredAt: at.Add(time.Second), EndedAt: at.Add(time.Minute), DurationS: 59,
-				Disposition: "answered", FinalStatus: 200})
-		}
-		got, err := db.Append(context.Background(), batch...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, got...)
-	}
-	return ids
+	return storetest.FillUsage(t, db.Store, n, remote)
 }
 
 func remoteN(i int) string { return fmt.Sprintf("+1212555%04d", i%10000) }

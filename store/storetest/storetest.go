@@ -6,12 +6,14 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/phone"
@@ -119,4 +121,26 @@ func AssertNoTrace(t testing.TB, dir, subject string, digest []byte) {
 	if err != nil {
 		t.Fatalf("scan %s: %v", dir, err)
 	}
+}
+
+// FillUsage appends n answered usage records, the i-th with remote(i) as
+// its other party, in commits of 1,000, and returns their ids in order.
+func FillUsage(t testing.TB, s *store.Store, n int, remote func(i int) string) []string {
+	t.Helper()
+	var ids []string
+	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i += 1000 {
+		var batch []store.Payload
+		for j := i; j < min(n, i+1000); j++ {
+			batch = append(batch, &store.Usage{Line: "+15551230001", Direction: "outbound", Remote: remote(j),
+				StartedAt: at, AnsweredAt: at.Add(time.Second), EndedAt: at.Add(time.Minute), DurationS: 59,
+				Disposition: "answered", FinalStatus: 200})
+		}
+		got, err := s.Append(context.Background(), batch...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got...)
+	}
+	return ids
 }

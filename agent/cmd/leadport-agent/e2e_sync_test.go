@@ -4,7 +4,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/phone"
+	"github.com/leadport/leadport-agent/store/storetest"
 	"github.com/leadport/leadport-agent/sync/synctest"
 )
 
@@ -81,22 +81,7 @@ func (r *syncRig) fill(n int, remote func(int) string) []string {
 		r.t.Fatal(err)
 	}
 	defer st.Close()
-	var ids []string
-	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
-	for i := 0; i < n; i += 1000 {
-		var batch []store.Payload
-		for j := i; j < min(n, i+1000); j++ {
-			batch = append(batch, &store.Usage{Line: "+15551230001", Direction: "outbound", Remote: remote(j),
-				StartedAt: at, AnsweredAt: at.Add(time.Second), EndedAt: at.Add(time.Minute), DurationS: 59,
-				Disposition: "answered", FinalStatus: 200})
-		}
-		got, err := st.Append(context.Background(), batch...)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		ids = append(ids, got...)
-	}
-	return ids
+	return storetest.FillUsage(r.t, st, n, remote)
 }
 
 func (r *syncRig) start(name string) *proc {
