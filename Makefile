@@ -26,10 +26,10 @@ build: ## build bin/leadport-agent for this machine
 run: build ## run the agent in the foreground (CONFIG=file, else built-in defaults)
 	$(BIN) run $(if $(CONFIG),--config $(CONFIG))
 
-test: ## the whole test suite: lint, 32-bit build, tests, race tests
+test: ## the whole test suite; installs what it needs first (scripts/setup.sh). TEST_PKGS, TEST_RUN: a subset
 	scripts/test.sh
 
-test-long: ## the suite with long crash loops (500 SIGKILLs)
+test-long: ## the suite with long crash loops (500 SIGKILLs) and the newcomer check (scripts/test-newcomer.sh)
 	LONG=1 scripts/test.sh
 
 lint: ## gofmt and go vet (also for 32-bit targets)

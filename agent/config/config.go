@@ -144,6 +144,8 @@ type Log struct {
 // Defaults that do not depend on who runs the agent.
 const (
 	DefaultDataDirRoot = "/var/lib/leadport-agent"
+	// DefaultDataDirUser is the data directory of any other user who has no
+	// home directory; with one, it is userDataDir's.
 	DefaultDataDirUser = "./var/leadport"
 	DefaultSocketRoot  = "/run/leadport-agent/api.sock"
 	DefaultMaxSize     = 256 * MiB
@@ -171,14 +173,31 @@ const ServiceUser = "leadport-agent"
 // directory, so that a trial run needs no privileges.
 func systemPaths() bool { return geteuid() == 0 || userName() == ServiceUser }
 
+// userDataDir is where a user other than root or the service user keeps
+// the agent's data (and its socket) by default: the XDG state directory,
+// $XDG_STATE_HOME/leadport-agent or ~/.local/state/leadport-agent, the same
+// whatever directory `leadport-agent run` or `status` starts in. A user
+// without a home directory (nobody) gets ./var/leadport.
+func userDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "leadport-agent")
+	}
+	home := os.Getenv("HOME")
+	if fi, err := os.Stat(home); err == nil && fi.IsDir() && filepath.IsAbs(home) && home != "/" {
+		return filepath.Join(home, ".local", "state", "leadport-agent")
+	}
+	return DefaultDataDirUser
+}
+
 // DefaultPath returns the config file named by $LEADPORT_CONFIG, or "" when
 // it is unset. The CLI's --config flag takes precedence over it.
 func DefaultPath() string { return os.Getenv("LEADPORT_CONFIG") }
 
 // Default returns the configuration used when there is no file. It depends
-// on the effective user: as root the agent is the system service and uses
-// system paths; otherwise it keeps everything under ./var/leadport so that
-// a trial run needs no privileges.
+// on the effective user: as root (or the service user) the agent is the
+// system service and uses system paths; any other user keeps everything in
+// its own state directory (userDataDir), so that a trial run needs no
+// privileges.
 func Default() *Config {
 	c := base()
 	c.resolve()
@@ -188,9 +207,9 @@ func Default() *Config {
 // base holds the defaults that do not derive from other keys; resolve fills
 // in the rest once the file has had its say.
 func base() *Config {
-	dataDir := DefaultDataDirUser
-	if systemPaths() {
-		dataDir = DefaultDataDirRoot
+	dataDir := DefaultDataDirRoot
+	if !systemPaths() {
+		dataDir = userDataDir()
 	}
 	return &Config{
 		DataDir: dataDir,

@@ -27,6 +27,9 @@ func asUser(t *testing.T, euid int) {
 		return "tech"
 	}
 	t.Cleanup(func() { geteuid, userName = old, oldName })
+	// A user without a home, unless the test gives one.
+	t.Setenv("HOME", "")
+	t.Setenv("XDG_STATE_HOME", "")
 }
 
 // TestServiceUserPaths: the service's own user (not root under the
@@ -50,17 +53,29 @@ func problemsOf(t *testing.T, err error) []Problem {
 }
 
 func TestDefault(t *testing.T) {
+	home := t.TempDir()
 	tests := []struct {
 		name                     string
 		euid                     int
+		env                      map[string]string
 		dataDir, keyFile, socket string
 	}{
-		{"user", 1000, "./var/leadport", "var/leadport/device.key", "var/leadport/api.sock"},
-		{"root", 0, "/var/lib/leadport-agent", "/var/lib/leadport-agent/device.key", "/run/leadport-agent/api.sock"},
+		{"user without home", 1000, nil, "./var/leadport", "var/leadport/device.key", "var/leadport/api.sock"},
+		{"user", 1000, map[string]string{"HOME": home},
+			home + "/.local/state/leadport-agent", home + "/.local/state/leadport-agent/device.key", home + "/.local/state/leadport-agent/api.sock"},
+		{"user with XDG_STATE_HOME", 1000, map[string]string{"HOME": home, "XDG_STATE_HOME": "/srv/state"},
+			"/srv/state/leadport-agent", "/srv/state/leadport-agent/device.key", "/srv/state/leadport-agent/api.sock"},
+		{"user with a relative XDG_STATE_HOME", 1000, map[string]string{"HOME": home, "XDG_STATE_HOME": "state"},
+			home + "/.local/state/leadport-agent", home + "/.local/state/leadport-agent/device.key", home + "/.local/state/leadport-agent/api.sock"},
+		{"user whose home is missing", 1000, map[string]string{"HOME": "/nonexistent"}, "./var/leadport", "var/leadport/device.key", "var/leadport/api.sock"},
+		{"root", 0, map[string]string{"HOME": home}, "/var/lib/leadport-agent", "/var/lib/leadport-agent/device.key", "/run/leadport-agent/api.sock"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			asUser(t, tt.euid)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
 			c := Default()
 			if c.DataDir != tt.dataDir || c.Store.KeyFile != tt.keyFile || c.API.Socket != tt.socket {
 				t.Errorf("paths = %q, %q, %q; want %q, %q, %q",

@@ -68,7 +68,7 @@ func (c *Config) problems() []Problem {
 		ck.add("device_id", "bad device id %s (want 1-64 letters, digits, '.', '_' or '-')", quote(c.DeviceID))
 	}
 	if c.DataDir == "" {
-		ck.add("data_dir", "must not be empty (default %s as root, %s otherwise)", DefaultDataDirRoot, DefaultDataDirUser)
+		ck.add("data_dir", "must not be empty (default %s as root, ~/.local/state/leadport-agent otherwise)", DefaultDataDirRoot)
 	}
 	countryOK := c.DefaultCountry == "" || countryRE.MatchString(c.DefaultCountry)
 	if !countryOK {

@@ -586,14 +586,20 @@ func TestInstallSystemdE2E(t *testing.T) {
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 		t.Skip("needs root on Linux")
 	}
-	for _, p := range []string{svcEtcUnit, svcStateDir, "/etc/leadport-agent-e2e"} {
-		if _, err := os.Lstat(p); err == nil {
-			t.Skipf("%s exists: not touching it", p)
+	// A unit there is a real installation (or this test's leftover, which
+	// `leadport-agent uninstall` removes): never touched, and the test fails
+	// rather than pass without having run.
+	for _, p := range []string{svcEtcUnit, svcInitScript} {
+		if exists(p) {
+			t.Fatalf("%s is installed: not touching a real installation (`leadport-agent uninstall` removes it)", p)
 		}
 	}
 	if _, err := os.Stat("/etc/systemd/system"); err != nil {
-		t.Skip("no /etc/systemd/system")
+		t.Fatalf("no /etc/systemd/system (Debian's systemd; scripts/setup.sh installs it): %v", err)
 	}
+	// The data directory may hold a `make run` as root's store: kept.
+	setAside(t, svcStateDir)
+	os.RemoveAll("/etc/leadport-agent-e2e") // only ever this test's
 	_, userErr := user.Lookup(svcUser)
 	userBefore := userErr == nil
 
@@ -757,9 +763,9 @@ func TestPackagesDeb(t *testing.T) {
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	for _, tool := range []string{"dpkg", "dpkg-deb", "systemd-analyze"} {
+	for _, tool := range []string{"dpkg", "dpkg-deb", "systemd-analyze", "runuser", "flock"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("no %s: not a Debian machine with systemd", tool)
+			t.Fatalf("no %s (scripts/setup.sh installs what this test needs on Debian)", tool)
 		}
 	}
 	cmd := exec.Command("scripts/test-packages.sh")
