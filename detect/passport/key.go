@@ -169,7 +169,11 @@ func encodeKey(k *FileKey) ([]byte, error) {
 // decodeKey finds the first private key block and the Created line before
 // it. created is zero when there is no such line.
 func decodeKey(data []byte) (key *ecdsa.PrivateKey, created time.Time, err error) {
-	block, _ := pem.Decode(data)
+	block, rest := pem.Decode(data)
+	// openssl ecparam -genkey writes the curve's parameters first.
+	for block != nil && block.Type == "EC PARAMETERS" {
+		block, rest = pem.Decode(rest)
+	}
 	if block == nil {
 		return nil, created, fmt.Errorf("%w: no PEM block", ErrKeyFormat)
 	}
