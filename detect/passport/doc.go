@@ -83,18 +83,22 @@
 //
 // # Stock verifiers
 //
-// kamailio's secsipid module (libsecsipid, from secsipidx) accepts these
-// headers with secsipid_check_identity_pubkey(PEM) or
-// secsipid_check_identity(path). What it holds a header to: the token is
-// three base64url parts and the signature 64 bytes; iat is non-zero and
-// not older than its "expire" parameter (300 s by default, one-sided: it
-// does not refuse iat in the future); alg, typ and ppt, if present, are
-// ES256, passport and shaken; x5u, if present, equals info; with
-// parameters present, info must be there. It reads only the first
-// Identity header, removes all whitespace and splits at every ';' and
-// '=', so an info URI must hold none of ';', '=' (Sign refuses such an
-// x5u). It ignores claims it does not know and requires none but iat. It
-// does not check orig, dest, cb or counters: a kamailio edge that relies
-// on it alone gets the signature and freshness, not the call binding or
-// replay protection, which Verifier adds.
+// kamailio's secsipid module (libsecsipid, from secsipidx; checked here
+// against secsipidx 1.2.0, Debian bookworm's) accepts these headers with
+// secsipid_check_identity_pubkey(PEM) or secsipid_check_identity(path).
+// What it holds a header to: the token is three base64url parts and the
+// signature 64 bytes R||S; iat is non-zero and not older than the
+// module's "expire" parameter (300 s by default; one-sided, iat in the
+// future passes); alg, typ and ppt, when present, are ES256, passport and
+// shaken, in the JWS header and as header parameters alike; x5u, when
+// present, equals the info URI. secsipid_check_identity(path) refuses a
+// header without parameters, and with parameters present info is
+// required. It reads only the first Identity header, removes all
+// whitespace and splits at every ';' and '=', so an info URI must hold
+// neither (Sign refuses such an x5u). It ignores claims it does not know
+// and requires none but iat.
+//
+// It checks nothing about the call: not orig or dest, not cb, not
+// counters. An edge relying on it alone gets the signature and freshness;
+// the call binding and replay protection are Verifier's.
 package passport

@@ -261,7 +261,12 @@ func TestPublicKeyPEM(t *testing.T) {
 		t.Error("round trip gave another key")
 	}
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	if _, err := ParsePublicKeyPEM(PublicKeyPEM(&p384.PublicKey)); !errors.Is(err, ErrKeyType) {
+	if PublicKeyPEM(&p384.PublicKey) != nil || PublicKeyPEM(nil) != nil {
+		t.Error("PublicKeyPEM of a key that is not P-256")
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&p384.PublicKey)
+	p384PEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	if _, err := ParsePublicKeyPEM(p384PEM); !errors.Is(err, ErrKeyType) {
 		t.Errorf("ParsePublicKeyPEM(P-384) = %v, want ErrKeyType", err)
 	}
 	if _, err := ParsePublicKeyPEM([]byte("nothing")); !errors.Is(err, ErrKeyFormat) {

@@ -37,8 +37,11 @@ func Thumbprint(pub *ecdsa.PublicKey) string {
 
 // PublicKeyPEM is pub as a PEM "PUBLIC KEY" (PKIX) block, the form
 // enrolment takes and kamailio's secsipid_check_identity_pubkey reads. It
-// is nil for a key x509 cannot encode.
+// is nil for a key that is not a valid P-256 key.
 func PublicKeyPEM(pub *ecdsa.PublicKey) []byte {
+	if _, err := p256(pub); err != nil {
+		return nil
+	}
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return nil

@@ -82,6 +82,9 @@ func Parse(token string, pub *ecdsa.PublicKey) (Header, *Claims, error) {
 	if err := c.check(); err != nil {
 		return h, nil, err
 	}
+	if len(c.Rules) == 0 {
+		c.Rules = nil // "rules":[] and no rules are the same claim
+	}
 	return h, c, nil
 }
 
