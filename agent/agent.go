@@ -29,6 +29,7 @@ type Agent struct {
 	rules    *rules.Engine
 	tracker  *dialog.Tracker
 	sync     *lpsync.Client
+	signer   *callSigner
 	started  time.Time
 	recent   *recentViolations
 
@@ -58,7 +59,12 @@ func Open(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 			return nil, fmt.Errorf("device id: %w", err)
 		}
 	}
-	return &Agent{cfg: cfg, log: log, store: st, deviceID: id, started: time.Now(), recent: &recentViolations{max: 200}}, nil
+	a := &Agent{cfg: cfg, log: log, store: st, deviceID: id, started: time.Now(), recent: &recentViolations{max: 200}}
+	if a.signer, err = newCallSigner(cfg.DataDir, id, st, commandHandler{a}.PolicyVersion, log); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return a, nil
 }
 
 // newDeviceID makes an id that fits the protocol's [A-Za-z0-9._-]{1,64}.

@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/leadport/leadport-agent/agent/config"
+	"github.com/leadport/leadport-agent/detect"
 	"github.com/leadport/leadport-agent/detect/dialog"
 	"github.com/leadport/leadport-agent/detect/policy"
 	"github.com/leadport/leadport-agent/detect/rules"
@@ -65,6 +66,10 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 	a.resumeCalls(sink)
 	cp := &callCheckpoint{store: a.store, tracker: tracker, log: a.log}
 	sink.setCheckpoint(cp.save)
+	var signer detect.CallSigner
+	if s.Identity == config.IdentitySign {
+		signer = a.signer
+	}
 	return sipproxy.New(sipproxy.Options{
 		Listen:         endpoints(s.Listen),
 		UpstreamListen: endpoints(s.UpstreamListen),
@@ -75,6 +80,7 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 		TLS:            tlsConf,
 		Lines:          engine.Lines(),
 		Decider:        engine,
+		Signer:         signer,
 		Tracker:        tracker,
 		Logger:         a.log,
 	})

@@ -57,6 +57,7 @@ func (a *Agent) newSync() (*lpsync.Client, error) {
 		Verifier:       &command.Verifier{Keys: a.cfg.Commands.TrustedKeys, Device: a.deviceID},
 		Handler:        commandHandler{a},
 		Status:         a.statusDoc,
+		Identity:       func() any { return a.signer.identity() },
 		StatusInterval: a.cfg.MQTT.StatusInterval(),
 		Logger:         a.log.With("part", "sync"),
 	})
@@ -142,6 +143,17 @@ func (h commandHandler) Execute(_ context.Context, c *command.Command) lpsync.Ou
 		return done(map[string]any{"version": p.Version})
 	case command.TypePing:
 		return lpsync.Outcome{Status: "done"}
+	case command.TypeIdentityRotate:
+		k, err := a.signer.rotate()
+		if err != nil {
+			return fail(err)
+		}
+		id := IdentityOf(a.deviceID, k)
+		a.log.Info("call-signing key rotated", "command_id", c.ID, "kid", id.KeyID)
+		if a.sync != nil {
+			a.sync.RefreshStatus() // publishes the new identity
+		}
+		return done(id)
 	}
 	return lpsync.Outcome{Status: "rejected", Reason: string(command.Unsupported)}
 }
@@ -196,6 +208,7 @@ func (a *Agent) statusDoc() map[string]any {
 		doc["store"] = map[string]any{"size_bytes": st.SizeBytes, "max_bytes": st.MaxBytes, "full": st.Full}
 	}
 	doc["policy_version"] = commandHandler{a}.PolicyVersion()
+	doc["identity"] = a.identityStatus()
 	doc["host"] = hostFigures(a.cfg.DataDir)
 	return doc
 }

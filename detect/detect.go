@@ -55,6 +55,9 @@ type Verdict struct {
 	Status int
 	Rule   string // rule id, e.g. "forwarding.redirect"
 	Reason string // reason phrase; the status text when empty
+	// Observed names the rules that tripped but only observe: the request
+	// goes through, and the call's Identity says so.
+	Observed []string
 }
 
 // Allow is the verdict that lets a message through.
@@ -71,6 +74,22 @@ type Decider interface {
 type DeciderFunc func(ev *Event) Verdict
 
 func (f DeciderFunc) Decide(ev *Event) Verdict { return f(ev) }
+
+// CallSigner vouches to the Leadport edge for the calls the agent lets out
+// (an RFC 8224 Identity header that the edge verifies with the device's
+// enrolled key), so that a call that did not pass the rules is refused
+// there. The agent provides it; the proxy calls it on the signalling path,
+// so it must be quick.
+type CallSigner interface {
+	// SignCall adds the Identity header (and a Date header when there is
+	// none) to an outbound dialog-creating INVITE on line that the rules
+	// let through with v. On error the request goes out unsigned.
+	SignCall(req *sip.Request, line string, v Verdict) error
+	// UpstreamDate hands over the Date header of a response from the
+	// upstream and when it arrived: the signer corrects its clock by it,
+	// since verifiers refuse tokens more than a minute off their own.
+	UpstreamDate(date string, received time.Time)
+}
 
 // AllowAll lets everything through: the decision the proxy ships with until
 // rules are configured.

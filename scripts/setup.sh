@@ -19,8 +19,14 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 
-# have TOOL: on PATH or in the sbin directories (daemons live there).
-have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+# have TOOL: on PATH or in the sbin directories (daemons live there); a
+# kamailio module (NAME.so) in kamailio's module directory.
+have() {
+  case "$1" in
+    *.so) compgen -G "/usr/lib/*/kamailio/modules/$1" >/dev/null || [ -e "/usr/lib/kamailio/modules/$1" ] ;;
+    *) command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ;;
+  esac
+}
 
 # Each line: tool, the Debian package that provides it, the system services
 # the package would start (kept off: the tests run their own instances on
@@ -38,6 +44,7 @@ if [ "${SETUP_SIP:-1}" != 0 ]; then
   tools+=(
     "sipp sip-tester - SIPp end-to-end tests, make bench-proxy"
     "kamailio kamailio kamailio the reference proxy of make bench-proxy"
+    "secsipid.so kamailio-secsipid-modules - the edge that verifies the agent's Identity (TestSIPpIdentity)"
   )
 fi
 if [ "${SETUP_MQTT:-1}" != 0 ]; then

@@ -109,7 +109,8 @@ fi
 home=$(getent passwd $NUSER | cut -d: -f6)
 # The user's own clone; modules from this machine's cache (no download).
 modcache=$work/modcache
-GOMODCACHE=$modcache GOPROXY="file://$(go env GOMODCACHE)/cache/download" GOFLAGS=-mod=mod go mod download
+rootcache=$(go env GOMODCACHE)
+GOMODCACHE=$modcache GOPROXY="file://$rootcache/cache/download" GOFLAGS=-mod=mod go mod download
 chmod -R a+rX "$modcache"
 rm -rf "$home/clone"
 git clone -q "$src" "$home/clone"

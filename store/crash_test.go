@@ -76,6 +76,19 @@ func TestCrashHelper(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+	case "counter":
+		// Ranges of 8 handed out one value at a time, as the call signer
+		// does; bounded, so an orphaned child ends.
+		for range 5000 {
+			first, err := s.ReserveCounter("passport", 8)
+			if err != nil {
+				fmt.Println("reserve:", err)
+				os.Exit(2)
+			}
+			for v := first; v < first+8; v++ {
+				fmt.Printf("ctr %d\n", v)
+			}
+		}
 	case "erase":
 		if _, err := s.EraseSubject(eraseSubject); err != nil {
 			fmt.Println("erase:", err)

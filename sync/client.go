@@ -37,6 +37,10 @@ type Options struct {
 	// StatusInterval and after RefreshStatus.
 	Status         func() map[string]any
 	StatusInterval time.Duration // default 60 s
+	// Identity returns the document naming the device's call-signing key
+	// (PROTOCOL.md, the identity topic), published retained with each
+	// status; nil publishes none.
+	Identity func() any
 
 	// BatchBytes bounds a batch's JSON; default 256 KiB.
 	BatchBytes int
@@ -424,5 +428,12 @@ func (c *Client) statusLoop(ctx context.Context) {
 			continue
 		}
 		c.cli.Publish(c.topic("status"), 1, true, b)
+		if c.o.Identity != nil {
+			if b, err := json.Marshal(c.o.Identity()); err != nil {
+				c.log.Error("identity not encoded", "err", err)
+			} else {
+				c.cli.Publish(c.topic("identity"), 1, true, b)
+			}
+		}
 	}
 }

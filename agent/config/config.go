@@ -78,9 +78,19 @@ type SIP struct {
 	RegisterMode string `yaml:"register_mode"`
 	// MaxCallS ends a call with no BYE after this many seconds.
 	MaxCallS int `yaml:"max_call_s"`
+	// Identity is "sign" (an RFC 8224 Identity header, signed with the
+	// device's call-signing key, on every call the rules let out) or
+	// "off" (for an edge that does not verify them yet).
+	Identity string `yaml:"identity"`
 	// TLS is the server certificate for tls:// listeners.
 	TLS CertPair `yaml:"tls"`
 }
+
+// The values of sip.identity.
+const (
+	IdentitySign = "sign"
+	IdentityOff  = "off"
+)
 
 // MaxCall is MaxCallS as a duration.
 func (s SIP) MaxCall() time.Duration { return time.Duration(s.MaxCallS) * time.Second }
@@ -224,6 +234,7 @@ func base() *Config {
 			UpstreamListen: []Endpoint{},
 			RegisterMode:   "path",
 			MaxCallS:       4 * 3600,
+			Identity:       IdentitySign,
 		},
 		Policy:   policy.Default(),
 		MQTT:     MQTT{Brokers: []string{}, TopicPrefix: DefaultTopicPrefix, StatusIntervalS: 60},

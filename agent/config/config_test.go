@@ -97,6 +97,7 @@ func TestDefault(t *testing.T) {
 					UpstreamListen: []Endpoint{},
 					RegisterMode:   "path",
 					MaxCallS:       14400,
+					Identity:       "sign",
 				},
 				Policy:   policy.Default(),
 				MQTT:     MQTT{Brokers: []string{}, TopicPrefix: "leadport/v1", StatusIntervalS: 60},

@@ -156,6 +156,7 @@ func (c *Config) checkSIP(ck *checker) {
 	}
 	hasTLSFiles := s.TLS.CertFile != "" && s.TLS.KeyFile != ""
 	ck.oneOf("sip.register_mode", s.RegisterMode, "path", "contact")
+	ck.oneOf("sip.identity", s.Identity, IdentitySign, IdentityOff)
 	if s.MaxCallS < 60 || s.MaxCallS > 7*86400 {
 		ck.add("sip.max_call_s", "%d is not allowed (want seconds, 60 to 604800)", s.MaxCallS)
 	}

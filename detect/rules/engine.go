@@ -10,6 +10,7 @@ package rules
 import (
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -345,6 +346,15 @@ func (e *Engine) conclude(d *decision) (detect.Verdict, []Violation) {
 		if t.rule != policy.RuleError && e.pol.ActionOf(t.rule) == policy.Block {
 			v = detect.Verdict{Block: true, Status: t.status, Rule: t.rule}
 			break
+		}
+	}
+	if !v.Block {
+		// Every rule that tripped only observes (or failed): the call goes
+		// out, and its Identity names them.
+		for _, t := range d.trips {
+			if !slices.Contains(v.Observed, t.rule) {
+				v.Observed = append(v.Observed, t.rule)
+			}
 		}
 	}
 	out := make([]Violation, 0, len(d.trips))

@@ -48,6 +48,7 @@ type reqCtx struct {
 	remote   string
 	inDialog bool
 	tracked  bool // an initial INVITE of a line call
+	verdict  detect.Verdict
 	callID   string
 	// finalSent is set once the server transaction has its final response
 	// (relayed or made by the agent).
@@ -139,6 +140,7 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 			p.block(tx, req, rc, v)
 			return
 		}
+		rc.verdict = v
 	}
 	if err := p.route(rc, fwd); err != nil {
 		// Still a call on the line: it gets its usage record, and the
@@ -166,6 +168,14 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if !inDialog && dialogCreating(req.Method) {
 		p.recordRoute(in, out, req, fwd)
+	}
+	if rc.dir == detect.Outbound {
+		if n := stripIdentity(fwd); n > 0 {
+			p.c.stripped.Add(uint64(n))
+		}
+		if req.IsInvite() && !inDialog && rc.line != "" {
+			p.signCall(fwd, rc)
+		}
 	}
 	p.relay(in, out, req, fwd, tx, rc)
 }
@@ -511,6 +521,9 @@ func (p *Proxy) relayResponse(out *side, req, fwd *sip.Request, tx sip.ServerTra
 	status := res.StatusCode
 	p.c.response(status)
 	res.RemoveHeader("Via") // ours
+	if rc.dir == detect.Outbound {
+		p.upstreamDate(res, at)
+	}
 	if rc.finalSent {
 		// Blocked or cancelled while ringing: the CANCEL is out, wait
 		// for the end.

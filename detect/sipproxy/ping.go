@@ -36,5 +36,6 @@ func (p *Proxy) PingUpstream(ctx context.Context) (status int, rtt time.Duration
 	if err != nil {
 		return 0, 0, fmt.Errorf("OPTIONS to %s: %w", up.String(), err)
 	}
+	p.upstreamDate(res, time.Now())
 	return res.StatusCode, time.Since(start), nil
 }

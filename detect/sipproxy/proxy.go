@@ -81,6 +81,9 @@ type Options struct {
 
 	Lines   *detect.Lines
 	Decider detect.Decider // default detect.AllowAll
+	// Signer vouches for the outbound calls the rules let through (an
+	// Identity header); nil: calls go out unsigned.
+	Signer  detect.CallSigner
 	Tracker *dialog.Tracker
 	Logger  *slog.Logger
 	// Now is the clock for call times; default time.Now.

@@ -40,6 +40,19 @@ type counters struct {
 	relayErrs  atomic.Uint64 // next hop unreachable or timed out
 	overload   atomic.Uint64 // new requests refused with 503 (MaxPending)
 	throttled  atomic.Uint64 // messages the reader held back: too many in hand
+	signedN    atomic.Uint64 // calls given the agent's Identity
+	signNs     atomic.Uint64
+	signErrs   atomic.Uint64 // calls relayed unsigned: the signer failed
+	stripped   atomic.Uint64 // Identity headers from the local side removed
+}
+
+func (c *counters) signed(d time.Duration, err error) {
+	if err != nil {
+		c.signErrs.Add(1)
+		return
+	}
+	c.signedN.Add(1)
+	c.signNs.Add(uint64(d))
 }
 
 func (c *counters) request(m sip.RequestMethod) { c.requests[methodIndex(m)].Add(1) }
@@ -77,9 +90,13 @@ type Stats struct {
 	DecisionMax    time.Duration
 	TCPSwitches    uint64
 	RelayErrors    uint64
-	Overloaded     uint64 // new requests refused: too many in progress
-	Throttled      uint64 // messages held back at the socket: too many in hand
-	Pending        int64  // initial requests awaiting a final response
+	Overloaded     uint64        // new requests refused: too many in progress
+	Throttled      uint64        // messages held back at the socket: too many in hand
+	Signed         uint64        // calls given the agent's Identity
+	SignTime       time.Duration // total
+	SignErrors     uint64        // calls relayed unsigned: the signer failed
+	IdentityStrips uint64        // Identity headers from the local side removed
+	Pending        int64         // initial requests awaiting a final response
 	CallsActive    int
 	CallsTotal     uint64
 	CallsOverflow  uint64
@@ -103,6 +120,10 @@ func (c *counters) snapshot() Stats {
 		RelayErrors:    c.relayErrs.Load(),
 		Overloaded:     c.overload.Load(),
 		Throttled:      c.throttled.Load(),
+		Signed:         c.signedN.Load(),
+		SignTime:       time.Duration(c.signNs.Load()),
+		SignErrors:     c.signErrs.Load(),
+		IdentityStrips: c.stripped.Load(),
 	}
 	for i := range c.requests {
 		if n := c.requests[i].Load(); n > 0 {

@@ -27,6 +27,9 @@ const (
 	TypeExport = "export"
 	TypePolicy = "policy"
 	TypePing   = "ping"
+	// TypeIdentityRotate makes a new call-signing key; the receipt carries
+	// its public key.
+	TypeIdentityRotate = "identity.rotate"
 )
 
 // AllDevices is the device of a fleet command.
@@ -143,7 +146,7 @@ func (v *Verifier) Verify(token []byte, now time.Time) (*Command, error) {
 		return nil, reject(Malformed, c.ID, "expires_at is not after issued_at")
 	}
 	switch c.Type {
-	case TypeErase, TypeExport, TypePolicy, TypePing:
+	case TypeErase, TypeExport, TypePolicy, TypePing, TypeIdentityRotate:
 	default:
 		return nil, reject(Unsupported, c.ID, "type %q", c.Type)
 	}
@@ -218,9 +221,9 @@ func (c *Command) checkArgs() error {
 		if len(c.Args) == 0 || c.Args[0] != '{' {
 			return errors.New("want a policy document (an object)")
 		}
-	case TypePing:
+	case TypePing, TypeIdentityRotate:
 		if len(c.Args) > 0 && string(c.Args) != "null" && string(c.Args) != "{}" {
-			return errors.New("ping takes no args")
+			return fmt.Errorf("%s takes no args", c.Type)
 		}
 	}
 	return nil

@@ -228,6 +228,10 @@ type doctor struct {
 	// seen: a clock before it is certainly wrong.
 	notBefore   time.Time
 	notBeforeOf string
+	// edgeOffset is the upstream's clock less ours, from the Date of its
+	// answer to OPTIONS, when edgeDate.
+	edgeOffset time.Duration
+	edgeDate   bool
 }
 
 // doctorAccount is a local user as far as file ownership goes; known is false
@@ -329,23 +333,33 @@ func (d *doctor) run(file, source string) []doctorCheck {
 	out = append(out, res)
 	d.cfg = cfg
 	if cfg == nil {
-		for _, n := range []string{"data dir", "device key", "trusted keys", "sip listen", "upstream", "broker"} {
+		for _, n := range []string{"data dir", "device key", "identity key", "trusted keys", "sip listen", "upstream", "broker"} {
 			out = append(out, doctorCheck{Name: n, Status: doctorSkip, Found: "needs a valid config"})
 		}
 		return append(out, d.checkClock())
 	}
 	ctx := context.Background()
-	upstream := doctorAsync(func() []doctorCheck { return []doctorCheck{d.checkUpstream(ctx)} })
+	upstream := doctorAsync(func() []doctorCheck {
+		out := []doctorCheck{d.checkUpstream(ctx)}
+		if r, ok := d.checkUpstreamSize(ctx); ok {
+			out = append(out, r)
+		}
+		return out
+	})
 	brokers := doctorAsync(func() []doctorCheck { return d.checkBrokers(ctx) })
 
-	out = append(out, d.checkDataDir(), d.checkDeviceKey(), d.checkTrustedKeys())
+	out = append(out, d.checkDataDir(), d.checkDeviceKey(), d.checkIdentityKey(), d.checkTrustedKeys())
 	out = append(out, d.checkListeners()...)
 	out = append(out, upstream()...)
 	out = append(out, brokers()...)
 	if r, ok := d.checkClientCert(); ok {
 		out = append(out, r)
 	}
-	return append(out, d.checkClock())
+	out = append(out, d.checkClock())
+	if r, ok := d.checkEdgeClock(); ok {
+		out = append(out, r)
+	}
+	return out
 }
 
 func doctorAsync(f func() []doctorCheck) func() []doctorCheck {
@@ -924,6 +938,9 @@ func (d *doctor) checkUpstream(ctx context.Context) doctorCheck {
 			r.Fix = fmt.Sprintf("nothing takes %s on %s: check the port and transport in sip.upstream", strings.ToUpper(e.Transport), net.JoinHostPort(addrs[0], strconv.Itoa(e.Port)))
 		}
 		return r
+	}
+	if h := res.GetHeader("Date"); h != nil {
+		d.sawUpstreamDate(h.Value(), time.Now())
 	}
 	r.Found = fmt.Sprintf("%s: answered %d %s in %s", label, res.StatusCode, res.Reason, doctorMS(rtt))
 	r.Status = doctorOK

@@ -37,6 +37,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/leadport/leadport-agent/agent/config"
+	"github.com/leadport/leadport-agent/detect/passport"
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/sync/synctest"
 )
@@ -166,7 +167,9 @@ var doctorQuietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // doctorSIPEdge is a SIP user agent that answers OPTIONS with 200, over
 // transport (udp or tcp) on loopback; it counts what it answered.
-func doctorSIPEdge(t *testing.T, transport string) (addr string, answered *atomic.Int32) {
+// doctorSIPEdge answers OPTIONS; with a skew, its answers carry a Date
+// that far from this host's clock.
+func doctorSIPEdge(t *testing.T, transport string, skew ...time.Duration) (addr string, answered *atomic.Int32) {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("edge"), sipgo.WithUserAgentHostname("127.0.0.1"),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(doctorQuietLog)),
@@ -181,7 +184,11 @@ func doctorSIPEdge(t *testing.T, transport string) (addr string, answered *atomi
 	answered = new(atomic.Int32)
 	srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		answered.Add(1)
-		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		if len(skew) > 0 {
+			res.AppendHeader(sip.NewHeader("Date", time.Now().Add(skew[0]).UTC().Format(http.TimeFormat)))
+		}
+		tx.Respond(res)
 	})
 	var closer io.Closer
 	if transport == "udp" {
@@ -507,6 +514,85 @@ func TestDoctor(t *testing.T) {
 				e.want = append(e.want, `(?m)^OK    upstream      tcp://`+regexp.QuoteMeta(addr)+`: answered 200 OK`)
 			},
 			wantCode: 0,
+		},
+		{
+			name: "a UDP-only edge warns about large INVITEs; its clock in step passes",
+			setup: func(t *testing.T, e *doctorEnv) {
+				addr, _ := doctorSIPEdge(t, "udp", 0)
+				e.upstream = "udp://" + addr
+			},
+			wantCode: 0,
+			want: []string{
+				`(?m)^WARN  invite size   the edge answers only UDP on udp://127\.0\.0\.1:\d+: INVITEs with an Identity`,
+				`(?m)^ {20}fix: ask Leadport for the edge's TCP or TLS address`,
+				`(?m)^OK    edge clock    this host is [01]\.\d s (behind|ahead of) the edge`,
+			},
+		},
+		{
+			name: "a TCP edge takes large INVITEs whole",
+			setup: func(t *testing.T, e *doctorEnv) {
+				addr, _ := doctorSIPEdge(t, "tcp")
+				e.upstream = "tcp://" + addr
+			},
+			wantCode: 0,
+			want:     []string{`(?m)^OK    invite size   the upstream is tcp: signed INVITEs of any size go whole$`},
+			notWant:  []string{`edge clock`}, // this edge sends no Date
+		},
+		{
+			name: "an edge clock 30 s off warns",
+			setup: func(t *testing.T, e *doctorEnv) {
+				addr, _ := doctorSIPEdge(t, "udp", 30*time.Second)
+				e.upstream = "udp://" + addr
+			},
+			wantCode: 0,
+			want: []string{
+				`(?m)^WARN  edge clock    this host is (29|30|31)\.\d s behind the edge`,
+				`(?m)^ {20}fix: enable NTP`,
+			},
+		},
+		{
+			name: "an edge clock 2 minutes off fails",
+			setup: func(t *testing.T, e *doctorEnv) {
+				addr, _ := doctorSIPEdge(t, "udp", -2*time.Minute)
+				e.upstream = "udp://" + addr
+			},
+			wantCode: 1,
+			want:     []string{`(?m)^FAIL  edge clock    this host is 1\d\d\.\d s ahead of the edge`},
+		},
+		{
+			name: "a call-signing key readable by others fails with a chmod fix",
+			setup: func(t *testing.T, e *doctorEnv) {
+				k, _, err := passport.LoadOrCreateKey(filepath.Join(e.dataDir, "identity.key"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.Chmod(k.Path(), 0o640)
+				e.want = append(e.want, `(?m)^ {20}fix: chmod 600 `+regexp.QuoteMeta(k.Path())+`$`)
+			},
+			wantCode: 1,
+			want:     []string{`(?m)^FAIL  identity key  .*identity\.key has mode 0640, want 0600`},
+		},
+		{
+			name: "a call-signing key passes and is named by its thumbprint",
+			setup: func(t *testing.T, e *doctorEnv) {
+				k, _, err := passport.LoadOrCreateKey(filepath.Join(e.dataDir, "identity.key"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.want = append(e.want, `(?m)^OK    identity key  .*identity\.key: ES256 key `+regexp.QuoteMeta(passport.Thumbprint(k.PublicKey()))+`, created \d{4}-\d\d-\d\d$`)
+			},
+			wantCode: 0,
+		},
+		{
+			name: "a call-signing key that is not a key fails",
+			setup: func(t *testing.T, e *doctorEnv) {
+				doctorWriteMode(t, filepath.Join(e.dataDir, "identity.key"), []byte("not a key"), 0o600)
+			},
+			wantCode: 1,
+			want: []string{
+				`(?m)^FAIL  identity key  `,
+				`(?m)^ {20}fix: move .*identity\.key aside: the agent makes a new key`,
+			},
 		},
 		{
 			name: "silent upstream fails with a firewall hint",

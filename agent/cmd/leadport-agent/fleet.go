@@ -40,6 +40,8 @@ func fleetCmd(args []string, stdout, stderr io.Writer) error {
 		return fleetSend(args[1:], stdout, stderr)
 	case "tail":
 		return fleetTail(args[1:], stdout, stderr)
+	case "verify":
+		return fleetVerify(args[1:], stdout, stderr)
 	}
 	return errUsage
 }

@@ -11,6 +11,7 @@
 //	leadport-agent fleet sign --key FILE --kid ID --type T --device D [--args JSON]
 //	leadport-agent fleet send --broker URL (--device D | --fleet) [--policy] < token
 //	leadport-agent fleet tail --broker URL [--device D] [-n N] [--for DURATION]
+//	leadport-agent fleet verify --key PEM [--at TIME] [FILE|-]
 package main
 
 import (
@@ -35,13 +36,14 @@ func commands() []command {
 		{"version", "version                    print version, commit and Go version", versionCmd},
 		{"status", "status [--json] [--socket PATH]  what the running agent is doing (through its local API)", statusCmd},
 		{"consent", "consent add --subject N --purpose P --method M [--state granted|withdrawn] [--evidence REF] [--line L]  record a consent through the local API", consentCmd},
+		{"identity", "identity [--json] [--config FILE]  the call-signing public key, key id and algorithm: what the platform enrols", identityCmd},
 		{"doctor", "doctor [--config FILE] [--json]  check the installation: config, data directory, ports, upstream, broker, keys, clock", doctorCmd},
 		{"install", "install [--config FILE]    install the system service (systemd, OpenWrt procd, launchd, Windows)", serviceCmd("install")},
 		{"uninstall", "uninstall                  remove the system service (data is kept)", serviceCmd("uninstall")},
 		{"start", "start                      start the system service", serviceCmd("start")},
 		{"stop", "stop                       stop the system service", serviceCmd("stop")},
 		{"restart", "restart                    restart the system service", serviceCmd("restart")},
-		{"fleet", "fleet keygen|sign|send|tail  platform-side tools: keys, signed commands, watching a device", fleetCmd},
+		{"fleet", "fleet keygen|sign|send|tail|verify  platform-side tools: keys, signed commands, watching a device, checking a call's Identity", fleetCmd},
 	}
 }
 

@@ -39,13 +39,18 @@ func newAPIClient(fs *flag.FlagSet) func() (*apiClient, error) {
 			}
 			sock = cfg.API.Socket
 		}
-		return &apiClient{socket: sock, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", sock)
-			},
-		}}}, nil
+		return &apiClient{socket: sock, http: unixHTTPClient(sock)}, nil
 	}
+}
+
+// unixHTTPClient speaks HTTP to the agent over its unix socket.
+func unixHTTPClient(sock string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
 }
 
 func (c *apiClient) do(method, path string, body any, out any) (int, error) {

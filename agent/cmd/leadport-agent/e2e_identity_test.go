@@ -1,0 +1,216 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/leadport/leadport-agent/agent"
+	"github.com/leadport/leadport-agent/detect/passport"
+	"github.com/leadport/leadport-agent/sync/synctest"
+)
+
+// needSecsipid finds kamailio and its secsipid module (Debian's
+// kamailio-secsipid-modules, which scripts/setup.sh installs).
+func needSecsipid(t *testing.T) string {
+	t.Helper()
+	kamailio := synctest.NeedBinary(t, "kamailio")
+	mods, _ := filepath.Glob("/usr/lib/*/kamailio/modules/secsipid.so")
+	if len(mods) == 0 {
+		mods, _ = filepath.Glob("/usr/lib/kamailio/modules/secsipid.so")
+	}
+	if len(mods) == 0 {
+		if os.Getenv("LEADPORT_E2E") == "1" {
+			t.Fatal("kamailio's secsipid module is not installed (Debian package kamailio-secsipid-modules; scripts/setup.sh installs it)")
+		}
+		t.Skip("kamailio's secsipid module is not installed")
+	}
+	return kamailio
+}
+
+// TestSIPpIdentity: SIPp as the PBX -> the agent -> Debian's kamailio with
+// the secsipid module as the Leadport edge, checking each INVITE with the
+// device's enrolled public key (as `leadport-agent identity` prints it) ->
+// SIPp as the far end. The PBX puts a forged Identity on every INVITE: the
+// agent must drop it and sign the call itself. Every call completes, the
+// far end sees exactly one Identity per INVITE, the agent's, which the
+// platform's verifier (detect/passport) accepts in full; an INVITE sent
+// straight to the edge gets 428, one whose dest was changed or whose token
+// is two minutes old gets 438.
+func TestSIPpIdentity(t *testing.T) {
+	sipp := needSIPp(t)
+	kamailio := needSecsipid(t)
+	bin := buildAgent(t)
+	r := newRulesRig(t, bin, sipp, "policy:\n  forwarding: {action: \"off\"}\n  pacing: {action: \"off\"}\n  trunking: {action: \"off\"}\n")
+	cfg := filepath.Join(r.dir, "agent.yaml")
+
+	// Enrolment: what a technician hands the platform.
+	out, err := exec.Command(bin, "identity", "--json", "--config", cfg).Output()
+	if err != nil {
+		t.Fatalf("leadport-agent identity: %v", err)
+	}
+	var id agent.Identity
+	if err := json.Unmarshal(out, &id); err != nil {
+		t.Fatalf("identity --json: %v\n%s", err, out)
+	}
+	pub, err := passport.ParsePublicKeyPEM([]byte(id.PublicKey))
+	if err != nil || id.Alg != "ES256" || id.KeyID != passport.Thumbprint(pub) {
+		t.Fatalf("identity %+v: %v", id, err)
+	}
+
+	uasPort := freePort(t)
+	r.server("uas", "uas.xml", uasPort)
+	edgeCfg, err := filepath.Abs(filepath.Join("..", "..", "..", "scripts", "kamailio", "edge-secsipid.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemLine := strings.ReplaceAll(id.PublicKey, "\n", `\n`)
+	edge := startLogged(t, r.dir, "kamailio", kamailio, "-DD", "-E", "-f", edgeCfg,
+		"-P", filepath.Join(r.dir, "kamailio.pid"), "-Y", r.dir,
+		"-A", "SIP_PORT="+strconv.Itoa(r.edgePort),
+		"-A", fmt.Sprintf(`UAS="sip:127.0.0.1:%d"`, uasPort),
+		"-A", fmt.Sprintf(`PUBKEY="%s"`, pemLine))
+	t.Cleanup(func() { edge.stop(t, syscall.SIGTERM, 10*time.Second) })
+	waitListening(t, edge, "kamailio", "udp", r.edgePort)
+
+	const calls = 10
+	uac := r.client("uac", "identity-uac.xml", r.localPort, "-s", sippCallee, "-m", strconv.Itoa(calls), "-r", "5", "-d", "100")
+	r.finish(uac, calls)
+	if b, _ := os.ReadFile(edge.log); strings.Count(string(b), "identity: verified") != calls {
+		dumpFiles(t, r.dir, "kamailio.log")
+		t.Fatalf("the edge verified %d INVITEs, want %d", strings.Count(string(b), "identity: verified"), calls)
+	}
+
+	// What reached the far end: one Identity per INVITE, the agent's, which
+	// the platform's own verifier takes whole (signature, freshness, orig,
+	// dest, call binding), counters strictly rising.
+	v := &passport.Verifier{}
+	var last uint64
+	invites := 0
+	for _, m := range r.messages("uas") {
+		if m.sent || m.method() != "INVITE" {
+			continue
+		}
+		invites++
+		var ids []string
+		for _, h := range m.headers {
+			if n, val, ok := strings.Cut(h, ":"); ok && (strings.EqualFold(strings.TrimSpace(n), "identity") || strings.EqualFold(strings.TrimSpace(n), "y")) {
+				ids = append(ids, strings.TrimSpace(val))
+			}
+		}
+		if len(ids) != 1 || strings.Contains(ids[0], "forged") {
+			t.Fatalf("INVITE %s reached the edge's far side with Identity %q: want the agent's alone", m.header("Call-ID"), ids)
+		}
+		req, err := parseRawRequest([]byte(m.first + "\n" + strings.Join(m.headers, "\n") + "\n\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := v.Verify(req, pub)
+		if err != nil {
+			t.Fatalf("INVITE %s: %v", m.header("Call-ID"), err)
+		}
+		if c.Device != id.DeviceID || c.Verdict != passport.Allowed || c.Counter <= last || m.header("Date") == "" {
+			t.Fatalf("INVITE %s: claims %+v (Date %q), after counter %d", m.header("Call-ID"), c, m.header("Date"), last)
+		}
+		last = c.Counter
+	}
+	if invites != calls {
+		t.Fatalf("the far end received %d INVITEs, want %d", invites, calls)
+	}
+
+	// Straight to the edge, skipping the agent: refused.
+	key, err := passport.LoadKey(filepath.Join(r.data, agent.IdentityKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign := func(iat time.Time, dest string) string {
+		tok, err := passport.Sign(key, passport.Header{X5U: id.Info}, passport.Claims{
+			CallBinding: passport.Binding("direct", "t1"), Counter: 1 << 40, Dest: passport.Dest{TN: []string{dest}},
+			Device: id.DeviceID, IssuedAt: iat.Unix(), Orig: passport.Orig{TN: sippLine},
+			OrigID: passport.NewOrigID(), Verdict: passport.Allowed,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	tampered := func(tok string) string {
+		// The same signature over a payload whose dest now names another
+		// number: what a PBX that rewrote a captured header would send.
+		parts := strings.Split(tok, ".")
+		p, _ := base64.RawURLEncoding.DecodeString(parts[1])
+		p = []byte(strings.Replace(string(p), "15557654321", "15559990000", 1))
+		parts[1] = base64.RawURLEncoding.EncodeToString(p)
+		return strings.Join(parts, ".")
+	}
+	for _, tc := range []struct {
+		name, identity string
+		want           int
+	}{
+		{"no Identity", "", 428},
+		{"dest changed", passport.IdentityHeader(tampered(sign(time.Now(), sippCallee)), id.Info), 438},
+		{"two minutes old", passport.IdentityHeader(sign(time.Now().Add(-2*time.Minute), sippCallee), id.Info), 438},
+	} {
+		if got := rawInvite(t, r.edgePort, tc.identity); got != tc.want {
+			dumpFiles(t, r.dir, "kamailio.log")
+			t.Errorf("%s straight to the edge: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	r.stop()
+}
+
+// rawInvite sends one INVITE over UDP to port on loopback, with the given
+// Identity (none when empty), and returns the status of the first final
+// response.
+func rawInvite(t *testing.T, port int, identity string) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := c.LocalAddr().String()
+	hdr := ""
+	if identity != "" {
+		hdr = "Identity: " + identity + "\r\n"
+	}
+	msg := fmt.Sprintf("INVITE sip:%s@127.0.0.1:%d SIP/2.0\r\n"+
+		"Via: SIP/2.0/UDP %s;branch=z9hG4bK%d;rport\r\n"+
+		"From: <sip:%s@127.0.0.1>;tag=t1\r\nTo: <sip:%s@127.0.0.1>\r\nCall-ID: direct\r\nCSeq: 1 INVITE\r\n"+
+		"Contact: <sip:%s@%s>\r\nMax-Forwards: 70\r\n%sContent-Length: 0\r\n\r\n",
+		sippCallee, port, local, time.Now().UnixNano(), sippLine, sippCallee, sippLine, local, hdr)
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	buf := make([]byte, 65535)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := c.WriteTo([]byte(msg), to); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		for {
+			n, _, err := c.ReadFrom(buf)
+			if err != nil {
+				break // resend
+			}
+			f := strings.Fields(string(buf[:n]))
+			if len(f) > 1 && f[0] == "SIP/2.0" {
+				if code, _ := strconv.Atoi(f[1]); code >= 200 {
+					return code
+				}
+			}
+		}
+	}
+	t.Fatalf("no final response from 127.0.0.1:%d", port)
+	return 0
+}
