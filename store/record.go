@@ -109,6 +109,12 @@ type Consent struct {
 	CapturedAt time.Time `json:"captured_at,omitzero"`
 	Evidence   string    `json:"evidence,omitempty"` // personal: a reference, at most 1 KiB
 	Line       string    `json:"line,omitempty"`
+	// RecordedBy is who handed the record to the agent: the local user
+	// the kernel named on the API socket ("platform" is kept for records a
+	// platform command makes, should one ever make them).
+	// It is about the operator, not the data subject, so it is not
+	// sealed with the subject's key.
+	RecordedBy string `json:"recorded_by,omitempty"`
 }
 
 // Violation is a rule that tripped on a line, blocked or only observed.
@@ -203,6 +209,9 @@ func (u *Usage) merge(fs []Field) error {
 // MaxEvidence is the largest consent evidence reference accepted.
 const MaxEvidence = 1024
 
+// maxRecordedBy is room for any user name (Linux allows 32 bytes).
+const maxRecordedBy = 64
+
 func (c *Consent) split() (any, []Field, error) {
 	if c.Subject == "" {
 		return nil, nil, invalid(TypeConsent, "subject is empty")
@@ -221,6 +230,9 @@ func (c *Consent) split() (any, []Field, error) {
 	}
 	if c.CapturedAt.IsZero() {
 		return nil, nil, invalid(TypeConsent, "captured_at is missing")
+	}
+	if len(c.RecordedBy) > maxRecordedBy {
+		return nil, nil, invalid(TypeConsent, "recorded_by is %d bytes, more than %d", len(c.RecordedBy), maxRecordedBy)
 	}
 	pub := *c
 	pub.ID, pub.Type, pub.Subject, pub.Evidence = "", "", "", ""

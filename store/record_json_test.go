@@ -19,7 +19,7 @@ func TestAppendJSON(t *testing.T) {
 	_, err := db.Append(context.Background(),
 		&store.Usage{Line: "+15551230001", Direction: "outbound", Remote: "+12125550100", StartedAt: at, EndedAt: at, Disposition: "failed", FinalStatus: 503},
 		&store.Usage{Line: "+15551230001", Direction: "inbound", StartedAt: at, EndedAt: at, Disposition: "busy"},
-		&store.Consent{Subject: "+12125550100", Purpose: "sales", State: "granted", Method: "web", CapturedAt: at, Evidence: "form \"7\""},
+		&store.Consent{Subject: "+12125550100", Purpose: "sales", State: "granted", Method: "web", CapturedAt: at, Evidence: "form \"7\"", RecordedBy: "tech"},
 		&store.Violation{Rule: "pacing", Line: "+15551230001", Action: "blocked", At: at, CallID: "c1",
 			Evidence: json.RawMessage(`{"signal":"parallel","parallel":2}`), Numbers: []string{"+12125550100", "+13125550100"}},
 		&store.Violation{Rule: "trunking.concurrent", Line: "+15551230001", Action: "observed", At: at},
@@ -52,6 +52,9 @@ func TestAppendJSON(t *testing.T) {
 			json.Unmarshal(want, &b)
 			if !reflect.DeepEqual(a, b) {
 				t.Errorf("%s:\n AppendJSON  %s\n MarshalJSON %s", typ, got, want)
+			}
+			if typ == store.TypeConsent && a["recorded_by"] != "tech" {
+				t.Errorf("consent sent as %s, want recorded_by tech", got)
 			}
 		}
 	}

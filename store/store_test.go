@@ -149,6 +149,7 @@ func TestAppendRejectsInvalidRecords(t *testing.T) {
 		{"consent bad method", &store.Consent{Subject: "+15551234567", Purpose: "p", State: "granted", Method: "telepathy", CapturedAt: t0}, "method"},
 		{"consent evidence too long", &store.Consent{Subject: "+15551234567", Purpose: "p", State: "granted", Method: "web", CapturedAt: t0, Evidence: long}, "evidence"},
 		{"consent without time", &store.Consent{Subject: "+15551234567", Purpose: "p", State: "granted", Method: "web"}, "captured_at"},
+		{"consent recorded_by too long", &store.Consent{Subject: "+15551234567", Purpose: "p", State: "granted", Method: "web", CapturedAt: t0, RecordedBy: long}, "recorded_by"},
 		{"violation bad action", &store.Violation{Rule: "pacing", Action: "scolded"}, "action"},
 		{"violation bad evidence", &store.Violation{Rule: "pacing", Action: "observed", Evidence: json.RawMessage(`{`)}, "evidence"},
 		{"receipt bad status", &store.Receipt{CommandID: "c", Status: "meh"}, "status"},
