@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/leadport/leadport-agent/agent/api"
+	"github.com/leadport/leadport-agent/agent/config"
 	"github.com/leadport/leadport-agent/detect/rules"
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/phone"
@@ -149,7 +150,7 @@ func (s localSource) AddConsent(ctx context.Context, c *store.Consent) (string, 
 	if s.a.sync != nil {
 		s.a.sync.Wake()
 	}
-	s.a.log.Info("consent recorded", "id", ids[0], "subject", phone.Mask(c.Subject), "state", c.State)
+	s.a.log.Info("consent recorded", "id", ids[0], "subject", phone.Mask(c.Subject), "state", c.State, "recorded_by", c.RecordedBy)
 	return ids[0], nil
 }
 
@@ -289,9 +290,10 @@ func (a *Agent) newAPI() *api.Server {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{a}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return api.New(api.Options{
-		Source:    localSource{a},
-		Registry:  reg,
-		Normalize: func(n string) (string, error) { return phone.Normalize(n, a.cfg.DefaultCountry) },
-		Logger:    a.log.With("part", "api"),
+		Source:      localSource{a},
+		Registry:    reg,
+		Normalize:   func(n string) (string, error) { return phone.Normalize(n, a.cfg.DefaultCountry) },
+		Logger:      a.log.With("part", "api"),
+		ServiceUser: config.ServiceUser,
 	})
 }

@@ -1,10 +1,15 @@
 // Package api is the agent's local HTTP API, its status page and its
 // metrics: what `leadport-agent status`, a technician's browser and
 // Prometheus read on the device. It listens on a unix socket (mode 0660,
-// the service's group) and, when configured, on a loopback TCP address. It
-// has no authentication: the socket's mode and the loopback address are
-// the boundary, and requests a browser makes on behalf of another site are
-// refused.
+// the service's group) and, when configured, on a loopback TCP address.
+//
+// There are no passwords; the kernel is the authority, as in tailscale's
+// local API. Reads are open on both listeners. Changes are accepted only
+// over the socket, from peers whose credentials (SO_PEERCRED) name root,
+// the agent's own user, the service user or a member of its group
+// (peer.go), and are recorded as theirs. Over TCP a request must name the
+// listener's loopback address as its Host, which defeats DNS rebinding,
+// and requests a browser makes for another site are refused (guard.go).
 package api
 
 import (
@@ -15,7 +20,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -76,15 +80,22 @@ type Options struct {
 	// device's default country).
 	Normalize func(string) (string, error)
 	Logger    *slog.Logger
+	// ServiceUser is the user the service runs as; it and the members of
+	// its group may change state over the socket.
+	ServiceUser string
+	// Accounts is the account database writers are checked against;
+	// default os/user.
+	Accounts Accounts
 }
 
 // Server serves the API.
 type Server struct {
-	src  Source
-	reg  *prometheus.Registry
-	norm func(string) (string, error)
-	log  *slog.Logger
-	mux  *http.ServeMux
+	src     Source
+	reg     *prometheus.Registry
+	norm    func(string) (string, error)
+	log     *slog.Logger
+	writers writers
+	mux     *http.ServeMux
 }
 
 // New makes the server.
@@ -95,8 +106,12 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Accounts == nil {
+		o.Accounts = osAccounts{}
+	}
 	src, reg, log := o.Source, o.Registry, o.Logger
-	s := &Server{src: src, reg: reg, norm: o.Normalize, log: log, mux: http.NewServeMux()}
+	s := &Server{src: src, reg: reg, norm: o.Normalize, log: log, mux: http.NewServeMux(),
+		writers: writers{accounts: o.Accounts, service: o.ServiceUser, self: os.Getuid()}}
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("GET /v1/calls", s.calls)
 	s.mux.HandleFunc("GET /v1/violations", s.violations)
@@ -107,8 +122,9 @@ func New(o Options) *Server {
 	return s
 }
 
-// Handler is the API with its guard against other sites' pages.
-func (s *Server) Handler() http.Handler { return sameOrigin(s.mux) }
+// Handler is the API behind its guard. Served by Serve, it knows who is
+// on each socket connection; served elsewhere, the socket is read-only.
+func (s *Server) Handler() http.Handler { return s.guard(s.mux) }
 
 // Serve listens on the unix socket (and addr when not empty) until ctx
 // ends.
@@ -138,7 +154,7 @@ func (s *Server) Serve(ctx context.Context, socket, addr string) error {
 		listeners = append(listeners, l)
 	}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10, ConnContext: connContext}
 	errc := make(chan error, len(listeners))
 	for _, l := range listeners {
 		s.log.Info("local API listening", "addr", l.Addr().String())
@@ -182,30 +198,6 @@ func listenUnix(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("api.socket: %w", err)
 	}
 	return l, nil
-}
-
-// sameOrigin refuses requests a browser sends on behalf of a page from
-// elsewhere: the API changes state (consent) and shows calls, and a page
-// on the internet must not reach it through a technician's browser. The
-// status page itself is same-origin; curl and the CLI send no Origin.
-func sameOrigin(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		origin := r.Header.Get("Origin")
-		if origin == "" {
-			if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" {
-				writeError(w, http.StatusForbidden, "cross-site requests are refused")
-				return
-			}
-			next.ServeHTTP(w, r)
-			return
-		}
-		u, err := url.Parse(origin)
-		if err != nil || u.Host != r.Host || (u.Scheme != "http" && u.Scheme != "https") {
-			writeError(w, http.StatusForbidden, "requests from another origin are refused")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -328,13 +320,18 @@ func (c *ConsentRequest) Validate(now time.Time, normalize func(string) (string,
 
 func (s *Server) consent(w http.ResponseWriter, r *http.Request) {
 	var req ConsentRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		status := http.StatusBadRequest
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			status = http.StatusRequestEntityTooLarge
+		}
+		writeError(w, status, "body: "+err.Error())
 		return
 	}
 	rec, bad := req.Validate(time.Now(), s.norm)
+	rec.RecordedBy = author(r.Context())
 	if len(bad) > 0 {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "invalid consent record", "fields": bad})
 		return
