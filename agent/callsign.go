@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
-	"strings"
 	gosync "sync"
 	"time"
 
@@ -146,13 +145,25 @@ func (s *callSigner) SignCall(req *sip.Request, line string, v detect.Verdict) e
 	if err != nil {
 		return err
 	}
+	// The numbers as the platform's verifier reads them from the request
+	// (P-Asserted-Identity, else From; the Request-URI), so that both
+	// sides agree on parameters and escapes.
+	want := passport.ExpectRequest(req)
+	orig := want.Orig
+	if orig == "" {
+		orig = line
+	}
+	dest := want.Dest
+	if len(dest) > 1 {
+		dest = dest[:1] // the Request-URI's
+	}
 	c := passport.Claims{
-		CallBinding: passport.Binding(callIDOf(req), fromTag(req)),
+		CallBinding: passport.Binding(want.CallID, want.FromTag),
 		Counter:     ctr,
-		Dest:        passport.Dest{TN: []string{req.Recipient.User}},
+		Dest:        passport.Dest{TN: dest},
 		Device:      s.deviceID,
 		IssuedAt:    iat.Unix(),
-		Orig:        passport.Orig{TN: callerOf(req, line)},
+		Orig:        passport.Orig{TN: orig},
 		OrigID:      passport.NewOrigID(),
 		Policy:      int(s.policy()),
 		Verdict:     passport.Allowed,
@@ -174,44 +185,6 @@ func (s *callSigner) SignCall(req *sip.Request, line string, v detect.Verdict) e
 // UpstreamDate implements detect.CallSigner.
 func (s *callSigner) UpstreamDate(date string, received time.Time) {
 	s.clock.observe(date, received)
-}
-
-func callIDOf(req *sip.Request) string {
-	if h := req.CallID(); h != nil {
-		return h.Value()
-	}
-	return ""
-}
-
-func fromTag(req *sip.Request) string {
-	if f := req.From(); f != nil {
-		if t, ok := f.Params.Get("tag"); ok {
-			return t
-		}
-	}
-	return ""
-}
-
-// callerOf is the identity the call presents, as verifiers read it:
-// P-Asserted-Identity when there is one, else From; the line when neither
-// has a user part.
-func callerOf(req *sip.Request, line string) string {
-	if h := req.GetHeader("P-Asserted-Identity"); h != nil {
-		var u sip.Uri
-		v := h.Value()
-		if i := strings.IndexByte(v, '<'); i >= 0 {
-			if j := strings.IndexByte(v[i:], '>'); j > 0 {
-				v = v[i+1 : i+j]
-			}
-		}
-		if err := sip.ParseUri(v, &u); err == nil && u.User != "" {
-			return u.User
-		}
-	}
-	if f := req.From(); f != nil && f.Address.User != "" {
-		return f.Address.User
-	}
-	return line
 }
 
 // counterBlock hands out the ctr claim's values from a range reserved in

@@ -45,6 +45,8 @@ if [ "${SETUP_SIP:-1}" != 0 ]; then
     "sipp sip-tester - SIPp end-to-end tests, make bench-proxy"
     "kamailio kamailio kamailio the reference proxy of make bench-proxy"
     "secsipid.so kamailio-secsipid-modules - the edge that verifies the agent's Identity (TestSIPpIdentity)"
+    "secsipidx secsipidx - the stock Identity verifier, against detect/passport"
+    "openssl openssl - reading the call-signing key file as OpenSSL does"
   )
 fi
 if [ "${SETUP_MQTT:-1}" != 0 ]; then

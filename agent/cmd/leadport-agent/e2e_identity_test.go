@@ -84,9 +84,25 @@ func TestSIPpIdentity(t *testing.T) {
 	t.Cleanup(func() { edge.stop(t, syscall.SIGTERM, 10*time.Second) })
 	waitListening(t, edge, "kamailio", "udp", r.edgePort)
 
-	const calls = 10
-	uac := r.client("uac", "identity-uac.xml", r.localPort, "-s", sippCallee, "-m", strconv.Itoa(calls), "-r", "5", "-d", "100")
-	r.finish(uac, calls)
+	// Calls, then the agent killed with SIGKILL and started again, more
+	// calls, a clean restart, more calls: the counter must only rise.
+	calls := 0
+	place := func(name string, n int) {
+		uac := r.client(name, "identity-uac.xml", r.localPort, "-s", sippCallee, "-m", strconv.Itoa(n), "-r", "5", "-d", "100")
+		r.finish(uac, n)
+		calls += n
+	}
+	restart := func(name string, sig syscall.Signal) {
+		r.agent.stop(t, sig, 15*time.Second)
+		r.agent = startLogged(t, r.dir, name, bin, "run", "--config", cfg)
+		waitListening(t, r.agent, "leadport-agent", "udp", r.localPort)
+		waitListening(t, r.agent, "leadport-agent", "udp", r.upPort)
+	}
+	place("uac", 10)
+	restart("agent-after-kill", syscall.SIGKILL)
+	place("uac-after-kill", 3)
+	restart("agent-after-term", syscall.SIGTERM)
+	place("uac-after-term", 3)
 	if b, _ := os.ReadFile(edge.log); strings.Count(string(b), "identity: verified") != calls {
 		dumpFiles(t, r.dir, "kamailio.log")
 		t.Fatalf("the edge verified %d INVITEs, want %d", strings.Count(string(b), "identity: verified"), calls)
@@ -121,6 +137,7 @@ func TestSIPpIdentity(t *testing.T) {
 			t.Fatalf("INVITE %s: %v", m.header("Call-ID"), err)
 		}
 		if c.Device != id.DeviceID || c.Verdict != passport.Allowed || c.Counter <= last || m.header("Date") == "" {
+			dumpFiles(t, r.dir, "agent.log", "agent-after-kill.log")
 			t.Fatalf("INVITE %s: claims %+v (Date %q), after counter %d", m.header("Call-ID"), c, m.header("Date"), last)
 		}
 		last = c.Counter
@@ -213,4 +230,83 @@ func rawInvite(t *testing.T, port int, identity string) int {
 	}
 	t.Fatalf("no final response from 127.0.0.1:%d", port)
 	return 0
+}
+
+// TestSyncIdentityRotate: the device publishes its call-signing key
+// retained on its identity topic; a signed identity.rotate, sent with the
+// platform's tools through a real broker, makes a new key: the receipt
+// carries it, the identity topic and `leadport-agent identity` show it,
+// the key file holds it, and a restart keeps it.
+func TestSyncIdentityRotate(t *testing.T) {
+	r := newSyncRig(t)
+	a := r.start("agent")
+	const topic = "leadport/v1/dev/pbx-e2e/identity"
+	latest := func() (id agent.Identity, ok bool) {
+		r.broker.Got.Mu.Lock()
+		defer r.broker.Got.Mu.Unlock()
+		msgs := r.broker.Got.Msg[topic]
+		if len(msgs) == 0 {
+			return id, false
+		}
+		if err := json.Unmarshal(msgs[len(msgs)-1], &id); err != nil {
+			t.Fatalf("identity document %s: %v", msgs[len(msgs)-1], err)
+		}
+		return id, true
+	}
+	var before agent.Identity
+	pollUntil(t, 30*time.Second, "the identity at the broker", func() bool {
+		var ok bool
+		before, ok = latest()
+		return ok
+	})
+	pub, err := passport.ParsePublicKeyPEM([]byte(before.PublicKey))
+	if err != nil || before.DeviceID != "pbx-e2e" || before.KeyID != passport.Thumbprint(pub) || before.Alg != "ES256" {
+		t.Fatalf("published identity %+v: %v", before, err)
+	}
+
+	tokenFile := filepath.Join(r.dir, "rotate.jws")
+	token := r.cli("fleet", "sign", "--key", r.keyFile, "--kid", r.kid, "--type", "identity.rotate", "--device", "pbx-e2e", "--id", "rotate-e2e")
+	if err := os.WriteFile(tokenFile, token, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.cli("fleet", "send", "--broker", r.broker.URL(), "--device", "pbx-e2e", "--token", tokenFile)
+	var receipt struct {
+		Status string         `json:"status"`
+		Result agent.Identity `json:"result"`
+	}
+	pollUntil(t, 30*time.Second, "the rotation's receipt", func() bool {
+		r.broker.Got.Mu.Lock()
+		defer r.broker.Got.Mu.Unlock()
+		for _, m := range r.broker.Got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
+			var batch struct {
+				Records []json.RawMessage `json:"records"`
+			}
+			json.Unmarshal(m, &batch)
+			for _, rec := range batch.Records {
+				if strings.Contains(string(rec), `"command_id":"rotate-e2e"`) {
+					return json.Unmarshal(rec, &receipt) == nil
+				}
+			}
+		}
+		return false
+	})
+	after := receipt.Result
+	newPub, err := passport.ParsePublicKeyPEM([]byte(after.PublicKey))
+	if receipt.Status != "done" || err != nil || after.KeyID == before.KeyID || after.KeyID != passport.Thumbprint(newPub) {
+		t.Fatalf("receipt %+v: %v", receipt, err)
+	}
+	pollUntil(t, 30*time.Second, "the new identity at the broker", func() bool {
+		id, _ := latest()
+		return id.KeyID == after.KeyID
+	})
+	k, err := passport.LoadKey(filepath.Join(r.data, agent.IdentityKeyFile))
+	if err != nil || passport.Thumbprint(k.PublicKey()) != after.KeyID {
+		t.Fatalf("the key file after the rotation: %v", err)
+	}
+	a.stop(t, syscall.SIGTERM, 15*time.Second)
+	// Without a running agent, identity reads the key file.
+	var id agent.Identity
+	if err := json.Unmarshal(r.cli("identity", "--json", "--config", r.config), &id); err != nil || id.KeyID != after.KeyID || id.DeviceID != "pbx-e2e" {
+		t.Fatalf("leadport-agent identity after the rotation: %+v, %v", id, err)
+	}
 }
