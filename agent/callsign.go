@@ -284,9 +284,11 @@ type IdentityStatus struct {
 	Identity
 	// Signing is false when sip.identity is off or the proxy is not
 	// configured.
-	Signing    bool        `json:"signing"`
-	Signed     uint64      `json:"signed"`
-	SignErrors uint64      `json:"sign_errors"`
+	Signing    bool   `json:"signing"`
+	Signed     uint64 `json:"signed"`
+	SignErrors uint64 `json:"sign_errors"`
+	// SignUSMean is the mean time to sign a call, in microseconds.
+	SignUSMean float64     `json:"sign_us_mean"`
 	Clock      ClockStatus `json:"clock"`
 }
 
@@ -295,6 +297,9 @@ func (a *Agent) identityStatus() IdentityStatus {
 	if a.proxy != nil && a.cfg.SIP.Identity == config.IdentitySign {
 		ps := a.proxy.Stats()
 		st.Signing, st.Signed, st.SignErrors = true, ps.Signed, ps.SignErrors
+		if ps.Signed > 0 {
+			st.SignUSMean = float64(ps.SignTime.Microseconds()) / float64(ps.Signed)
+		}
 	}
 	return st
 }

@@ -4,10 +4,13 @@
 #  1. highest sustained call rate with under 0.1% failed calls, over UDP, for
 #       direct    SIPp UAC -> SIPp UAS
 #       kamailio  SIPp UAC -> kamailio (tm, record_route; scripts/kamailio) -> SIPp UAS
-#       agent     SIPp UAC -> leadport-agent (sip.upstream = the UAS) -> SIPp UAS
+#       agent     SIPp UAC -> leadport-agent (sip.upstream = the UAS) -> SIPp UAS,
+#                 every INVITE signed (RFC 8224 Identity, sip.identity: sign)
 #     and the agent/kamailio ratio;
 #  2. INVITE -> 200 latency p50/p99 at BENCH_LAT_RATE calls/s for each, and
-#     what the proxies add to the direct figure;
+#     what the proxies add to the direct figure; with agent, also for
+#     agent-unsigned (sip.identity: off), and the agent's own mean time to
+#     sign a call (from its status);
 #  3. the agent's RSS (VmRSS, highest sample every 0.5 s) with
 #     BENCH_RSS_CALLS concurrent calls: BENCH_RSS_RATE calls/s of
 #     BENCH_RSS_CALLS/BENCH_RSS_RATE seconds each, run half as long again
@@ -172,7 +175,7 @@ stop() {
 
 # --- the agent ---------------------------------------------------------------
 agent_bin=${AGENT_BIN:-}
-if [[ " $targets " == *" agent "* ]] && [ -z "$agent_bin" ]; then
+if [[ " $targets " == *" agent"* ]] && [ -z "$agent_bin" ]; then
   log "building leadport-agent"
   CGO_ENABLED=0 go build -trimpath -o "$tmp/leadport-agent" ./agent/cmd/leadport-agent
   agent_bin=$tmp/leadport-agent
@@ -202,15 +205,19 @@ start_proxy() { # target dir
     pids+=("$proxy_pid")
     wait_bound "$kam_port" "$proxy_pid" kamailio
     ;;
-  agent)
+  agent | agent-unsigned)
+    local identity=sign
+    [ "$1" = agent-unsigned ] && identity=off
     cat >"$2/agent.yaml" <<EOF
 data_dir: $2/data
 lines: ["+15551230001"]
 default_country: "1"
 log: {level: warn}
+api: {socket: "$2/api.sock"}
 sip:
   listen: ["udp://127.0.0.1:$agent_port", "tcp://127.0.0.1:$agent_port"]
   upstream: "udp://127.0.0.1:$uas_port"
+  identity: $identity
 # One line placing hundreds of calls a second is machine-paced dialing and
 # trunking by definition: those rules are off so every call is relayed (the
 # decision hook and the dialog tracking still run).
@@ -231,7 +238,7 @@ target_port() {
   case $1 in
   direct) echo "$uas_port" ;;
   kamailio) echo "$kam_port" ;;
-  agent) echo "$agent_port" ;;
+  agent | agent-unsigned) echo "$agent_port" ;;
   esac
 }
 
@@ -379,7 +386,10 @@ latency() {
 
 declare -A p50 p99 cpu
 lat_calls=$((lat_rate * lat_s))
-for t in direct $targets; do
+lat_targets="direct $targets"
+[[ " $targets " == *" agent "* ]] && [[ " $targets " != *" agent-unsigned "* ]] && lat_targets+=" agent-unsigned"
+sign_us=-
+for t in $lat_targets; do
   [ -n "${p50[$t]:-}" ] && continue
   log "== $t: latency at $lat_rate calls/s ($lat_calls calls of ${lat_call_ms} ms)"
   dir=$tmp/latency-$t
@@ -392,6 +402,10 @@ for t in direct $targets; do
   if [ -n "$proxy_pid" ]; then
     ticks1=$(cpu_ticks "$proxy_pid")
     cpu[$t]=$(per_call "$ticks0" "$ticks1" "$((ok + failed))")
+    if [ "$t" = agent ]; then
+      sign_us=$("$agent_bin" status --json --socket "$dir/api.sock" 2>/dev/null |
+        sed -n 's/.*"sign_us_mean": *\([0-9.]*\).*/\1/p' | head -n 1)
+    fi
     stop "$proxy_pid"
   fi
   stop "$uas_pid"
@@ -440,6 +454,7 @@ for t in $targets; do
   direct) name="SIPp -> SIPp" ;;
   kamailio) name="SIPp -> kamailio (tm, rr) -> SIPp" ;;
   agent) name="SIPp -> leadport-agent -> SIPp" ;;
+  agent-unsigned) name="... -> leadport-agent, unsigned -> ..." ;;
   esac
   printf '%-36s %12s %14s\n' "$name" "${best[$t]}" "${best_cpu[$t]}"
 done
@@ -451,8 +466,8 @@ fi
 
 echo
 echo "== INVITE -> 200 at $lat_rate calls/s ($lat_calls calls), microseconds; CPU per call of the proxy"
-printf '%-10s %8s %8s %10s %10s %12s\n' path p50 p99 "+p50" "+p99" "CPU us/call"
-for t in direct $targets; do
+printf '%-14s %8s %8s %10s %10s %12s\n' path p50 p99 "+p50" "+p99" "CPU us/call"
+for t in $lat_targets; do
   [ "$t" = direct ] && [ -n "${shown_direct:-}" ] && continue
   [ "$t" = direct ] && shown_direct=1
   add50=- add99=-
@@ -460,8 +475,11 @@ for t in direct $targets; do
     add50=$((p50[$t] - p50[direct]))
     add99=$((p99[$t] - p99[direct]))
   fi
-  printf '%-10s %8s %8s %10s %10s %12s\n' "$t" "${p50[$t]}" "${p99[$t]}" "$add50" "$add99" "${cpu[$t]:--}"
+  printf '%-14s %8s %8s %10s %10s %12s\n' "$t" "${p50[$t]}" "${p99[$t]}" "$add50" "$add99" "${cpu[$t]:--}"
 done
+if [ -n "${p50[agent]:-}" ] && [ -n "${p50[agent-unsigned]:-}" ] && [ "${p50[agent]}" != - ] && [ "${p50[agent-unsigned]}" != - ]; then
+  echo "signing adds p50 $((p50[agent] - p50[agent-unsigned])) us, p99 $((p99[agent] - p99[agent-unsigned])) us; the agent's mean time to sign a call: ${sign_us:--} us"
+fi
 
 if [ -n "$rss_peak" ]; then
   echo

@@ -401,7 +401,9 @@ const maxUDPRequest = 1300
 // responses back through tx until the final one.
 func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransaction, rc *reqCtx) {
 	switched := false
-	if fwd.Transport() == "UDP" && mayExceed(fwd, maxUDPRequest-120) && messageSize(fwd) > maxUDPRequest-120 { // room for our Via
+	toUpstream := rc.dir == detect.Outbound
+	if fwd.Transport() == "UDP" && mayExceed(fwd, maxUDPRequest-120) && messageSize(fwd) > maxUDPRequest-120 && // room for our Via
+		!(toUpstream && p.upstreamUDPOnly()) {
 		fwd.SetTransport("TCP")
 		switched = true
 		p.c.tcpSwitch.Add(1)
@@ -419,7 +421,13 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 	clTx, err := out.client.TransactionRequest(ctx, fwd, out.addVia)
 	if err != nil && switched {
 		// The next hop does not take TCP: send it over UDP after all and
-		// leave the size to IP fragmentation.
+		// leave the size to IP fragmentation. Signed INVITEs are all this
+		// large, so an upstream that refused TCP is not asked again for a
+		// while: a firewall that drops SYNs would otherwise cost every call
+		// a connect timeout.
+		if toUpstream {
+			p.markUpstreamUDPOnly()
+		}
 		fwd.RemoveHeader("Via")
 		fwd.SetTransport("UDP")
 		clTx, err = out.client.TransactionRequest(ctx, fwd, out.addVia)

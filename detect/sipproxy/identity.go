@@ -56,3 +56,19 @@ func (p *Proxy) upstreamDate(res *sip.Response, at time.Time) {
 		p.opts.Signer.UpstreamDate(h.Value(), at)
 	}
 }
+
+// upstreamTCPRetry is how long an upstream that refused TCP is sent large
+// requests over UDP before TCP is tried again.
+const upstreamTCPRetry = 5 * time.Minute
+
+func (p *Proxy) upstreamUDPOnly() bool {
+	until := p.udpOnlyUntil.Load()
+	return until != 0 && p.now().UnixNano() < until
+}
+
+func (p *Proxy) markUpstreamUDPOnly() {
+	if p.udpOnlyUntil.Swap(p.now().Add(upstreamTCPRetry).UnixNano()) == 0 {
+		p.log.Warn("the upstream does not take TCP: requests over 1,300 bytes (signed INVITEs) go as fragmented UDP; an upstream of tcp:// or tls:// avoids it",
+			"upstream", p.opts.Upstream.String())
+	}
+}

@@ -127,3 +127,28 @@ func TestProxySignsWhatItLetsOut(t *testing.T) {
 		t.Errorf("stats: %d signed, %d Identity headers stripped; want 2 and 3", st.Signed, st.IdentityStrips)
 	}
 }
+
+// TestUpstreamUDPOnly: an upstream that takes no TCP gets large requests
+// (every signed INVITE is one) over UDP, and after the first refusal the
+// proxy stops trying TCP: a firewall that drops SYNs must not cost every
+// call a connect timeout.
+func TestUpstreamUDPOnly(t *testing.T) {
+	r := newRig(t, "udp", nil)
+	r.edge.tcp.Close()
+	pad := sip.NewHeader("X-Padding", strings.Repeat("p", 1400))
+	for i := range 2 {
+		s, err := r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"), pad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustAnswer(t, s)
+		if inv := r.edge.wantRequest(sip.INVITE); inv.Transport() != "UDP" {
+			t.Errorf("call %d: the INVITE came over %s, want UDP", i, inv.Transport())
+		}
+		mustHangUp(t, s)
+		r.wantCall()
+	}
+	if n := r.p.Stats().TCPSwitches; n != 1 {
+		t.Errorf("TCP tried %d times, want once", n)
+	}
+}

@@ -29,6 +29,7 @@ type peer struct {
 	host string
 	dcc  *sipgo.DialogClientCache
 	dsc  *sipgo.DialogServerCache
+	tcp  net.Listener // closed by tests of a UDP-only peer
 
 	// answer plays the callee's part for an initial INVITE; default: 200.
 	answer func(s *sipgo.DialogServerSession, tx sip.ServerTransaction)
@@ -57,6 +58,7 @@ func newPeerAt(t testing.TB, name, user, host string, uaOpts ...sipgo.UserAgentO
 	p.srv, _ = sipgo.NewServer(p.ua, sipgo.WithServerLogger(quiet))
 	udp, tcp := listenPair(t, host)
 	p.port = udp.LocalAddr().(*net.UDPAddr).Port
+	p.tcp = tcp
 	p.cli, err = sipgo.NewClient(p.ua, sipgo.WithClientHostname(host), sipgo.WithClientLogger(quiet))
 	if err != nil {
 		t.Fatal(err)

@@ -109,7 +109,10 @@ type Proxy struct {
 
 	pending atomic.Int64             // initial requests awaiting a final response
 	upAddrs atomic.Pointer[[]net.IP] // upstream host, resolved
-	ready   chan struct{}
+	// udpOnlyUntil (unix ns) is set when the upstream refused TCP for a
+	// large request: until then such requests go over UDP directly.
+	udpOnlyUntil atomic.Int64
+	ready        chan struct{}
 }
 
 type deciderBox struct{ d detect.Decider }
