@@ -7,10 +7,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"html"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +24,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/leadport/leadport-agent/store"
 )
 
 // localRig is the real binary with its local API on a unix socket and a
@@ -177,26 +185,12 @@ func TestLocalAPI(t *testing.T) {
 // LEADPORT_SCREENSHOT=file.png it also writes a screenshot (make
 // screenshot).
 func TestStatusPage(t *testing.T) {
-	browser := ""
-	for _, b := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(b); err == nil {
-			browser = p
-			break
-		}
-	}
-	if browser == "" {
-		if os.Getenv("LEADPORT_E2E") == "1" {
-			t.Fatal("chromium is not installed (scripts/setup.sh installs it)")
-		}
-		t.Skip("chromium is not installed")
-	}
+	browser := needChromium(t)
 	r := newLocalRig(t)
 	if status := r.forwardedCall(); status != 403 {
 		t.Fatalf("forwarded call answered %d, want 403", status)
 	}
-	profile := filepath.Join(r.dir, "chromium")
-	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-		"--user-data-dir=" + profile, "--window-size=412,1400", "--virtual-time-budget=4000"}
+	args := chromiumArgs(filepath.Join(r.dir, "chromium"))
 	dom := func() string {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
@@ -242,5 +236,326 @@ func TestStatusPage(t *testing.T) {
 	out, _ := exec.Command(r.bin, "status", "--json", "--socket", r.socket).Output()
 	if err := json.Unmarshal(out, &st); err != nil {
 		t.Errorf("status --json: %v", err)
+	}
+}
+
+// needChromium finds Debian's headless Chromium, or skips (fails under
+// LEADPORT_E2E=1).
+func needChromium(t *testing.T) string {
+	t.Helper()
+	for _, b := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(b); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("LEADPORT_E2E") == "1" {
+		t.Fatal("chromium is not installed (scripts/setup.sh installs it)")
+	}
+	t.Skip("chromium is not installed")
+	return ""
+}
+
+func chromiumArgs(profile string, extra ...string) []string {
+	return append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+		"--user-data-dir=" + profile, "--window-size=412,1400", "--virtual-time-budget=4000"}, extra...)
+}
+
+// pendingConsents is the consent backlog as the agent reports it over its
+// socket.
+func (r *localRig) pendingConsents() int {
+	r.t.Helper()
+	out, err := exec.Command(r.bin, "status", "--json", "--socket", r.socket).Output()
+	if err != nil {
+		r.t.Fatalf("status --json: %v", err)
+	}
+	var st struct {
+		Status struct {
+			Outbox map[string]struct {
+				Pending int `json:"pending"`
+			} `json:"outbox"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		r.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st.Status.Outbox["consent"].Pending
+}
+
+// consents stops the agent and reads the consent records from its store.
+func (r *localRig) consents() []*store.Consent {
+	t := r.t
+	t.Helper()
+	r.agent.stop(t, syscall.SIGTERM, 15*time.Second)
+	s, err := store.Open(store.Options{Dir: filepath.Join(r.dir, "data")})
+	if err != nil {
+		t.Fatalf("open the agent's store: %v", err)
+	}
+	defer s.Close()
+	recs, err := s.Pending(store.TypeConsent, store.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*store.Consent
+	for _, rec := range recs {
+		p, err := rec.Decode()
+		if err != nil {
+			t.Fatalf("record %s: %v", rec.ID, err)
+		}
+		out = append(out, p.(*store.Consent))
+	}
+	return out
+}
+
+const e2eConsent = `{"subject":"+12125550100","purpose":"sales-calls","method":"web"}`
+
+// TestAPIHostRebinding: what a page that re-points its own name at
+// 127.0.0.1 would send (DNS rebinding: same-origin to the browser, so no
+// Origin header), and what other local users may do, against the real
+// binary.
+func TestAPIHostRebinding(t *testing.T) {
+	r := newLocalRig(t)
+	port := strings.TrimPrefix(r.httpURL, "http://127.0.0.1:")
+	send := func(method, path, host, ctype string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, r.httpURL+path, strings.NewReader(e2eConsent))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		req.Header.Set("Sec-Fetch-Site", "same-origin") // what the browser says of a rebound page
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(res.Body)
+		return res.StatusCode, b.String()
+	}
+	tests := []struct {
+		method, path, host, ctype string
+		status                    int
+		contains                  string
+	}{
+		// The same requests with the listener's own names are answered:
+		// the refusals below are the Host's doing.
+		{"GET", "/v1/status", "127.0.0.1:" + port, "", 200, "pbx-local"},
+		{"GET", "/v1/status", "localhost:" + port, "", 200, "pbx-local"},
+		{"GET", "/v1/status", "[::1]:" + port, "", 200, "pbx-local"},
+		{"GET", "/v1/status", "evil.example:" + port, "", 403, "not this API's address"},
+		{"GET", "/v1/calls", "evil.example:" + port, "", 403, "not this API's address"},
+		{"GET", "/metrics", "evil.example:" + port, "", 403, "not this API's address"},
+		{"GET", "/", "evil.example:" + port, "", 403, "not this API's address"},
+		{"POST", "/v1/consent", "evil.example:" + port, "application/json", 403, "not this API's address"},
+		// Over TCP nothing changes state, whoever asks.
+		{"POST", "/v1/consent", "127.0.0.1:" + port, "application/json", 403, "read-only over TCP"},
+		{"POST", "/v1/consent", "127.0.0.1:" + port, "text/plain", 403, "read-only over TCP"},
+	}
+	for _, tt := range tests {
+		status, body := send(tt.method, tt.path, tt.host, tt.ctype)
+		if status != tt.status || !strings.Contains(body, tt.contains) {
+			t.Errorf("%s %s Host %s (%s) = %d %s; want %d with %q", tt.method, tt.path, tt.host, tt.ctype, status, body, tt.status, tt.contains)
+		}
+	}
+	if n := r.pendingConsents(); n != 0 {
+		t.Fatalf("%d consents stored by refused requests", n)
+	}
+
+	// Over the socket: text/plain is refused, another user is refused,
+	// root (this test) is not. The socket and its directory are opened
+	// to everyone so that the API, not the file mode, decides.
+	unixc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", r.socket)
+		},
+	}}
+	res, err := unixc.Post("http://localhost/v1/consent", "text/plain", strings.NewReader(e2eConsent))
+	if err != nil || res.StatusCode != 415 {
+		t.Errorf("text/plain over the socket: %v %v, want 415", res, err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run the CLI as another user (CI runs as root)")
+	}
+	for _, d := range []string{filepath.Dir(r.dir), r.dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(r.socket, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	add := []string{"consent", "add", "--socket", r.socket, "--subject", "+12125550100", "--purpose", "sales-calls", "--method", "verbal"}
+	cmd := exec.Command(r.bin, add...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "may not change the agent's state") {
+		t.Errorf("consent add as nobody: %v\n%s; want refused", err, out)
+	}
+	if n := r.pendingConsents(); n != 0 {
+		t.Fatalf("%d consents stored after nobody's attempt", n)
+	}
+	if out, err := r.cli(add...); err != nil || !strings.Contains(out, "consent recorded: ") {
+		t.Fatalf("consent add as root: %v\n%s", err, out)
+	}
+	if n := r.pendingConsents(); n != 1 {
+		t.Errorf("%d consents pending after root's, want 1", n)
+	}
+	cs := r.consents()
+	if len(cs) != 1 || cs[0].RecordedBy != "root" {
+		t.Errorf("stored consents %+v, want one recorded by root", cs)
+	}
+}
+
+// evilPage is another site's page. Its script tries the agent two ways
+// and writes what it could see into the DOM: same-origin through its own
+// name (DNS rebinding, simulated by a proxy that forwards the browser's
+// request to the agent untouched, Host and all), and cross-origin
+// straight to 127.0.0.1.
+const evilPage = `<!doctype html>
+<html><head><title>waiting</title></head><body><pre id="out"></pre><script>
+const agent = "http://127.0.0.1:PORT";
+const consent = JSON.stringify({subject: "+12125550100", purpose: "sales-calls", method: "web"});
+const json = {"Content-Type": "application/json"}, text = {"Content-Type": "text/plain"};
+const tries = [
+  ["own", "/own", {}],
+  ["rebind-get", "/v1/status", {}],
+  ["rebind-post-json", "/v1/consent", {method: "POST", headers: json, body: consent}],
+  ["rebind-post-text", "/v1/consent", {method: "POST", headers: text, body: consent}],
+  ["cross-get", agent + "/v1/status", {}],
+  ["cross-get-no-cors", agent + "/v1/status", {mode: "no-cors"}],
+  ["cross-post-json", agent + "/v1/consent", {method: "POST", headers: json, body: consent}],
+  ["cross-post-text", agent + "/v1/consent", {method: "POST", headers: text, body: consent}],
+  ["cross-post-no-cors", agent + "/v1/consent", {method: "POST", mode: "no-cors", headers: text, body: consent}],
+];
+(async () => {
+  const out = {};
+  for (const [name, url, init] of tries) {
+    try {
+      const r = await fetch(url, init);
+      out[name] = {type: r.type, status: r.status, body: (await r.text()).slice(0, 400)};
+    } catch (e) {
+      out[name] = {error: String(e)};
+    }
+  }
+  document.getElementById("out").textContent = JSON.stringify(out);
+  document.title = "done";
+})();
+</script></body></html>`
+
+// TestAPIFromAnotherSite: headless Chromium opens another site's page
+// that tries to read the agent's status and record a consent, through
+// DNS rebinding and cross-origin, with and without CORS, as JSON and as
+// text/plain. It reads nothing and records nothing; the agent's log shows
+// the requests arrived and were refused.
+func TestAPIFromAnotherSite(t *testing.T) {
+	browser := needChromium(t)
+	r := newLocalRig(t)
+	port := strings.TrimPrefix(r.httpURL, "http://127.0.0.1:")
+	agentURL, _ := url.Parse(r.httpURL)
+	// The other site, on the agent's port of another loopback address:
+	// Chromium resolves evil.example there, so the page and its
+	// same-origin requests share the agent's port, as after a rebinding.
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.SetURL(agentURL)
+		pr.Out.Host = pr.In.Host
+	}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		io.WriteString(w, strings.ReplaceAll(evilPage, "PORT", port))
+	})
+	mux.HandleFunc("GET /own", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "evil-ok") })
+	mux.Handle("/", proxy)
+	l, err := net.Listen("tcp", "127.0.0.2:"+port)
+	if err != nil {
+		t.Fatalf("the other site's listener: %v", err)
+	}
+	evil := &http.Server{Handler: mux}
+	go evil.Serve(l)
+	t.Cleanup(func() { evil.Close() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	args := chromiumArgs(filepath.Join(r.dir, "chromium"), "--host-resolver-rules=MAP evil.example 127.0.0.2")
+	page, err := exec.CommandContext(ctx, browser, append(args, "--dump-dom", "http://evil.example:"+port+"/")...).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	m := regexp.MustCompile(`(?s)<pre id="out">(.*?)</pre>`).FindSubmatch(page)
+	if m == nil || !bytes.Contains(page, []byte("<title>done</title>")) {
+		t.Fatalf("the page's script did not finish:\n%s", page)
+	}
+	type outcome struct {
+		Type, Body, Error string
+		Status            int
+	}
+	var got map[string]outcome
+	if err := json.Unmarshal([]byte(html.UnescapeString(string(m[1]))), &got); err != nil {
+		t.Fatalf("the page's findings: %v\n%s", err, m[1])
+	}
+	t.Logf("what the page saw: %s", html.UnescapeString(string(m[1])))
+	// The page's own requests work: what fails below fails at the agent
+	// or in the browser's CORS checks.
+	if got["own"].Body != "evil-ok" {
+		t.Fatalf("the page could not fetch from its own site: %+v", got["own"])
+	}
+	for name, o := range got {
+		if strings.Contains(o.Body, "pbx-local") {
+			t.Errorf("%s: the page read the agent's status: %+v", name, o)
+		}
+	}
+	// Rebinding: same-origin, so the page sees the agent's answer, a 403.
+	for _, name := range []string{"rebind-get", "rebind-post-json", "rebind-post-text"} {
+		if o := got[name]; o.Status != 403 || !strings.Contains(o.Body, "not this API's address") {
+			t.Errorf("%s = %+v, want the agent's 403 for the Host", name, o)
+		}
+	}
+	// Cross-origin: the browser hides the answer or refuses the request.
+	for _, name := range []string{"cross-get", "cross-post-json", "cross-post-text"} {
+		if o := got[name]; o.Error == "" {
+			t.Errorf("%s = %+v, want a failed fetch", name, o)
+		}
+	}
+	for _, name := range []string{"cross-get-no-cors", "cross-post-no-cors"} {
+		if o := got[name]; o.Type != "opaque" || o.Body != "" {
+			t.Errorf("%s = %+v, want an opaque answer", name, o)
+		}
+	}
+	if strings.Contains(string(page), "pbx-local") {
+		t.Error("the page shows the agent's device id")
+	}
+	// The requests that a browser sends without asking first reached the
+	// agent and were refused there.
+	logText, err := os.ReadFile(r.agent.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`method=GET path=/v1/status host=evil.example:` + port,
+		`method=POST path=/v1/consent host=evil.example:` + port,
+		`method=POST path=/v1/consent host=127.0.0.1:` + port + ` origin=http://evil.example:` + port,
+	} {
+		if !strings.Contains(string(logText), "local API request refused") || !strings.Contains(string(logText), want) {
+			t.Errorf("the agent's log has no refusal with %q", want)
+		}
+	}
+	if n := r.pendingConsents(); n != 0 {
+		t.Errorf("%d consents recorded from the page", n)
+	}
+	// The count can move: the CLI's consent shows up in it.
+	if out, err := r.cli("consent", "add", "--socket", r.socket, "--subject", "+12125550100", "--purpose", "sales-calls", "--method", "web"); err != nil {
+		t.Fatalf("consent add: %v\n%s", err, out)
+	}
+	if n := r.pendingConsents(); n != 1 {
+		t.Errorf("%d consents pending after the CLI's, want 1", n)
+	}
+	// And the same browser reads the status on the agent's own page.
+	own, err := exec.CommandContext(ctx, browser, append(args, "--dump-dom", r.httpURL+"/")...).Output()
+	if err != nil || !bytes.Contains(own, []byte("pbx-local")) {
+		t.Errorf("the agent's own page in the same browser does not show the device: %v", err)
 	}
 }
