@@ -109,13 +109,28 @@ func TestProxySignsWhatItLetsOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustAnswer(t, s)
+	r.edge.wantRequest(sip.INVITE)
+	mustHangUp(t, s)
+	r.wantCall()
+
+	// A transfer's new dialog (INVITE with Replaces) is an initial INVITE:
+	// signed like any other.
+	s, err = r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"), sip.NewHeader("Replaces", "xfer-1@pbx;to-tag=a;from-tag=b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAnswer(t, s)
+	if inv := r.edge.wantRequest(sip.INVITE); inv.GetHeader("Replaces") == nil || len(identities(inv)) != 1 {
+		ids := identities(inv)
+		t.Errorf("transfer INVITE reached the upstream with Identity %q (Replaces %v)", ids, inv.GetHeader("Replaces"))
+	}
 	mustHangUp(t, s)
 	r.wantCall()
 
 	signer.mu.Lock()
 	defer signer.mu.Unlock()
-	if len(signer.signed) != 2 {
-		t.Fatalf("signed %d calls, want 2 (the blocked one never)", len(signer.signed))
+	if len(signer.signed) != 3 {
+		t.Fatalf("signed %d calls, want 3 (the blocked one never)", len(signer.signed))
 	}
 	if v := signer.verdicts[1]; len(v.Observed) != 1 || v.Observed[0] != "test.observed" {
 		t.Errorf("observed call's verdict %+v", v)
@@ -123,8 +138,8 @@ func TestProxySignsWhatItLetsOut(t *testing.T) {
 	if len(signer.dates) == 0 || signer.dates[0] != edgeDate {
 		t.Errorf("upstream dates %q, want %q first", signer.dates, edgeDate)
 	}
-	if st := r.p.Stats(); st.Signed != 2 || st.IdentityStrips != 3 {
-		t.Errorf("stats: %d signed, %d Identity headers stripped; want 2 and 3", st.Signed, st.IdentityStrips)
+	if st := r.p.Stats(); st.Signed != 3 || st.IdentityStrips != 3 {
+		t.Errorf("stats: %d signed, %d Identity headers stripped; want 3 and 3", st.Signed, st.IdentityStrips)
 	}
 }
 
