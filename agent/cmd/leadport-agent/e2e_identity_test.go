@@ -141,6 +141,9 @@ func TestSIPpIdentity(t *testing.T) {
 			t.Fatalf("INVITE %s: claims %+v (Date %q), after counter %d", m.header("Call-ID"), c, m.header("Date"), last)
 		}
 		last = c.Counter
+		if invites == 1 {
+			checkFleetVerify(t, bin, r.dir, id.PublicKey, m)
+		}
 	}
 	if invites != calls {
 		t.Fatalf("the far end received %d INVITEs, want %d", invites, calls)
@@ -299,14 +302,65 @@ func TestSyncIdentityRotate(t *testing.T) {
 		id, _ := latest()
 		return id.KeyID == after.KeyID
 	})
-	k, err := passport.LoadKey(filepath.Join(r.data, agent.IdentityKeyFile))
+	keyPath := filepath.Join(r.data, agent.IdentityKeyFile)
+	k, err := passport.LoadKey(keyPath)
 	if err != nil || passport.Thumbprint(k.PublicKey()) != after.KeyID {
 		t.Fatalf("the key file after the rotation: %v", err)
+	}
+	// A decommissioning erase takes the records, not the device's
+	// enrolment: the key file is untouched.
+	keyBefore, _ := os.ReadFile(keyPath)
+	eraseFile := filepath.Join(r.dir, "erase-all.jws")
+	if err := os.WriteFile(eraseFile, r.cli("fleet", "sign", "--key", r.keyFile, "--kid", r.kid, "--type", "erase", "--device", "pbx-e2e", "--id", "erase-all-e2e", "--args", `{"all":true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.cli("fleet", "send", "--broker", r.broker.URL(), "--device", "pbx-e2e", "--token", eraseFile)
+	pollUntil(t, 30*time.Second, "the erase-all receipt", func() bool {
+		r.broker.Got.Mu.Lock()
+		defer r.broker.Got.Mu.Unlock()
+		for _, m := range r.broker.Got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
+			if strings.Contains(string(m), `"command_id":"erase-all-e2e","status":"done"`) {
+				return true
+			}
+		}
+		return false
+	})
+	if keyAfter, err := os.ReadFile(keyPath); err != nil || string(keyAfter) != string(keyBefore) {
+		t.Errorf("erase-all changed the call-signing key file: %v", err)
 	}
 	a.stop(t, syscall.SIGTERM, 15*time.Second)
 	// Without a running agent, identity reads the key file.
 	var id agent.Identity
 	if err := json.Unmarshal(r.cli("identity", "--json", "--config", r.config), &id); err != nil || id.KeyID != after.KeyID || id.DeviceID != "pbx-e2e" {
 		t.Fatalf("leadport-agent identity after the rotation: %+v, %v", id, err)
+	}
+}
+
+// checkFleetVerify runs `leadport-agent fleet verify` on an INVITE as the
+// edge received it, pasted with LF line ends: valid (exit 0), and invalid
+// (exit 1, naming the cause) once its Call-ID is changed.
+func checkFleetVerify(t *testing.T, bin, dir, pubPEM string, m sippMsg) {
+	t.Helper()
+	keyFile := filepath.Join(dir, "device-identity.pem")
+	writeFile(t, keyFile, pubPEM)
+	raw := m.first + "\n" + strings.Join(m.headers, "\n") + "\n"
+	verify := func(text string) (string, int) {
+		cmd := exec.Command(bin, "fleet", "verify", "--key", keyFile, "-")
+		cmd.Stdin = strings.NewReader(text)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	if out, code := verify(raw); code != 0 || !strings.Contains(out, "VALID: signed by key") || !strings.Contains(out, `"ctr"`) {
+		t.Errorf("fleet verify of the INVITE as received: exit %d\n%s", code, out)
+	}
+	cid := m.header("Call-ID")
+	if out, code := verify(strings.Replace(raw, cid, "another-"+cid, 1)); code != 1 || !strings.Contains(out, "INVALID: ") || !strings.Contains(out, "another Call-ID") {
+		t.Errorf("fleet verify of the INVITE with another Call-ID: exit %d\n%s", code, out)
 	}
 }
