@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,15 +16,41 @@ import (
 	"github.com/leadport/leadport-agent/store"
 )
 
-// buildAgent compiles the real binary once per test run.
+// built is the real binary, compiled once per run of the test binary for
+// every test that starts it; with the race detector on, it is built with
+// -race too, so the race pass covers the processes the end-to-end tests
+// run, not only the test process.
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+	out  []byte
+}
+
+// buildAgent returns the path of the real binary, building it on first use.
 func buildAgent(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "leadport-agent")
-	cmd := exec.Command("go", "build", "-ldflags", "-X github.com/leadport/leadport-agent/agent.version=v9.9.9-test", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "leadport-agent-e2e-"); built.err != nil {
+			return
+		}
+		// Tests run the binary as other users too (nobody, the service
+		// user).
+		if built.err = os.Chmod(built.dir, 0o755); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "leadport-agent")
+		args := []string{"build", "-ldflags", "-X github.com/leadport/leadport-agent/agent.version=v9.9.9-test", "-o", built.bin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		built.out, built.err = exec.Command("go", append(args, ".")...).CombinedOutput()
+	})
+	if built.err != nil {
+		t.Fatalf("build: %v\n%s", built.err, built.out)
 	}
-	return bin
+	return built.bin
 }
 
 func TestCLI(t *testing.T) {

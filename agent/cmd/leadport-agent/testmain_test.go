@@ -15,5 +15,9 @@ import (
 // never runs both).
 func TestMain(m *testing.M) {
 	doctorSIPLogOnce.Do(func() { sip.SetDefaultLogger(slog.New(slog.NewTextHandler(io.Discard, nil))) })
-	os.Exit(m.Run())
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
 }
