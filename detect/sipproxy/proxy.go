@@ -25,6 +25,7 @@ import (
 
 	"github.com/leadport/leadport-agent/detect"
 	"github.com/leadport/leadport-agent/detect/dialog"
+	"github.com/leadport/leadport-agent/store/phone"
 )
 
 // Endpoint is a SIP transport address.
@@ -195,8 +196,10 @@ func New(opts Options) (*Proxy, error) {
 		}
 	}
 	p := &Proxy{
-		opts:    opts,
-		log:     opts.Logger.With("component", "sip"),
+		opts: opts,
+		// Masked whatever logger the caller gave: the proxy handles numbers
+		// in every message, and its logs must never carry one whole.
+		log:     slog.New(phone.NewMaskingHandler(opts.Logger.Handler())).With("component", "sip"),
 		now:     opts.Now,
 		tracker: opts.Tracker,
 		regs:    newRegistrations(),

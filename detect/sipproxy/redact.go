@@ -3,20 +3,12 @@ package sipproxy
 import (
 	"context"
 	"log/slog"
-	"regexp"
 
 	"github.com/leadport/leadport-agent/store/phone"
 )
 
-// numberLike finds what could be a phone number inside free text: a run
-// of at least seven digits, optionally with a leading + and dashes.
-// Dots and spaces are left out so addresses and ports stay readable.
-var numberLike = regexp.MustCompile(`\+?\d[\d\-]{5,}\d`)
-
-// MaskNumbers masks every phone-number-like run in s.
-func MaskNumbers(s string) string {
-	return numberLike.ReplaceAllStringFunc(s, phone.Mask)
-}
+// MaskNumbers masks every phone-number-like run in s (phone.MaskText).
+func MaskNumbers(s string) string { return phone.MaskText(s) }
 
 // redactHandler guards the logs of the SIP library: sipgo logs whole
 // messages ("data") and start lines on some errors, which carry phone
@@ -82,29 +74,14 @@ var quieted = map[string]bool{
 	"TCP ref went negative":               true,
 }
 
+// redactAttr drops the library's message dumps and masks numbers in the
+// rest.
 func redactAttr(a slog.Attr) slog.Attr {
 	switch a.Key {
 	case "data", "msg", "message", "body":
 		return slog.String(a.Key, "[redacted]")
 	}
-	v := a.Value.Resolve()
-	switch v.Kind() {
-	case slog.KindString:
-		return slog.String(a.Key, MaskNumbers(v.String()))
-	case slog.KindGroup:
-		as := v.Group()
-		out := make([]any, len(as))
-		for i := range as {
-			out[i] = redactAttr(as[i])
-		}
-		return slog.Group(a.Key, out...)
-	case slog.KindAny:
-		if err, ok := v.Any().(error); ok {
-			return slog.String(a.Key, MaskNumbers(err.Error()))
-		}
-		return slog.String(a.Key, MaskNumbers(v.String()))
-	}
-	return a
+	return phone.MaskAttr(a)
 }
 
 // LibraryLogger wraps log for the SIP library: message dumps dropped,
