@@ -166,7 +166,7 @@ func (h commandHandler) PolicyVersion() int64 {
 	return v
 }
 
-// statusDoc is the retained status (PROTOCOL.md, "Status"); the sync
+// statusDoc is the retained status (docs/protocol.md, "Status"); the sync
 // client adds state, device_id and at.
 func (a *Agent) statusDoc() map[string]any {
 	doc := map[string]any{

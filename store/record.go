@@ -365,7 +365,7 @@ func setIdentity(p Payload, id, typ string) {
 	}
 }
 
-// MarshalJSON gives the record as the platform receives it (PROTOCOL.md):
+// MarshalJSON gives the record as the platform receives it (docs/protocol.md):
 // one flat object with id, type and every field still held.
 func (r Record) MarshalJSON() ([]byte, error) {
 	p, err := r.Decode()

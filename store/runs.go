@@ -7,9 +7,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// The subject index and the key table are keyed by a keyed hash, so a merge
-// of new entries into one B-tree landed on random leaves: past a few
-// thousand leaves every merge rewrote nearly all of them, and a merge's
+// sortedRuns is one table kept as sorted runs. The subject index and the
+// key table are keyed by a keyed hash, so a merge of new entries into one
+// B-tree landed on random leaves: past a few thousand leaves every merge
+// rewrote nearly all of them, and a merge's
 // cost grew with everything held (a single appender on tmpfs fell from
 // 109,000 records/s at 100,000 records held to 50,000 at 1,000,000).
 //
@@ -21,18 +22,18 @@ import (
 // once) times, always in order, and a lookup searches about that many runs
 // (plus one per maxRunEntries held). The runs of one table never share a
 // key.
-// maxRunEntries bounds the runs a merge makes. Appends wait while a merge
-// runs, and one into a run of a million entries took 2 s on tmpfs; past the
-// bound runs are only added, and a lookup searches one more run for every
-// maxRunEntries held.
-const maxRunEntries = 1 << 18
-
 type sortedRuns struct {
 	prefix []byte // run buckets are named prefix + a 16-digit hex number
 	// legacy is the single bucket of schema 1, read as the oldest run
 	// until a merge folds it into a new one.
 	legacy []byte
 }
+
+// maxRunEntries bounds the runs a merge makes. Appends wait while a merge
+// runs, and one into a run of a million entries took 2 s on tmpfs; past the
+// bound runs are only added, and a lookup searches one more run for every
+// maxRunEntries held.
+const maxRunEntries = 1 << 18
 
 var (
 	indexRuns = sortedRuns{prefix: []byte("subjects."), legacy: bucketSubjects}

@@ -32,13 +32,13 @@ type Options struct {
 	Store    *store.Store
 	Verifier *command.Verifier
 	Handler  Handler
-	// Status returns the status document (PROTOCOL.md, "Status") without
+	// Status returns the status document (docs/protocol.md, "Status") without
 	// "state"; the client adds it. Called on each connection, every
 	// StatusInterval and after RefreshStatus.
 	Status         func() map[string]any
 	StatusInterval time.Duration // default 60 s
 	// Identity returns the document naming the device's call-signing key
-	// (PROTOCOL.md, the identity topic), published retained with each
+	// (docs/protocol.md, "Identity"), published retained with each
 	// status; nil publishes none.
 	Identity func() any
 

@@ -117,7 +117,7 @@ func (c *Client) handle(ctx context.Context, m mqtt.Message) bool {
 }
 
 // newerPolicy: the higher version wins; on a tie a device's own policy
-// beats the fleet's (PROTOCOL.md).
+// beats the fleet's (docs/protocol.md).
 func (c *Client) newerPolicy(version int64, fromDevice bool) bool {
 	cur := c.o.Handler.PolicyVersion()
 	c.mu.Lock()

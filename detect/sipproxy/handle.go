@@ -484,7 +484,7 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 			}
 			if !rc.finalSent {
 				status := sip.StatusRequestTimeout
-				if err := clTx.Err(); err != nil && !strings.Contains(err.Error(), "timed out") && !strings.Contains(err.Error(), "timeout") {
+				if err := clTx.Err(); err != nil && !errors.Is(err, sip.ErrTransactionTimeout) {
 					status = sip.StatusServiceUnavailable
 				}
 				p.c.relayErrs.Add(1)

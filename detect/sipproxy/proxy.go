@@ -145,7 +145,7 @@ func init() {
 	// retransmissions: RFC 3261 says 64*T1 (32 s). On a busy PBX that
 	// keeps every call's INVITE and BYE, with their messages, in memory
 	// for half a minute, most of the proxy's heap. Kamailio's tm lingers
-	// 5 s (wait_timer) and so does this proxy: retransmissions stop long
+	// 5 s (wait_timer); this proxy 2 s (lingerAfterFinal): retransmissions stop long
 	// before (a UAC stops retransmitting an INVITE at the first provisional
 	// response, and a non-INVITE request has been resent three times by
 	// 3.5 s); a later one is relayed again and the next hop answers it.

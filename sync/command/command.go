@@ -1,4 +1,4 @@
-// Package command reads the platform's signed commands (PROTOCOL.md,
+// Package command reads the platform's signed commands (docs/protocol.md,
 // "Commands"): a JWS in compact serialisation, alg EdDSA, kid naming one of
 // the device's trusted keys, whose payload says what to do, to which
 // device, and when it is valid. It also signs them, for the platform-side
@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -50,7 +49,7 @@ type Command struct {
 // Reason is why a command was rejected, as its receipt says.
 type Reason string
 
-// Rejection reasons (PROTOCOL.md).
+// Rejection reasons (docs/protocol.md).
 const (
 	BadSignature Reason = "bad_signature"
 	UnknownKey   Reason = "unknown_key"
@@ -105,7 +104,7 @@ func (v *Verifier) Verify(token []byte, now time.Time) (*Command, error) {
 	}
 	jws, err := jose.ParseSignedCompact(string(bytes.TrimSpace(token)), []jose.SignatureAlgorithm{jose.EdDSA})
 	if err != nil {
-		if strings.Contains(err.Error(), "unexpected signature algorithm") {
+		if _, ok := errors.AsType[*jose.ErrUnexpectedSignatureAlgorithm](err); ok {
 			return nil, reject(BadSignature, "", "only EdDSA is accepted")
 		}
 		return nil, reject(Malformed, "", "not a compact JWS: %v", err)

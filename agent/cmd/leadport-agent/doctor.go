@@ -60,9 +60,12 @@ const (
 	doctorUpstreamTimeout = 3 * time.Second
 	doctorBrokerTimeout   = 5 * time.Second
 	doctorAPITimeout      = time.Second
-	// certWarnBefore is how early an expiring certificate is reported.
+	// doctorCertWarn is how early an expiring certificate is reported.
 	doctorCertWarn = 30 * 24 * time.Hour
 )
+
+// errDoctorNoAnswer is a peer that said nothing before doctor's deadline.
+var errDoctorNoAnswer = errors.New("no answer")
 
 // doctorServiceUser is the account the packaged service runs as, when it exists.
 const doctorServiceUser = config.ServiceUser
@@ -1127,7 +1130,7 @@ func (d *doctor) checkBroker(ctx context.Context, broker, clientID string, tlsCo
 	tok := cli.Connect()
 	var connErr error
 	if !tok.WaitTimeout(doctorBrokerTimeout + 2*time.Second) {
-		connErr = fmt.Errorf("no answer within %s", doctorBrokerTimeout)
+		connErr = fmt.Errorf("%w within %s", errDoctorNoAnswer, doctorBrokerTimeout)
 	} else {
 		connErr = tok.Error()
 	}
@@ -1186,7 +1189,7 @@ func doctorBrokerFix(err error, u *url.URL, clientID string) string {
 		return fmt.Sprintf("%s does not resolve: check the name in mqtt.brokers and this host's DNS", u.Hostname())
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Sprintf("nothing listens on %s: check the port in mqtt.brokers (ssl is usually 8883), or a firewall rejecting it", u.Host)
-	case errors.As(err, &netErr) && netErr.Timeout(), strings.Contains(err.Error(), "no answer"):
+	case errors.As(err, &netErr) && netErr.Timeout(), errors.Is(err, errDoctorNoAnswer):
 		return fmt.Sprintf("no answer from %s: a firewall may drop outgoing TCP to port %s; check the address in mqtt.brokers", u.Host, u.Port())
 	}
 	return "check mqtt.brokers, mqtt.tls and the network"

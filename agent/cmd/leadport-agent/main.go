@@ -2,11 +2,17 @@
 // softphone host that enforces Leadport's terms on SIP signalling, meters
 // usage, keeps consent records and syncs them to the platform.
 //
-// Usage:
+// Usage (`leadport-agent help` prints the same list from the commands
+// themselves):
 //
 //	leadport-agent run [--config FILE]
 //	leadport-agent config check FILE
 //	leadport-agent version
+//	leadport-agent status [--json] [--socket PATH]
+//	leadport-agent consent add --subject N --purpose P --method M [...]
+//	leadport-agent identity [--json] [--config FILE]
+//	leadport-agent doctor [--config FILE] [--json]
+//	leadport-agent install [--config FILE] | uninstall | start | stop | restart
 //	leadport-agent fleet keygen --out FILE [--kid ID]
 //	leadport-agent fleet sign --key FILE --kid ID --type T --device D [--args JSON]
 //	leadport-agent fleet send --broker URL (--device D | --fleet) [--policy] < token
