@@ -33,7 +33,7 @@ func (r *recentViolations) add(v rules.Violation) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.buf = append(r.buf, api.Violation{At: v.At.UTC(), Rule: v.Rule, Line: v.Line, Action: v.Action,
+	r.buf = append(r.buf, api.Violation{At: v.At.UTC(), Rule: v.Rule, Line: v.Line, Action: string(v.Action),
 		CallID: v.CallID, Evidence: v.Evidence, Numbers: numbers})
 	// Trimmed to the newest max once it holds twice as many: one copy per
 	// max violations, not one per violation (a refused dialer makes one

@@ -142,7 +142,7 @@ func violationOf(v rules.Violation) *store.Violation {
 		ev = nil
 	}
 	return &store.Violation{
-		Rule: v.Rule, Line: v.Line, Action: v.Action, At: v.At.UTC(),
+		Rule: v.Rule, Line: v.Line, Action: string(v.Action), At: v.At.UTC(),
 		CallID: v.CallID, Evidence: ev, Numbers: v.Numbers,
 	}
 }

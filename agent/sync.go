@@ -96,14 +96,14 @@ func (h commandHandler) Execute(_ context.Context, c *command.Command) lpsync.Ou
 	a := h.a
 	fail := func(err error) lpsync.Outcome {
 		a.log.Error("command failed", "command_id", c.ID, "type", c.Type, "err", err)
-		return lpsync.Outcome{Status: "failed", Reason: err.Error()}
+		return lpsync.Outcome{Status: lpsync.Failed, Reason: err.Error()}
 	}
 	done := func(v any) lpsync.Outcome {
 		b, err := json.Marshal(v)
 		if err != nil {
 			return fail(err)
 		}
-		return lpsync.Outcome{Status: "done", Result: b}
+		return lpsync.Outcome{Status: lpsync.Done, Result: b}
 	}
 	switch c.Type {
 	case command.TypeErase:
@@ -135,14 +135,14 @@ func (h commandHandler) Execute(_ context.Context, c *command.Command) lpsync.Ou
 	case command.TypePolicy:
 		p, err := policy.Parse(c.Args)
 		if err != nil {
-			return lpsync.Outcome{Status: "rejected", Reason: "malformed: " + err.Error()}
+			return lpsync.Outcome{Status: lpsync.Rejected, Reason: string(command.Malformed) + ": " + err.Error()}
 		}
 		if err := a.ApplyPolicy(p); err != nil {
 			return fail(err)
 		}
 		return done(map[string]any{"version": p.Version})
 	case command.TypePing:
-		return lpsync.Outcome{Status: "done"}
+		return lpsync.Outcome{Status: lpsync.Done}
 	case command.TypeIdentityRotate:
 		k, err := a.signer.rotate()
 		if err != nil {
@@ -155,7 +155,7 @@ func (h commandHandler) Execute(_ context.Context, c *command.Command) lpsync.Ou
 		}
 		return done(id)
 	}
-	return lpsync.Outcome{Status: "rejected", Reason: string(command.Unsupported)}
+	return lpsync.Outcome{Status: lpsync.Rejected, Reason: string(command.Unsupported)}
 }
 
 func (h commandHandler) PolicyVersion() int64 {

@@ -76,12 +76,22 @@ type Handler interface {
 
 // Outcome is a command's receipt: status done, rejected or failed.
 type Outcome struct {
-	Status string
+	Status ReceiptStatus
 	Reason string
 	Result json.RawMessage
 	// Subject makes Result personal data of that subject (an export).
 	Subject string
 }
+
+// ReceiptStatus is a receipt's status (docs/protocol.md, "Commands").
+type ReceiptStatus string
+
+// The statuses of a receipt.
+const (
+	Done     ReceiptStatus = "done"     // carried out
+	Rejected ReceiptStatus = "rejected" // not carried out: the reason says why
+	Failed   ReceiptStatus = "failed"   // tried, and it did not work
+)
 
 // Stats are the client's counters and state, for the status and metrics.
 type Stats struct {

@@ -67,11 +67,11 @@ func (c *Client) handle(ctx context.Context, m mqtt.Message) bool {
 		if id == "" {
 			id = "unreadable"
 		}
-		return c.receipt(ctx, id, Outcome{Status: "rejected", Reason: string(r.Reason)})
+		return c.receipt(ctx, id, Outcome{Status: Rejected, Reason: string(r.Reason)})
 	}
 	if policyTopic && cmd.Type != command.TypePolicy {
 		c.count(true)
-		return c.receipt(ctx, cmd.ID, Outcome{Status: "rejected", Reason: string(command.Unsupported)})
+		return c.receipt(ctx, cmd.ID, Outcome{Status: Rejected, Reason: string(command.Unsupported)})
 	}
 	seen, err := c.o.Store.CommandSeen(cmd.ID)
 	if err != nil {
@@ -86,7 +86,7 @@ func (c *Client) handle(ctx context.Context, m mqtt.Message) bool {
 			return true
 		}
 		c.count(true)
-		return c.receipt(ctx, cmd.ID, Outcome{Status: "rejected", Reason: string(command.Replayed)})
+		return c.receipt(ctx, cmd.ID, Outcome{Status: Rejected, Reason: string(command.Replayed)})
 	}
 	fromDevice := cmd.Device != command.AllDevices
 	if cmd.Type == command.TypePolicy && !c.newerPolicy(policyVersion(cmd.Args), fromDevice) {
@@ -97,10 +97,10 @@ func (c *Client) handle(ctx context.Context, m mqtt.Message) bool {
 		if policyTopic {
 			return true
 		}
-		return c.receipt(ctx, cmd.ID, Outcome{Status: "rejected", Reason: "stale_version"})
+		return c.receipt(ctx, cmd.ID, Outcome{Status: Rejected, Reason: string(command.StaleVersion)})
 	}
 	out := c.execute(ctx, cmd)
-	if cmd.Type == command.TypePolicy && out.Status == "done" {
+	if cmd.Type == command.TypePolicy && out.Status == Done {
 		c.mu.Lock()
 		c.policyFromDevice = fromDevice
 		c.mu.Unlock()
@@ -111,7 +111,7 @@ func (c *Client) handle(ctx context.Context, m mqtt.Message) bool {
 	if _, err := c.o.Store.RememberCommand(cmd.ID, cmd.ExpiresAt.Add(command.Skew)); err != nil {
 		c.log.Error("command done but not remembered; a redelivery would run it again", "command_id", cmd.ID, "err", err)
 	}
-	c.count(out.Status != "done")
+	c.count(out.Status != Done)
 	c.RefreshStatus()
 	return true
 }
@@ -160,7 +160,7 @@ func (c *Client) count(rejected bool) {
 // record.
 func (c *Client) receipt(ctx context.Context, id string, out Outcome) bool {
 	_, err := c.o.Store.Append(ctx, &store.Receipt{
-		CommandID: id, Status: out.Status, Reason: out.Reason, At: c.o.Now().UTC(),
+		CommandID: id, Status: string(out.Status), Reason: out.Reason, At: c.o.Now().UTC(),
 		Result: out.Result, Subject: out.Subject,
 	})
 	if err != nil {

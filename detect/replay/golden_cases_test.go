@@ -44,7 +44,7 @@ func violationsAre(want ...string) func(*testing.T, *Result) {
 		t.Helper()
 		var got []string
 		for _, v := range res.Violations {
-			got = append(got, v.Rule+"/"+v.Action)
+			got = append(got, v.Rule+"/"+string(v.Action))
 		}
 		if len(got) != len(want) {
 			t.Fatalf("violations = %v, want %v", got, want)

@@ -47,7 +47,7 @@ func goldenOf(res *Result) golden {
 	}
 	for _, v := range res.Violations {
 		g.Violations = append(g.Violations, goldenViolation{At: v.At.Sub(Epoch).String(), Rule: v.Rule, Line: v.Line,
-			Action: v.Action, CallID: v.CallID, Evidence: v.Evidence, Numbers: v.Numbers})
+			Action: string(v.Action), CallID: v.CallID, Evidence: v.Evidence, Numbers: v.Numbers})
 	}
 	return g
 }

@@ -94,7 +94,7 @@ func Run(tr *Trace, pol policy.Policy, opts Options) (*Result, error) {
 	r := &runner{tr: tr, eng: eng, res: res, opts: opts, lines: eng.Lines()}
 	onViolation = func(v rules.Violation) {
 		res.Violations = append(res.Violations, v)
-		res.Trips = append(res.Trips, Trip{Rule: v.Rule, Action: v.Action, Index: r.cur, Attempt: r.attempts})
+		res.Trips = append(res.Trips, Trip{Rule: v.Rule, Action: string(v.Action), Index: r.cur, Attempt: r.attempts})
 	}
 	r.tracker = dialog.New(dialog.Options{OnEnd: eng.CallEnded, OnAnswer: eng.CallAnswered})
 	r.schedule()

@@ -22,11 +22,21 @@ import (
 	"github.com/leadport/leadport-agent/detect/policy"
 )
 
+// Action is what a rule's trip did to the request (the violation record's
+// action, docs/protocol.md).
+type Action string
+
+// The actions of a violation.
+const (
+	ActionBlocked  Action = "blocked"  // the request was refused
+	ActionObserved Action = "observed" // the rule only observes: it went through
+)
+
 // Violation is a rule that tripped: blocked, or only observed.
 type Violation struct {
 	Rule   string
 	Line   string
-	Action string // "blocked" or "observed"
+	Action Action
 	At     time.Time
 	CallID string
 	// Evidence holds the figures that tripped the rule and the thresholds
@@ -359,14 +369,14 @@ func (e *Engine) conclude(d *decision) (detect.Verdict, []Violation) {
 	}
 	out := make([]Violation, 0, len(d.trips))
 	for _, t := range d.trips {
-		action := "observed"
+		action := ActionObserved
 		if t.rule != policy.RuleError && e.pol.ActionOf(t.rule) == policy.Block && v.Block {
-			action = "blocked"
+			action = ActionBlocked
 			e.stats.Blocked[t.rule]++
 		} else if t.rule != policy.RuleError {
 			e.stats.Observed[t.rule]++
 		}
-		if t.quiet && action == "observed" {
+		if t.quiet && action == ActionObserved {
 			continue
 		}
 		line := t.line

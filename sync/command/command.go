@@ -59,6 +59,8 @@ const (
 	WrongDevice  Reason = "wrong_device"
 	Malformed    Reason = "malformed"
 	Unsupported  Reason = "unsupported"
+	// StaleVersion: a policy whose version is not above the one in force.
+	StaleVersion Reason = "stale_version"
 )
 
 // Rejection is a command that must not be carried out. ID is the command's
