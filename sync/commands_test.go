@@ -1,6 +1,7 @@
 package sync_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -198,17 +199,18 @@ func TestReplayAfterRestart(t *testing.T) {
 
 // TestPolicyVersions: a retained policy applies when newer, an older one
 // is ignored, and a retained message delivered again on reconnect is not
-// answered twice.
+// answered twice, whether it was applied or rejected.
 func TestPolicyVersions(t *testing.T) {
 	b := synctest.StartBroker(t)
 	p := newPlatform(t, b)
 	db := storetest.Open(t)
 	k := newKeys(t)
 	h := &handler{db: db}
-	runClient(t, db, k, h, b.URL())
-	p.publish("leadport/v1/fleet/policy", signed(t, k, "platform-2026", cmd("pol-3", "policy", "*", `{"version":3}`)), true)
+	c := runClient(t, db, k, h, b.URL())
+	fleetPolicy, devPolicy := "leadport/v1/fleet/policy", "leadport/v1/dev/"+device+"/policy"
+	p.publish(fleetPolicy, signed(t, k, "platform-2026", cmd("pol-3", "policy", "*", `{"version":3}`)), true)
 	waitFor(t, 10*time.Second, "policy 3 in force", func() bool { return h.PolicyVersion() == 3 })
-	p.publish("leadport/v1/dev/"+device+"/policy", signed(t, k, "platform-2026", cmd("pol-2", "policy", device, `{"version":2}`)), true)
+	p.publish(devPolicy, signed(t, k, "platform-2026", cmd("pol-2", "policy", device, `{"version":2}`)), true)
 	p.publish("leadport/v1/dev/"+device+"/cmd", signed(t, k, "platform-2026", cmd("pol-5", "policy", device, `{"version":5}`)), false)
 	waitFor(t, 10*time.Second, "policy 5 in force and answered", func() bool {
 		return h.PolicyVersion() == 5 && receipts(t, db, b)["pol-5"] != nil
@@ -217,13 +219,56 @@ func TestPolicyVersions(t *testing.T) {
 		t.Errorf("policy command receipt = %+v, want done", rc)
 	}
 	// A tie: the device's own policy beats the fleet's, not the reverse.
-	p.publish("leadport/v1/fleet/policy", signed(t, k, "platform-2026", cmd("pol-5-fleet", "policy", "*", `{"version":5}`)), true)
-	p.publish("leadport/v1/dev/"+device+"/policy", signed(t, k, "platform-2026", cmd("pol-6-dev", "policy", device, `{"version":6}`)), true)
+	p.publish(fleetPolicy, signed(t, k, "platform-2026", cmd("pol-5-fleet", "policy", "*", `{"version":5}`)), true)
+	p.publish(devPolicy, signed(t, k, "platform-2026", cmd("pol-6-dev", "policy", device, `{"version":6}`)), true)
 	waitFor(t, 10*time.Second, "policy 6 in force", func() bool { return h.PolicyVersion() == 6 })
-	p.publish("leadport/v1/fleet/policy", signed(t, k, "platform-2026", cmd("pol-6-fleet", "policy", "*", `{"version":6}`)), true)
-	p.publish("leadport/v1/fleet/policy", signed(t, k, "platform-2026", cmd("pol-7-fleet", "policy", "*", `{"version":7}`)), true)
+	p.publish(fleetPolicy, signed(t, k, "platform-2026", cmd("pol-6-fleet", "policy", "*", `{"version":6}`)), true)
+	fleet7 := signed(t, k, "platform-2026", cmd("pol-7-fleet", "policy", "*", `{"version":7}`))
+	p.publish(fleetPolicy, fleet7, true)
 	waitFor(t, 10*time.Second, "policy 7 in force", func() bool { return h.PolicyVersion() == 7 })
-	if done := strings.Join(h.executed(), ","); done != "pol-3,pol-5,pol-6-dev,pol-7-fleet" {
-		t.Errorf("executed %s, want pol-3,pol-5,pol-6-dev,pol-7-fleet (older ones and the fleet's tie ignored)", done)
+	const want = "pol-3,pol-5,pol-6-dev,pol-7-fleet"
+	if done := strings.Join(h.executed(), ","); done != want {
+		t.Errorf("executed %s, want %s (older ones and the fleet's tie ignored)", done, want)
+	}
+	// A retained policy the device rejects (signed by a key it does not
+	// trust) is answered once.
+	forged := signed(t, newKeys(t), "platform-2026", cmd("pol-forged", "policy", device, `{"version":9}`))
+	p.publish(devPolicy, forged, true)
+	waitFor(t, 10*time.Second, "the forged policy's receipt", func() bool { return countReceipts(t, db, b, "pol-forged") == 1 })
+	if rc := receiptsFor(t, db, b, "pol-forged")[0]; rc.Status != "rejected" || rc.Reason != "bad_signature" {
+		t.Errorf("forged policy receipt = %+v, want rejected bad_signature", rc)
+	}
+
+	// Every policy so far came while the client was subscribed: none was
+	// a retained delivery. Drop the connection; on the new one the broker
+	// sends both retained policies again. The client acknowledges a message
+	// only after storing its receipt, if any, so once both are
+	// acknowledged a second answer would be in the store or at the broker.
+	redelivered := func(topic string, token []byte) int {
+		n := 0
+		for _, m := range b.Acked(device, topic) {
+			if m.Retained && bytes.Equal(m.Payload, token) {
+				n++
+			}
+		}
+		return n
+	}
+	if n, m := redelivered(fleetPolicy, fleet7), redelivered(devPolicy, forged); n != 0 || m != 0 {
+		t.Fatalf("retained deliveries before the reconnect: %d and %d, want none", n, m)
+	}
+	b.Kick(device)
+	waitFor(t, 20*time.Second, "a new connection on which both retained policies came again and were acknowledged", func() bool {
+		return c.Stats().Connects == 2 && redelivered(fleetPolicy, fleet7) == 1 && redelivered(devPolicy, forged) == 1
+	})
+	if done := strings.Join(h.executed(), ","); done != want {
+		t.Errorf("after the reconnect: executed %s, want %s still", done, want)
+	}
+	for _, id := range []string{"pol-3", "pol-5", "pol-6-dev", "pol-7-fleet", "pol-forged"} {
+		if n := countReceipts(t, db, b, id); n != 1 {
+			t.Errorf("after the reconnect: %d receipts for %s, want 1", n, id)
+		}
+	}
+	if v := h.PolicyVersion(); v != 7 {
+		t.Errorf("after the reconnect: policy %d in force, want 7", v)
 	}
 }

@@ -1,10 +1,14 @@
 // Package synctest runs a real MQTT broker (mochi-mqtt) in a test
 // process, on a loopback port that survives restarts, and collects every
-// batch a device publishes to it, by record id.
+// batch a device publishes to it, by record id. It can also drop a
+// client's connection, stall a topic, and tell which messages a client
+// acknowledged: what a test needs to show that a reconnect happened and
+// what the device did with a message it got again.
 package synctest
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -28,6 +32,24 @@ type Broker struct {
 	// Got is every batch the broker took from the device (before its
 	// PUBACK), across restarts: what the agent answers for.
 	Got *Collector
+
+	// mu guards the fields that follow; they outlive restarts.
+	mu gosync.Mutex
+	// stalled is a topic whose publishes the broker drops without a
+	// PUBACK (Stall).
+	stalled string
+	// unacked holds, per client id and packet id, the QoS 1 messages sent
+	// to the client and not yet acknowledged; acked, per client id, those
+	// it acknowledged, in order (Acked).
+	unacked map[string]map[uint16]Message
+	acked   map[string][]Message
+}
+
+// Message is a message the broker sent to a client.
+type Message struct {
+	Topic    string
+	Payload  []byte
+	Retained bool // sent because it was retained (on a subscription)
 }
 
 // FreeAddr is a loopback host:port nothing listens on.
@@ -42,7 +64,8 @@ func FreeAddr(t testing.TB) string {
 
 // StartBroker starts a broker that stops at the test's cleanup.
 func StartBroker(t testing.TB) *Broker {
-	b := &Broker{t: t, addr: FreeAddr(t), Got: NewCollector(t)}
+	b := &Broker{t: t, addr: FreeAddr(t), Got: NewCollector(t),
+		unacked: map[string]map[uint16]Message{}, acked: map[string][]Message{}}
 	b.Start()
 	t.Cleanup(b.Stop)
 	return b
@@ -54,7 +77,7 @@ func (b *Broker) Start() {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		b.t.Fatal(err)
 	}
-	if err := srv.AddHook(&tap{c: b.Got}, nil); err != nil {
+	if err := srv.AddHook(&tap{b: b}, nil); err != nil {
 		b.t.Fatal(err)
 	}
 	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.addr})); err != nil {
@@ -75,6 +98,43 @@ func (b *Broker) Stop() {
 // URL is its tcp:// URL.
 func (b *Broker) URL() string { return "tcp://" + b.addr }
 
+// Kick closes a client's connection from the broker's side, as a network
+// failure would, and keeps its session and the retained messages: the
+// client comes back to the same broker state.
+func (b *Broker) Kick(clientID string) {
+	b.t.Helper()
+	cl, ok := b.srv.Clients.Get(clientID)
+	if !ok || cl.Closed() {
+		b.t.Fatalf("kick %s: not connected", clientID)
+	}
+	cl.Stop(errors.New("kicked by the test"))
+}
+
+// Stall makes the broker drop every publish on topic without a PUBACK
+// (and without passing it on, or to Got), as a broker whose storage hangs
+// would; the publisher's messages stay unacknowledged. Stall("") ends it;
+// messages dropped before are only taken when sent again.
+func (b *Broker) Stall(topic string) {
+	b.mu.Lock()
+	b.stalled = topic
+	b.mu.Unlock()
+}
+
+// Acked returns the messages on topic that the client acknowledged
+// (PUBACK), in order, across its connections: a message delivered again
+// on a reconnect and dealt with counts twice.
+func (b *Broker) Acked(clientID, topic string) []Message {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []Message
+	for _, m := range b.acked[clientID] {
+		if m.Topic == topic {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // collector keeps what the device published, by record id.
 type Collector struct {
 	t   testing.TB
@@ -92,16 +152,59 @@ func NewCollector(t testing.TB) *Collector {
 	return &Collector{t: t, IDs: map[string]int{}, Seq: map[string][]string{}, Msg: map[string][][]byte{}}
 }
 
-// tap is a broker hook that hands every publish to the collector.
+// tap is a broker hook that hands every publish to the collector (or
+// drops it, on a stalled topic), and follows the messages sent to clients
+// until they acknowledge them.
 type tap struct {
 	mochi.HookBase
-	c *Collector
+	b *Broker
 }
 
-func (h *tap) ID() string           { return "tap" }
-func (h *tap) Provides(b byte) bool { return b == mochi.OnPublish }
+func (h *tap) ID() string { return "tap" }
+func (h *tap) Provides(b byte) bool {
+	return b == mochi.OnPublish || b == mochi.OnPacketSent || b == mochi.OnPacketRead
+}
+
 func (h *tap) OnPublish(_ *mochi.Client, pk packets.Packet) (packets.Packet, error) {
-	h.c.Add(pk.TopicName, pk.Payload)
+	h.b.mu.Lock()
+	stalled := h.b.stalled != "" && pk.TopicName == h.b.stalled
+	h.b.mu.Unlock()
+	if stalled {
+		// Dropped before the broker answers: no PUBACK, no subscriber.
+		return pk, packets.ErrRejectPacket
+	}
+	h.b.Got.Add(pk.TopicName, pk.Payload)
+	return pk, nil
+}
+
+// OnPacketSent notes a QoS 1 message written to a client (again, when the
+// broker re-sends it on a resumed session: same packet id).
+func (h *tap) OnPacketSent(cl *mochi.Client, pk packets.Packet, _ []byte) {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 {
+		return
+	}
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	if h.b.unacked[cl.ID] == nil {
+		h.b.unacked[cl.ID] = map[uint16]Message{}
+	}
+	h.b.unacked[cl.ID][pk.PacketID] = Message{Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...),
+		Retained: pk.FixedHeader.Retain}
+}
+
+// OnPacketRead takes a client's PUBACK: the message with its packet id has
+// been dealt with by the client. (The broker's own PUBACKs to a client's
+// publishes are written, not read, so they do not come here.)
+func (h *tap) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Puback {
+		return pk, nil
+	}
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	if m, ok := h.b.unacked[cl.ID][pk.PacketID]; ok {
+		delete(h.b.unacked[cl.ID], pk.PacketID)
+		h.b.acked[cl.ID] = append(h.b.acked[cl.ID], m)
+	}
 	return pk, nil
 }
 
