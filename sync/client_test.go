@@ -169,7 +169,7 @@ func newClient(t testing.TB, ctx context.Context, db *storetest.DB, k keys, h lp
 		Brokers: brokers, DeviceID: device, Store: db.Store,
 		Verifier:   &command.Verifier{Keys: map[string]ed25519.PublicKey{"platform-2026": k.pub}, Device: device},
 		Handler:    h,
-		Status:     func() map[string]any { return map[string]any{"version": "test"} },
+		Status:     func() lpsync.Status { return lpsync.Status{Version: "test"} },
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 		AckTimeout: 5 * time.Second, Idle: 50 * time.Millisecond,
 		Logger: quiet,
@@ -253,24 +253,41 @@ func TestDrain(t *testing.T) {
 
 // TestDrainAcrossBrokerRestarts stops and restarts the broker several
 // times in the middle of a drain (losing its sessions, as a crash would):
-// every record arrives at least once, and the outbox ends empty.
+// every record arrives at least once, and the outbox ends empty. Each stop
+// must find part of the backlog still missing at the broker, and each run
+// of the broker must cost the client one connection: otherwise the
+// restarts came after the drain, or the client never noticed them.
 func TestDrainAcrossBrokerRestarts(t *testing.T) {
 	b := synctest.StartBroker(t)
 	p := b.Got
 	db := storetest.Open(t)
 	n := drainSize()
 	ids := fill(t, db, n, remoteN)
-	runClient(t, db, newKeys(t), &handler{db: db}, b.URL())
-	for round := 1; round <= 4; round++ {
-		target := n * round / 6
-		waitFor(t, time.Minute, fmt.Sprintf("%d records before restart %d", target, round), func() bool { return p.Received() >= target })
+	c := runClient(t, db, newKeys(t), &handler{db: db}, b.URL())
+	const restarts = 4
+	for round := 1; round <= restarts; round++ {
+		// Stop only once the client is connected to this run of the broker
+		// and has brought it records it did not have: a restart while the
+		// client was still away would interrupt nothing.
+		target, before := n*round/6, p.Received()
+		waitFor(t, time.Minute, fmt.Sprintf("connection %d and %d records before restart %d", round, target, round), func() bool {
+			got := p.Received()
+			return c.Stats().Connects == uint64(round) && got >= target && got > before
+		})
 		b.Stop()
+		// Nothing reaches a stopped broker: this is what it had.
+		if got := p.Received(); got >= n {
+			t.Fatalf("restart %d came after the drain: the broker had all %d records", round, got)
+		}
 		b.Start()
 	}
 	waitFor(t, 2*time.Minute, "every record after the restarts", func() bool {
 		return p.Received() == n && pending(t, db) == 0
 	})
-	t.Logf("%d records, %d duplicates across 4 broker restarts", n, p.Duplicates(ids))
+	if got := c.Stats().Connects; got != restarts+1 {
+		t.Errorf("the client connected %d times, want %d (once per run of the broker)", got, restarts+1)
+	}
+	t.Logf("%d records, %d duplicates across %d broker restarts", n, p.Duplicates(ids), restarts)
 }
 
 // TestFailover: the first broker is down; the client uses the second.
