@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,22 +68,23 @@ func (w *watcher) collect(c *synctest.Collector, d time.Duration, what string, c
 	}
 }
 
-// until reads messages until one on topic arrives, and returns those
-// before it: the sentinel technique, so a negative assertion needs no
-// sleep (a broker delivers one publisher's messages in order).
-func (w *watcher) until(topic string, d time.Duration) []paho.Message {
+// until reads messages until the sentinel (payload mark on topic)
+// arrives, and returns those before it: so a negative assertion needs no
+// sleep (a broker delivers one publisher's messages in order). Marks are
+// unique, so an earlier sentinel cannot end the wait too soon.
+func (w *watcher) until(topic string, mark []byte, d time.Duration) []paho.Message {
 	w.t.Helper()
 	var before []paho.Message
 	deadline := time.After(d)
 	for {
 		select {
 		case m := <-w.got:
-			if m.Topic() == topic {
+			if m.Topic() == topic && bytes.Equal(m.Payload(), mark) {
 				return before
 			}
 			before = append(before, m)
 		case <-deadline:
-			w.t.Fatalf("sentinel on %s did not arrive within %s", topic, d)
+			w.t.Fatalf("sentinel %q on %s did not arrive within %s", mark, topic, d)
 		}
 	}
 }
@@ -93,7 +95,7 @@ func syncClient(t testing.TB, db *storetest.DB, k keys, h lpsync.Handler, url st
 		Brokers: []string{url}, DeviceID: device, Store: db.Store, TLS: tlsConf,
 		Verifier:   &command.Verifier{Keys: map[string]ed25519.PublicKey{"platform-2026": k.pub}, Device: device},
 		Handler:    h,
-		Status:     func() map[string]any { return map[string]any{"version": "test"} },
+		Status:     func() lpsync.Status { return lpsync.Status{Version: "test"} },
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, AckTimeout: 10 * time.Second,
 		Idle: 50 * time.Millisecond, Logger: quiet,
 	})
@@ -121,7 +123,8 @@ pattern read leadport/v1/fleet/#
 
 // TestMosquittoTLSACL runs the drain and a command through Debian's
 // mosquitto with client certificates the test made, and proves that the
-// per-device ACL keeps a device from reading or writing another's topics.
+// per-device ACL keeps a device from reading or writing another's topics,
+// and from publishing on the fleet topics.
 func TestMosquittoTLSACL(t *testing.T) {
 	pki := synctest.NewPKI(t)
 	m := synctest.StartMosquitto(t, pki, mosquittoACL)
@@ -141,39 +144,79 @@ func TestMosquittoTLSACL(t *testing.T) {
 	plat.collect(col, time.Minute, "the drain at the platform", func() bool { return col.Received() == n })
 	waitFor(t, 10*time.Second, "the outbox empty", func() bool { return pending(t, db) == 0 })
 
-	plat.publish("leadport/v1/fleet/cmd", signed(t, k, "platform-2026", cmd("m-ping", "ping", "*", "")), false)
-	plat.collect(col, 20*time.Second, "the ping's receipt", func() bool {
-		col.Mu.Lock()
-		defer col.Mu.Unlock()
-		for _, p := range col.Msg["leadport/v1/dev/"+device+"/receipt"] {
-			if bytes.Contains(p, []byte(`"command_id":"m-ping"`)) {
+	// A reader of the fleet command topic with the platform's rights, and
+	// a sentinel topic that the platform and device pbx-b may both write.
+	const fleetCmd, sentinelTopic = "leadport/v1/fleet/cmd", "leadport/v1/dev/pbx-b/usage"
+	reader := connectWatcher(t, url, "fleet-reader", pki.Client(t, "platform"), fleetCmd, sentinelTopic)
+	sentinels := 0
+	// throughFleet publishes token on the fleet command topic as pub, then
+	// a sentinel, and reports whether the reader got the token: one check
+	// for a publisher the ACL lets write there and for one it does not.
+	throughFleet := func(pub *watcher, token []byte) bool {
+		t.Helper()
+		sentinels++
+		mark := fmt.Appendf(nil, "fleet sentinel %d", sentinels)
+		pub.publish(fleetCmd, token, false)
+		pub.publish(sentinelTopic, mark, false)
+		for _, m := range reader.until(sentinelTopic, mark, 10*time.Second) {
+			if m.Topic() == fleetCmd && bytes.Equal(m.Payload(), token) {
 				return true
 			}
 		}
 		return false
-	})
+	}
+	receiptFor := func(id string) func() bool {
+		return func() bool {
+			col.Mu.Lock()
+			defer col.Mu.Unlock()
+			for _, p := range col.Msg["leadport/v1/dev/"+device+"/receipt"] {
+				if bytes.Contains(p, []byte(`"command_id":"`+id+`"`)) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	if !throughFleet(plat, signed(t, k, "platform-2026", cmd("m-ping", "ping", "*", ""))) {
+		t.Fatal("the platform's fleet command did not reach a reader of the fleet topic")
+	}
+	plat.collect(col, 20*time.Second, "the fleet ping's receipt", receiptFor("m-ping"))
 
 	// Another device's certificate: it may not read this device's topics
 	// nor write to them.
 	intruder := connectWatcher(t, url, "pbx-b", pki.Client(t, "pbx-b"),
 		"leadport/v1/dev/"+device+"/#", "leadport/v1/dev/pbx-b/#", "leadport/v1/fleet/#")
 	plat.publish("leadport/v1/dev/"+device+"/status", []byte(`{"probe":"read"}`), false)
-	plat.publish("leadport/v1/dev/pbx-b/cmd", []byte("sentinel"), false)
-	for _, m := range intruder.until("leadport/v1/dev/pbx-b/cmd", 10*time.Second) {
+	plat.publish("leadport/v1/dev/pbx-b/cmd", []byte("read sentinel"), false)
+	for _, m := range intruder.until("leadport/v1/dev/pbx-b/cmd", []byte("read sentinel"), 10*time.Second) {
 		if strings.Contains(m.Topic(), device) {
 			t.Errorf("another device read %s", m.Topic())
 		}
 	}
 	intruder.publish("leadport/v1/dev/"+device+"/usage", []byte(`{"v":1,"batch":"forged","records":[{"id":"forged"}]}`), false)
-	intruder.publish("leadport/v1/fleet/cmd", []byte("forged fleet command"), false)
-	intruder.publish("leadport/v1/dev/pbx-b/usage", []byte("sentinel"), false)
-	for _, m := range plat.until("leadport/v1/dev/pbx-b/usage", 10*time.Second) {
+	intruder.publish("leadport/v1/dev/pbx-b/usage", []byte("write sentinel"), false)
+	for _, m := range plat.until("leadport/v1/dev/pbx-b/usage", []byte("write sentinel"), 10*time.Second) {
 		if bytes.Contains(m.Payload(), []byte("forged")) {
 			t.Errorf("another device wrote to %s", m.Topic())
 		}
 	}
-	if strings.Contains(fmt.Sprint(h.executed()), "forged") {
-		t.Error("a forged fleet command reached the device")
+
+	// Nor may it publish on the fleet topic, even a command the device
+	// would carry out: validly signed, for this device (a device can
+	// capture one off its own topics, or the platform sent it there by
+	// mistake). The signature does not stop it; only the ACL can.
+	if throughFleet(intruder, signed(t, k, "platform-2026", cmd("m-stolen", "erase", device, `{"all":true}`))) {
+		t.Error("another device published a command on the fleet topic")
+	}
+	// The platform's next fleet command comes after it on the device's
+	// subscription: once that one is answered, the stolen one would have
+	// been carried out.
+	if !throughFleet(plat, signed(t, k, "platform-2026", cmd("m-after", "ping", "*", ""))) {
+		t.Fatal("the platform's second fleet command did not reach a reader of the fleet topic")
+	}
+	plat.collect(col, 20*time.Second, "the second fleet ping's receipt", receiptFor("m-after"))
+	if done := h.executed(); slices.Contains(done, "m-stolen") || !slices.Contains(done, "m-after") {
+		t.Errorf("the device carried out %v, want m-after and not m-stolen", done)
 	}
 }
 
