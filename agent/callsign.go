@@ -16,6 +16,7 @@ import (
 	"github.com/leadport/leadport-agent/detect"
 	"github.com/leadport/leadport-agent/detect/passport"
 	"github.com/leadport/leadport-agent/store"
+	lpsync "github.com/leadport/leadport-agent/sync"
 )
 
 // IdentityKeyFile is the call-signing key's file in the data directory:
@@ -92,17 +93,9 @@ func (s *callSigner) rotate() (*passport.FileKey, error) {
 	return k, nil
 }
 
-// Identity is the document that names the call-signing key: printed by
-// `leadport-agent identity`, published retained on <prefix>/dev/<device>/identity
-// and summarised in the status.
-type Identity struct {
-	DeviceID  string    `json:"device_id"`
-	KeyID     string    `json:"kid"`
-	Alg       string    `json:"alg"`
-	PublicKey string    `json:"public_key"`
-	Info      string    `json:"info"`
-	CreatedAt time.Time `json:"created_at"`
-}
+// Identity is the document that names the call-signing key (sync owns
+// the contract).
+type Identity = lpsync.Identity
 
 // IdentityOf describes a key of the device.
 func IdentityOf(deviceID string, k *passport.FileKey) Identity {
@@ -263,37 +256,14 @@ func (c *upstreamClock) Now() time.Time {
 	return time.Now().Add(off)
 }
 
-// ClockStatus is what the status and doctor show of the clock.
-type ClockStatus struct {
-	// OffsetS is the upstream's clock less ours, in seconds (median of the
-	// last Date headers); signing corrects by it once it is over 1 s.
-	OffsetS float64   `json:"offset_s"`
-	Samples int       `json:"samples"`
-	LastAt  time.Time `json:"last_at,omitzero"`
-}
-
-func (c *upstreamClock) status() ClockStatus {
+func (c *upstreamClock) status() lpsync.Clock {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return ClockStatus{OffsetS: c.median.Seconds(), Samples: c.n, LastAt: c.last}
+	return lpsync.Clock{OffsetS: c.median.Seconds(), Samples: c.n, LastAt: c.last}
 }
 
-// IdentityStatus is the status document's "identity": the key in use,
-// whether calls are signed with it, and the clock they are signed by.
-type IdentityStatus struct {
-	Identity
-	// Signing is false when sip.identity is off or the proxy is not
-	// configured.
-	Signing    bool   `json:"signing"`
-	Signed     uint64 `json:"signed"`
-	SignErrors uint64 `json:"sign_errors"`
-	// SignUSMean is the mean time to sign a call, in microseconds.
-	SignUSMean float64     `json:"sign_us_mean"`
-	Clock      ClockStatus `json:"clock"`
-}
-
-func (a *Agent) identityStatus() IdentityStatus {
-	st := IdentityStatus{Identity: a.signer.identity(), Clock: a.signer.clock.status()}
+func (a *Agent) identityStatus() lpsync.IdentityStatus {
+	st := lpsync.IdentityStatus{Identity: a.signer.identity(), Clock: a.signer.clock.status()}
 	if a.proxy != nil && a.cfg.SIP.Identity == config.IdentitySign {
 		ps := a.proxy.Stats()
 		st.Signing, st.Signed, st.SignErrors = true, ps.Signed, ps.SignErrors

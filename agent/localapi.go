@@ -13,6 +13,7 @@ import (
 	"github.com/leadport/leadport-agent/detect/rules"
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/phone"
+	lpsync "github.com/leadport/leadport-agent/sync"
 )
 
 // recentViolations keeps the last violations, masked, for the local API
@@ -58,13 +59,7 @@ func (r *recentViolations) last(n int) []api.Violation {
 }
 
 // upstreamCheck is the last OPTIONS to the upstream.
-type upstreamCheck struct {
-	At      time.Time `json:"at"`
-	Answers bool      `json:"answers"`
-	Status  int       `json:"status,omitempty"`
-	RTTms   float64   `json:"rtt_ms,omitempty"`
-	Error   string    `json:"error,omitempty"`
-}
+type upstreamCheck = lpsync.UpstreamCheck
 
 // pingUpstream asks the upstream every period whether it answers.
 func (a *Agent) pingUpstream(ctx context.Context, period time.Duration) {
@@ -99,26 +94,22 @@ func (a *Agent) pingUpstream(ctx context.Context, period time.Duration) {
 // localSource is what the local API shows.
 type localSource struct{ a *Agent }
 
-func (s localSource) Status() map[string]any {
+func (s localSource) Status() lpsync.Status {
 	a := s.a
 	doc := a.statusDoc()
-	doc["device_id"] = a.deviceID
-	doc["state"] = "running"
-	doc["at"] = time.Now().UTC()
-	doc["lines"] = a.cfg.Lines
+	doc.DeviceID, doc.State, doc.At = a.deviceID, "running", time.Now().UTC()
+	doc.Lines = a.cfg.Lines
 	if a.rules != nil {
-		doc["lines"] = a.rules.Policy().Lines
+		doc.Lines = a.rules.Policy().Lines
 	}
-	sy := map[string]any{"configured": a.sync != nil}
+	sy := &lpsync.SyncState{Configured: a.sync != nil}
 	if a.sync != nil {
 		st := a.sync.Stats()
-		sy["connected"], sy["broker"], sy["last_sync"] = st.Connected, st.Broker, st.LastSync
-		sy["records_acked"], sy["commands"], sy["commands_rejected"] = st.Records, st.Commands, st.Rejected
-		if st.LastError != "" {
-			sy["last_error"] = st.LastError
-		}
+		sy.Connected, sy.Broker, sy.LastSync = st.Connected, st.Broker, st.LastSync
+		sy.RecordsAcked, sy.Commands, sy.CommandsRejected = st.Records, st.Commands, st.Rejected
+		sy.LastError = st.LastError
 	}
-	doc["sync"] = sy
+	doc.Sync = sy
 	return doc
 }
 

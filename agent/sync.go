@@ -57,7 +57,7 @@ func (a *Agent) newSync() (*lpsync.Client, error) {
 		Verifier:       &command.Verifier{Keys: a.cfg.Commands.TrustedKeys, Device: a.deviceID},
 		Handler:        commandHandler{a},
 		Status:         a.statusDoc,
-		Identity:       func() any { return a.signer.identity() },
+		Identity:       a.signer.identity,
 		StatusInterval: a.cfg.MQTT.StatusInterval(),
 		Logger:         a.log.With("part", "sync"),
 	})
@@ -167,72 +167,69 @@ func (h commandHandler) PolicyVersion() int64 {
 }
 
 // statusDoc is the retained status (docs/protocol.md, "Status"); the sync
-// client adds state, device_id and at.
-func (a *Agent) statusDoc() map[string]any {
-	doc := map[string]any{
-		"version":    Version().Version,
-		"started_at": a.started.UTC(),
-	}
-	sipDoc := map[string]any{"mode": string(a.cfg.SIP.Mode)}
+// client sets state, device_id and at.
+func (a *Agent) statusDoc() lpsync.Status {
+	doc := lpsync.Status{Version: Version().Version, StartedAt: a.started.UTC()}
+	sip := &lpsync.SIPStatus{Mode: string(a.cfg.SIP.Mode)}
 	if a.proxy != nil {
 		s := a.proxy.Stats()
-		var listeners []string
 		for _, e := range a.cfg.SIP.Listen {
-			listeners = append(listeners, e.String())
+			sip.Listeners = append(sip.Listeners, e.String())
 		}
-		sipDoc["listeners"] = listeners
-		sipDoc["upstream"] = a.cfg.SIP.Upstream.String()
-		sipDoc["active_dialogs"] = s.CallsActive
+		sip.Upstream = a.cfg.SIP.Upstream.String()
+		sip.ActiveDialogs = s.CallsActive
 		a.mu.Lock()
 		if a.upstream != nil {
-			sipDoc["upstream_check"] = *a.upstream
+			u := *a.upstream
+			sip.UpstreamCheck = &u
 		}
 		a.mu.Unlock()
-		sipDoc["calls"] = s.CallsTotal
-		sipDoc["blocks"] = s.Blocked
+		sip.Calls, sip.Blocks = s.CallsTotal, s.Blocked
 	} else {
-		sipDoc["state"] = "off: sip.upstream is not set"
+		sip.State = "off: sip.upstream is not set"
 	}
-	doc["sip"] = sipDoc
+	doc.SIP = sip
 	if st, err := a.store.Stats(); err == nil {
-		out := map[string]any{}
+		doc.Outbox = map[string]lpsync.OutboxStatus{}
 		now := time.Now()
 		for t, ts := range st.Outbox {
-			entry := map[string]any{"pending": ts.Pending}
+			o := lpsync.OutboxStatus{Pending: ts.Pending}
 			if !ts.OldestCreated.IsZero() {
-				entry["oldest_age_s"] = int(now.Sub(ts.OldestCreated).Seconds())
+				o.OldestAgeS = int(now.Sub(ts.OldestCreated).Seconds())
 			}
-			out[t] = entry
+			doc.Outbox[t] = o
 		}
-		doc["outbox"] = out
-		doc["store"] = map[string]any{"size_bytes": st.SizeBytes, "max_bytes": st.MaxBytes, "full": st.Full}
+		doc.Store = &lpsync.StoreStatus{SizeBytes: st.SizeBytes, MaxBytes: st.MaxBytes, Full: st.Full}
 	}
-	doc["policy_version"] = commandHandler{a}.PolicyVersion()
-	doc["identity"] = a.identityStatus()
-	doc["host"] = hostFigures(a.cfg.DataDir)
+	doc.PolicyVersion = commandHandler{a}.PolicyVersion()
+	id := a.identityStatus()
+	doc.Identity = &id
+	doc.Host = hostFigures(a.cfg.DataDir)
 	return doc
 }
 
 // hostFigures are what a technician or the fleet view wants of the
 // device; a figure the platform cannot read is left out.
-func hostFigures(dataDir string) map[string]any {
-	h := map[string]any{"os": runtime.GOOS, "arch": runtime.GOARCH}
+func hostFigures(dataDir string) *lpsync.HostStatus {
+	h := &lpsync.HostStatus{OS: runtime.GOOS, Arch: runtime.GOARCH}
 	if p, err := cpu.Percent(0, false); err == nil && len(p) == 1 {
-		h["cpu_percent"] = round1(p[0])
+		h.CPUPercent = ptr(round1(p[0]))
 	}
 	if m, err := mem.VirtualMemory(); err == nil {
-		h["memory_total_bytes"], h["memory_used_percent"] = m.Total, round1(m.UsedPercent)
+		h.MemoryTotalBytes, h.MemoryUsedPercent = ptr(m.Total), ptr(round1(m.UsedPercent))
 	}
 	if d, err := disk.Usage(dataDir); err == nil {
-		h["disk_free_bytes"] = d.Free
+		h.DiskFreeBytes = ptr(d.Free)
 	}
 	if l, err := load.Avg(); err == nil {
-		h["load1"], h["load5"], h["load15"] = l.Load1, l.Load5, l.Load15
+		h.Load1, h.Load5, h.Load15 = ptr(l.Load1), ptr(l.Load5), ptr(l.Load15)
 	}
 	if up, err := host.Uptime(); err == nil {
-		h["uptime_s"] = up
+		h.UptimeS = ptr(up)
 	}
 	return h
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }

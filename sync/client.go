@@ -32,15 +32,15 @@ type Options struct {
 	Store    *store.Store
 	Verifier *command.Verifier
 	Handler  Handler
-	// Status returns the status document (docs/protocol.md, "Status") without
-	// "state"; the client adds it. Called on each connection, every
-	// StatusInterval and after RefreshStatus.
-	Status         func() map[string]any
+	// Status returns the status document (docs/protocol.md, "Status"); the
+	// client sets its state, device id and time. Called on each
+	// connection, every StatusInterval and after RefreshStatus.
+	Status         func() Status
 	StatusInterval time.Duration // default 60 s
 	// Identity returns the document naming the device's call-signing key
 	// (docs/protocol.md, "Identity"), published retained with each
 	// status; nil publishes none.
-	Identity func() any
+	Identity func() Identity
 
 	// BatchBytes bounds a batch's JSON; default 256 KiB.
 	BatchBytes int
@@ -190,7 +190,7 @@ func New(o Options) (*Client, error) {
 		o.Now = time.Now
 	}
 	if o.Status == nil {
-		o.Status = func() map[string]any { return map[string]any{} }
+		o.Status = func() Status { return Status{} }
 	}
 	c := &Client{o: o, log: o.Logger, connected: make(chan struct{}), lost: make(chan struct{}),
 		wake: make(chan struct{}, 1), refresh: make(chan struct{}, 1)}
@@ -429,9 +429,7 @@ func (c *Client) statusLoop(ctx context.Context) {
 			continue
 		}
 		doc := c.o.Status()
-		doc["state"] = "online"
-		doc["device_id"] = c.o.DeviceID
-		doc["at"] = c.o.Now().UTC()
+		doc.State, doc.DeviceID, doc.At = "online", c.o.DeviceID, c.o.Now().UTC()
 		b, err := json.Marshal(doc)
 		if err != nil {
 			c.log.Error("status not encoded", "err", err)

@@ -30,12 +30,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadport/leadport-agent/store"
+
+	lpsync "github.com/leadport/leadport-agent/sync"
 )
 
 // Source is what the agent shows through the API.
 type Source interface {
 	// Status is the MQTT status document plus local detail.
-	Status() map[string]any
+	Status() lpsync.Status
 	// Calls are the calls in progress, numbers masked.
 	Calls() []Call
 	// Violations are the most recent first, numbers masked.

@@ -22,6 +22,8 @@ import (
 
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/phone"
+
+	lpsync "github.com/leadport/leadport-agent/sync"
 )
 
 type fakeSource struct {
@@ -31,8 +33,8 @@ type fakeSource struct {
 	fail     error
 }
 
-func (f *fakeSource) Status() map[string]any {
-	return map[string]any{"device_id": "pbx-0042", "state": "running"}
+func (f *fakeSource) Status() lpsync.Status {
+	return lpsync.Status{DeviceID: "pbx-0042", State: "running"}
 }
 func (f *fakeSource) Calls() []Call {
 	return []Call{{CallID: "c1", Line: "+15551230001", Direction: "inbound", Remote: "+1212***0100", State: "confirmed"}}

@@ -98,8 +98,9 @@ lines: ["+15551230001"]
 sip:
   listen: ["udp://127.0.0.1:%d"]
   upstream: "udp://127.0.0.1:%d"
+api: {socket: %s}
 log: {level: debug}
-`, data, agentPort, edge.port))
+`, data, agentPort, edge.port, filepath.Join(dir, "api.sock")))
 	first := startLogged(t, dir, "agent-1", bin, "run", "--config", cfg)
 	waitListening(t, first, "agent", "udp", agentPort)
 

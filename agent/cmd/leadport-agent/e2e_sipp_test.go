@@ -92,6 +92,7 @@ func TestSIPpCalls(t *testing.T) {
 lines: [%q]
 default_country: "1"
 log: {level: warn}
+api: {socket: %s}
 sip:
   listen: ["udp://127.0.0.1:%d", "tcp://127.0.0.1:%d"]
   upstream: "udp://127.0.0.1:%d"
@@ -101,7 +102,7 @@ policy:
   forwarding: {action: "off"}
   pacing: {action: "off"}
   trunking: {action: "off"}
-`, dataDir, sippLine, agentPort, agentPort, uasPort))
+`, dataDir, sippLine, filepath.Join(dir, "api.sock"), agentPort, agentPort, uasPort))
 	agent := startLogged(t, dir, "agent", bin, "run", "--config", cfg)
 	waitListening(t, agent, "leadport-agent", "udp", agentPort)
 	waitListening(t, agent, "leadport-agent", "tcp", agentPort)

@@ -55,8 +55,9 @@ mqtt:
   status_interval_s: 5
 commands:
   trusted_keys: {%s: %q}
+api: {socket: %s}
 log: {level: debug}
-`, r.data, r.broker.URL(), kg.Kid, kg.PublicKey))
+`, r.data, r.broker.URL(), kg.Kid, kg.PublicKey, filepath.Join(r.dir, "api.sock")))
 	return r
 }
 

@@ -107,7 +107,7 @@ func TestRunStopsCleanly(t *testing.T) {
 			dir := t.TempDir()
 			cfg := filepath.Join(dir, "agent.yaml")
 			data := filepath.Join(dir, "data")
-			if err := os.WriteFile(cfg, []byte("data_dir: "+data+"\nlog: {format: json}\n"), 0o600); err != nil {
+			if err := os.WriteFile(cfg, []byte("data_dir: "+data+"\napi: {socket: "+filepath.Join(dir, "api.sock")+"}\nlog: {format: json}\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(bin, "run", "--config", cfg)

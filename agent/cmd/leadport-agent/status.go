@@ -12,11 +12,13 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/leadport/leadport-agent/agent/api"
 	"github.com/leadport/leadport-agent/agent/config"
+	lpsync "github.com/leadport/leadport-agent/sync"
 )
 
 // apiClient talks to the running agent's local API over its unix socket,
@@ -101,16 +103,16 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var st map[string]any
+	var st lpsync.Status
 	var health struct {
 		OK     bool              `json:"ok"`
 		Checks map[string]string `json:"checks"`
 	}
 	var calls struct {
-		Calls []map[string]any `json:"calls"`
+		Calls []api.Call `json:"calls"`
 	}
 	var viols struct {
-		Violations []map[string]any `json:"violations"`
+		Violations []api.Violation `json:"violations"`
 	}
 	if _, err := c.do("GET", "/v1/status", nil, &st); err != nil {
 		return err
@@ -137,27 +139,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 // printStatus is the short human summary.
-func printStatus(w io.Writer, st map[string]any, ok bool, checks map[string]string, calls, viols []map[string]any) {
-	get := func(m map[string]any, keys ...string) any {
-		var v any = m
-		for _, k := range keys {
-			mm, isMap := v.(map[string]any)
-			if !isMap {
-				return nil
-			}
-			v = mm[k]
-		}
-		return v
-	}
-	str := func(v any) string {
-		if v == nil {
-			return ""
-		}
-		if f, isNum := v.(float64); isNum {
-			return fmt.Sprint(int64(f))
-		}
-		return fmt.Sprint(v)
-	}
+func printStatus(w io.Writer, st lpsync.Status, ok bool, checks map[string]string, calls []api.Call, viols []api.Violation) {
 	health := "OK"
 	if !ok {
 		var bad []string
@@ -170,80 +152,65 @@ func printStatus(w io.Writer, st map[string]any, ok bool, checks map[string]stri
 		health = "PROBLEM (" + strings.Join(bad, "; ") + ")"
 	}
 	up := ""
-	if t, err := time.Parse(time.RFC3339Nano, str(st["started_at"])); err == nil {
-		up = ", up " + time.Since(t).Round(time.Second).String()
+	if !st.StartedAt.IsZero() {
+		up = ", up " + time.Since(st.StartedAt).Round(time.Second).String()
 	}
-	fmt.Fprintf(w, "leadport-agent %s on %s: %s%s\n", str(st["version"]), str(st["device_id"]), health, up)
+	fmt.Fprintf(w, "leadport-agent %s on %s: %s%s\n", st.Version, st.DeviceID, health, up)
 
-	sip := str(get(st, "sip", "state"))
-	if ls, isList := get(st, "sip", "listeners").([]any); isList {
-		var l []string
-		for _, x := range ls {
-			l = append(l, str(x))
-		}
-		sip = "proxy on " + strings.Join(l, ", ") + "; upstream " + str(get(st, "sip", "upstream"))
-		if ans, known := get(st, "sip", "upstream_check", "answers").(bool); known {
-			if ans {
-				sip += fmt.Sprintf(" answers (%s, %s ms)", str(get(st, "sip", "upstream_check", "status")), str(get(st, "sip", "upstream_check", "rtt_ms")))
+	sip, sipLine := st.SIP, ""
+	if sip == nil {
+		sip = &lpsync.SIPStatus{}
+	}
+	sipLine = sip.State
+	if len(sip.Listeners) > 0 {
+		sipLine = "proxy on " + strings.Join(sip.Listeners, ", ") + "; upstream " + sip.Upstream
+		if c := sip.UpstreamCheck; c != nil {
+			if c.Answers {
+				sipLine += fmt.Sprintf(" answers (%d, %s ms)", c.Status, strconv.FormatFloat(c.RTTms, 'f', -1, 64))
 			} else {
-				sip += " DOES NOT ANSWER (" + str(get(st, "sip", "upstream_check", "error")) + ")"
+				sipLine += " DOES NOT ANSWER (" + c.Error + ")"
 			}
 		}
 	}
-	fmt.Fprintf(w, "  SIP:     %s\n", sip)
-	var lines []string
-	if ls, isList := st["lines"].([]any); isList {
-		for _, x := range ls {
-			lines = append(lines, str(x))
-		}
-	}
+	fmt.Fprintf(w, "  SIP:     %s\n", sipLine)
+	lines := st.Lines
 	if len(lines) == 0 {
 		lines = []string{"none configured"}
 	}
 	fmt.Fprintf(w, "  Lines:   %s\n", strings.Join(lines, ", "))
-	fmt.Fprintf(w, "  Calls:   %d active, %s since start, %s blocked; policy version %s\n", len(calls),
-		orZero(str(get(st, "sip", "calls"))), orZero(str(get(st, "sip", "blocks"))), orZero(str(st["policy_version"])))
+	fmt.Fprintf(w, "  Calls:   %d active, %d since start, %d blocked; policy version %d\n", len(calls), sip.Calls, sip.Blocks, st.PolicyVersion)
 	syncLine := "no broker configured: records wait in the store"
-	if c, _ := get(st, "sync", "configured").(bool); c {
-		if conn, _ := get(st, "sync", "connected").(bool); conn {
-			syncLine = "connected to " + str(get(st, "sync", "broker"))
+	if sy := st.Sync; sy != nil && sy.Configured {
+		if sy.Connected {
+			syncLine = "connected to " + sy.Broker
 		} else {
-			syncLine = "NOT connected (" + str(get(st, "sync", "last_error")) + ")"
+			syncLine = "NOT connected (" + sy.LastError + ")"
 		}
-		if t, err := time.Parse(time.RFC3339Nano, str(get(st, "sync", "last_sync"))); err == nil && !t.IsZero() {
-			syncLine += "; last sync " + time.Since(t).Round(time.Second).String() + " ago"
+		if !sy.LastSync.IsZero() {
+			syncLine += "; last sync " + time.Since(sy.LastSync).Round(time.Second).String() + " ago"
 		}
 	}
 	fmt.Fprintf(w, "  Sync:    %s\n", syncLine)
 	var pend []string
 	for _, typ := range []string{"usage", "consent", "violation", "receipt"} {
-		pend = append(pend, typ+" "+orZero(str(get(st, "outbox", typ, "pending"))))
+		pend = append(pend, fmt.Sprintf("%s %d", typ, st.Outbox[typ].Pending))
 	}
 	fmt.Fprintf(w, "  Pending: %s\n", strings.Join(pend, ", "))
 	for _, c := range calls {
-		fmt.Fprintf(w, "  call     %s %s %s %s\n", str(c["line"]), str(c["direction"]), str(c["remote"]), str(c["state"]))
+		fmt.Fprintf(w, "  call     %s %s %s %s\n", c.Line, c.Direction, c.Remote, c.State)
 	}
 	for _, v := range viols {
 		when := ""
-		if t, err := time.Parse(time.RFC3339Nano, str(v["at"])); err == nil {
-			when = time.Since(t).Round(time.Second).String() + " ago"
+		if !v.At.IsZero() {
+			when = time.Since(v.At).Round(time.Second).String() + " ago"
 		}
 		var ev []string
-		if m, isMap := v["evidence"].(map[string]any); isMap {
-			for k, x := range m {
-				ev = append(ev, fmt.Sprintf("%s=%v", k, x))
-			}
-			sort.Strings(ev)
+		for k, x := range v.Evidence {
+			ev = append(ev, fmt.Sprintf("%s=%v", k, x))
 		}
-		fmt.Fprintf(w, "  %-8s %s %s on %s: %s\n", str(v["action"]), when, str(v["rule"]), str(v["line"]), strings.Join(ev, " "))
+		sort.Strings(ev)
+		fmt.Fprintf(w, "  %-8s %s %s on %s: %s\n", v.Action, when, v.Rule, v.Line, strings.Join(ev, " "))
 	}
-}
-
-func orZero(s string) string {
-	if s == "" {
-		return "0"
-	}
-	return s
 }
 
 // consentCmd records a consent through the running agent.

@@ -1,0 +1,121 @@
+package sync
+
+import "time"
+
+// Status is the status document: retained on <prefix>/dev/<device>/status
+// (docs/protocol.md, "Status"), served by the local API at /v1/status with
+// Lines and Sync filled in, and read back by `leadport-agent status`. One
+// type, so the platform, the status page and the CLI read the same fields.
+type Status struct {
+	State         string                  `json:"state"` // online, offline; "running" in the local API
+	DeviceID      string                  `json:"device_id"`
+	At            time.Time               `json:"at"`
+	Version       string                  `json:"version,omitempty"`
+	StartedAt     time.Time               `json:"started_at,omitzero"`
+	SIP           *SIPStatus              `json:"sip,omitempty"`
+	Outbox        map[string]OutboxStatus `json:"outbox,omitempty"` // by record type
+	Store         *StoreStatus            `json:"store,omitempty"`
+	PolicyVersion int64                   `json:"policy_version"`
+	Identity      *IdentityStatus         `json:"identity,omitempty"`
+	Host          *HostStatus             `json:"host,omitempty"`
+
+	// The local API's view adds these; they are not published.
+	Lines []string   `json:"lines,omitempty"`
+	Sync  *SyncState `json:"sync,omitempty"`
+}
+
+// SIPStatus is the proxy's part of the status.
+type SIPStatus struct {
+	Mode string `json:"mode"`
+	// State says why the proxy is off; empty while it runs.
+	State         string         `json:"state,omitempty"`
+	Listeners     []string       `json:"listeners,omitempty"`
+	Upstream      string         `json:"upstream,omitempty"`
+	ActiveDialogs int            `json:"active_dialogs"`
+	UpstreamCheck *UpstreamCheck `json:"upstream_check,omitempty"`
+	Calls         uint64         `json:"calls"`  // since start
+	Blocks        uint64         `json:"blocks"` // since start
+}
+
+// UpstreamCheck is the last OPTIONS to the upstream.
+type UpstreamCheck struct {
+	At      time.Time `json:"at"`
+	Answers bool      `json:"answers"`
+	Status  int       `json:"status,omitempty"`
+	RTTms   float64   `json:"rtt_ms,omitempty"`
+	Error   string    `json:"error,omitempty"`
+}
+
+// OutboxStatus is one record type's backlog.
+type OutboxStatus struct {
+	Pending    int `json:"pending"`
+	OldestAgeS int `json:"oldest_age_s,omitempty"`
+}
+
+// StoreStatus is the store file against its cap.
+type StoreStatus struct {
+	SizeBytes int64 `json:"size_bytes"`
+	MaxBytes  int64 `json:"max_bytes"`
+	Full      bool  `json:"full"`
+}
+
+// HostStatus are the device's figures; one the agent cannot read on a
+// device is left out (nil).
+type HostStatus struct {
+	OS                string   `json:"os"`
+	Arch              string   `json:"arch"`
+	CPUPercent        *float64 `json:"cpu_percent,omitempty"`
+	MemoryTotalBytes  *uint64  `json:"memory_total_bytes,omitempty"`
+	MemoryUsedPercent *float64 `json:"memory_used_percent,omitempty"`
+	DiskFreeBytes     *uint64  `json:"disk_free_bytes,omitempty"`
+	Load1             *float64 `json:"load1,omitempty"`
+	Load5             *float64 `json:"load5,omitempty"`
+	Load15            *float64 `json:"load15,omitempty"`
+	UptimeS           *uint64  `json:"uptime_s,omitempty"`
+}
+
+// SyncState is the MQTT client's state as the local API shows it.
+type SyncState struct {
+	Configured       bool      `json:"configured"`
+	Connected        bool      `json:"connected"`
+	Broker           string    `json:"broker,omitempty"`
+	LastSync         time.Time `json:"last_sync,omitzero"`
+	RecordsAcked     uint64    `json:"records_acked"`
+	Commands         uint64    `json:"commands"`
+	CommandsRejected uint64    `json:"commands_rejected"`
+	LastError        string    `json:"last_error,omitempty"`
+}
+
+// Identity is the document naming the device's call-signing key, retained
+// on <prefix>/dev/<device>/identity (docs/protocol.md, "Identity"), printed
+// by `leadport-agent identity` and carried in the status.
+type Identity struct {
+	DeviceID  string    `json:"device_id"`
+	KeyID     string    `json:"kid"`
+	Alg       string    `json:"alg"`
+	PublicKey string    `json:"public_key"`
+	Info      string    `json:"info"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// IdentityStatus is the status's "identity": the key in use, whether calls
+// are signed with it, and the clock they are signed by.
+type IdentityStatus struct {
+	Identity
+	// Signing is false when sip.identity is off or the proxy is not
+	// configured.
+	Signing    bool    `json:"signing"`
+	Signed     uint64  `json:"signed"`
+	SignErrors uint64  `json:"sign_errors"`
+	SignUSMean float64 `json:"sign_us_mean"` // mean time to sign a call, µs
+	Clock      Clock   `json:"clock"`
+}
+
+// Clock is the edge's clock as the agent measures it.
+type Clock struct {
+	// OffsetS is the upstream's clock less ours, in seconds (median of the
+	// last Date headers); signing corrects by it once it is over 1 s.
+	OffsetS float64   `json:"offset_s"`
+	Samples int       `json:"samples"`
+	LastAt  time.Time `json:"last_at,omitzero"`
+}
