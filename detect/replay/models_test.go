@@ -601,68 +601,140 @@ func TestHumanFigures(t *testing.T) {
 	}
 }
 
-// TestLogFigures prints, with -v, the figures a pacing rule could measure on
-// each human, honest and machine model: the source of the tables in
-// docs/eval-models.md.
+// documentedFigures are the figures docs/eval-models.md gives for the
+// machine models (its table "Machine figures over 200 sessions") and for
+// honest.pbx, each with the unit of its last written digit: a figure
+// matches when it rounds to the documented one. The human models' tables
+// are checked as ranges by TestHumanFigures.
+var documentedFigures = map[string][]struct {
+	figure     string
+	want, unit float64
+}{
+	"machine.power": {{"gap p1 s", 0.6, 0.1}, {"gap p50 s", 14, 1}, {"gap p95 s", 43, 1},
+		{"gaps under 3 s %", 12, 1}, {"most in 60 s, lowest day", 2, 1}, {"most in 60 s, highest day", 6, 1}, {"smallest CV p5", 0, 0.01}},
+	"machine.progressive": {{"gap p1 s", 0.1, 0.1}, {"gap p50 s", 0.4, 0.1}, {"gap p95 s", 0.8, 0.1},
+		{"gaps under 3 s %", 100, 1}, {"most in 60 s, lowest day", 3, 1}, {"most in 60 s, highest day", 10, 1}, {"smallest CV p5", 0, 0.01}},
+	// "78 % of attempts start while another call is up or under a second
+	// after one ended": a gap under 1 s, negative when calls overlap.
+	"machine.predictive": {{"gaps under 1 s %", 78, 1},
+		{"most in 60 s, lowest day", 6, 1}, {"most in 60 s, highest day", 12, 1}, {"smallest CV p5", 0.87, 0.01}},
+	"machine.jitter": {{"gap p1 s", 1.1, 0.1}, {"gap p50 s", 5.2, 0.1}, {"gap p95 s", 15, 1},
+		{"gaps under 3 s %", 28, 1}, {"most in 60 s, lowest day", 3, 1}, {"most in 60 s, highest day", 7, 1}, {"smallest CV p5", 0.05, 0.01}},
+	"machine.sequential": {{"gap p1 s", 10, 1}, {"gap p50 s", 24, 1}, {"gap p95 s", 57, 1},
+		{"gaps under 3 s %", 0, 1}, {"most in 60 s, lowest day", 3, 1}, {"most in 60 s, highest day", 5, 1}, {"smallest CV p5", 0.15, 0.01}},
+	"honest.pbx": {
+		{"inbound/day p0", 9, 1}, {"inbound/day p5", 14, 1}, {"inbound/day p50", 28, 1}, {"inbound/day p95", 40, 1}, {"inbound/day p100", 46, 1},
+		{"attempts/day p0", 1, 1}, {"attempts/day p5", 3, 1}, {"attempts/day p50", 9, 1}, {"attempts/day p95", 13, 1}, {"attempts/day p100", 20, 1},
+		{"gap p1 s", 7.2, 0.1}, {"gap p5 s", 12, 1}, {"gap p50 min", 3.4, 0.1}},
+}
+
+// TestLogFigures measures the figures a pacing rule could measure on each
+// human, honest and machine model, over the traces of seeds 0-199, and
+// fails when one that docs/eval-models.md documents (documentedFigures)
+// drifted from it. With -v it prints them all: the source of the tables
+// in docs/eval-models.md.
 func TestLogFigures(t *testing.T) {
-	if !testing.Verbose() {
-		t.Skip("prints figures with -v")
-	}
+	measured := 0
 	for _, m := range Models() {
 		if m.Class != Human && m.Class != Machine && m.Class != Honest {
 			continue
 		}
-		var att, pm, p10, ph, red, rep, seq, fast, fastRun, in []int
-		var cv []float64
-		var gaps, shortest []time.Duration
-		for seed := range uint64(seeds) {
-			f := figures(generate(m, seed))
-			att = append(att, f.attempts)
-			pm = append(pm, f.perMinute)
-			p10 = append(p10, f.per10Min)
-			ph = append(ph, f.perHour)
-			red = append(red, f.redials)
-			rep = append(rep, f.repeats)
-			seq = append(seq, f.seqRun)
-			fast = append(fast, f.fastGaps)
-			fastRun = append(fastRun, f.fastRun)
-			in = append(in, f.inbound)
-			if f.attempts >= 10 {
-				cv = append(cv, f.minCV)
+		t.Run(m.Name, func(t *testing.T) {
+			var att, pm, p10, ph, red, rep, seq, fast, fastRun, in []int
+			var cv []float64
+			var gaps, shortest []time.Duration
+			for seed := range uint64(seeds) {
+				f := figures(generate(m, seed))
+				att = append(att, f.attempts)
+				pm = append(pm, f.perMinute)
+				p10 = append(p10, f.per10Min)
+				ph = append(ph, f.perHour)
+				red = append(red, f.redials)
+				rep = append(rep, f.repeats)
+				seq = append(seq, f.seqRun)
+				fast = append(fast, f.fastGaps)
+				fastRun = append(fastRun, f.fastRun)
+				in = append(in, f.inbound)
+				if f.attempts >= 10 {
+					cv = append(cv, f.minCV)
+				}
+				gaps = append(gaps, f.gaps...)
+				shortest = append(shortest, f.shortestGap)
 			}
-			gaps = append(gaps, f.gaps...)
-			shortest = append(shortest, f.shortestGap)
-		}
-		q := func(xs []int) string {
-			slices.Sort(xs)
-			return fmt.Sprintf("%d/%d/%d/%d/%d", xs[0], xs[len(xs)/20], xs[len(xs)/2], xs[len(xs)*19/20], xs[len(xs)-1])
-		}
-		slices.Sort(cv)
-		if len(cv) == 0 {
-			cv = []float64{0}
-		}
-		slices.Sort(gaps)
-		slices.Sort(shortest)
-		redialShare := 0.0
-		sumAtt, sumRed, sumRep := 0, 0, 0
-		for i := range att {
-			sumAtt += att[i]
-			sumRed += red[i]
-			sumRep += rep[i]
-		}
-		redialShare = float64(sumRed) / float64(sumAtt)
-		t.Logf("%s\n  attempts/day %s\n  max/min %s  max/10min %s  max/hour %s\n  gaps p0.1 %v p1 %v p5 %v p25 %v p50 %v p75 %v p95 %v\n  shortest gap of a day: min %v p5 %v p50 %v\n  redials within 60 s %.1f%%, repeats %.1f%%  seqrun %s  fast(<3s) gaps in 10: %s  minCV p0 %.2f p5 %.2f p50 %.2f",
-			m.Name, q(att), q(pm), q(p10), q(ph),
-			percentile(gaps, 0.1).Round(100*time.Millisecond), percentile(gaps, 1).Round(100*time.Millisecond), percentile(gaps, 5).Round(100*time.Millisecond),
-			percentile(gaps, 25).Round(100*time.Millisecond), percentile(gaps, 50).Round(100*time.Millisecond), percentile(gaps, 75).Round(100*time.Millisecond), percentile(gaps, 95).Round(100*time.Millisecond),
-			shortest[0].Round(100*time.Millisecond), shortest[len(shortest)/20].Round(100*time.Millisecond), shortest[len(shortest)/2].Round(100*time.Millisecond),
-			100*redialShare, 100*float64(sumRep)/float64(sumAtt), q(seq), q(fast), cv[0], cv[len(cv)/20], cv[len(cv)/2])
-		below := func(d time.Duration) float64 {
-			n, _ := slices.BinarySearch(gaps, d)
-			return 100 * float64(n) / float64(max(1, len(gaps)))
-		}
-		t.Logf("%s: inbound/day %s; gaps under 1 s %.2f%%, 2 s %.2f%%, 3 s %.2f%%, 5 s %.2f%%, 10 s %.2f%%; longest run of gaps under 3 s %s",
-			m.Name, q(in), below(time.Second), below(2*time.Second), below(3*time.Second), below(5*time.Second), below(10*time.Second), q(fastRun))
+			for _, xs := range [][]int{att, pm, p10, ph, seq, fast, fastRun, in} {
+				slices.Sort(xs)
+			}
+			// The lowest, 5th percentile, median, 95th percentile and highest
+			// of the days.
+			q := func(xs []int) [5]int {
+				return [5]int{xs[0], xs[len(xs)/20], xs[len(xs)/2], xs[len(xs)*19/20], xs[len(xs)-1]}
+			}
+			qs := func(xs []int) string { v := q(xs); return fmt.Sprintf("%d/%d/%d/%d/%d", v[0], v[1], v[2], v[3], v[4]) }
+			slices.Sort(cv)
+			if len(cv) == 0 {
+				cv = []float64{0}
+			}
+			slices.Sort(gaps)
+			slices.Sort(shortest)
+			sumAtt, sumRed, sumRep := 0, 0, 0
+			for i := range att {
+				sumAtt += att[i]
+				sumRed += red[i]
+				sumRep += rep[i]
+			}
+			redialShare := float64(sumRed) / float64(sumAtt)
+			pct := func(p float64) time.Duration { return percentile(gaps, p).Round(100 * time.Millisecond) }
+			t.Logf("%s\n  attempts/day %s\n  max/min %s  max/10min %s  max/hour %s\n  gaps p0.1 %v p1 %v p5 %v p25 %v p50 %v p75 %v p95 %v\n  shortest gap of a day: min %v p5 %v p50 %v\n  redials within 60 s %.1f%%, repeats %.1f%%  seqrun %s  fast(<3s) gaps in 10: %s  minCV p0 %.2f p5 %.2f p50 %.2f",
+				m.Name, qs(att), qs(pm), qs(p10), qs(ph),
+				pct(0.1), pct(1), pct(5), pct(25), pct(50), pct(75), pct(95),
+				shortest[0].Round(100*time.Millisecond), shortest[len(shortest)/20].Round(100*time.Millisecond), shortest[len(shortest)/2].Round(100*time.Millisecond),
+				100*redialShare, 100*float64(sumRep)/float64(sumAtt), qs(seq), qs(fast), cv[0], cv[len(cv)/20], cv[len(cv)/2])
+			below := func(d time.Duration) float64 {
+				n, _ := slices.BinarySearch(gaps, d)
+				return 100 * float64(n) / float64(max(1, len(gaps)))
+			}
+			t.Logf("%s: inbound/day %s; gaps under 1 s %.2f%%, 2 s %.2f%%, 3 s %.2f%%, 5 s %.2f%%, 10 s %.2f%%; longest run of gaps under 3 s %s",
+				m.Name, qs(in), below(time.Second), below(2*time.Second), below(3*time.Second), below(5*time.Second), below(10*time.Second), qs(fastRun))
+
+			docs, ok := documentedFigures[m.Name]
+			if !ok {
+				return
+			}
+			measured++
+			got := map[string]float64{
+				"gap p1 s":                  percentile(gaps, 1).Seconds(),
+				"gap p5 s":                  percentile(gaps, 5).Seconds(),
+				"gap p50 s":                 percentile(gaps, 50).Seconds(),
+				"gap p50 min":               percentile(gaps, 50).Minutes(),
+				"gap p95 s":                 percentile(gaps, 95).Seconds(),
+				"gaps under 1 s %":          below(time.Second),
+				"gaps under 3 s %":          below(3 * time.Second),
+				"most in 60 s, lowest day":  float64(pm[0]),
+				"most in 60 s, highest day": float64(pm[len(pm)-1]),
+				"smallest CV p5":            cv[len(cv)/20],
+			}
+			for _, day := range []struct {
+				name string
+				xs   []int
+			}{{"inbound/day", in}, {"attempts/day", att}} {
+				for i, p := range []string{"p0", "p5", "p50", "p95", "p100"} {
+					got[day.name+" "+p] = float64(q(day.xs)[i])
+				}
+			}
+			for _, d := range docs {
+				g, ok := got[d.figure]
+				if !ok {
+					t.Fatalf("no figure %q is measured", d.figure)
+				}
+				// Half a unit either way, and a hair for the float arithmetic.
+				if math.Abs(g-d.want) > d.unit/2+1e-9 {
+					t.Errorf("%s is %.4g, documented %g", d.figure, g, d.want)
+				}
+			}
+		})
+	}
+	if measured != len(documentedFigures) {
+		t.Errorf("measured %d of the %d models with documented figures: a model was renamed or dropped", measured, len(documentedFigures))
 	}
 }
 
