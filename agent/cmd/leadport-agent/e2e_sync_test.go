@@ -130,15 +130,23 @@ func TestSyncSIGKILL(t *testing.T) {
 	ids := r.fill(n, func(i int) string { return fmt.Sprintf("+1212555%04d", i%10000) })
 	for kill := 1; kill <= 3; kill++ {
 		a := r.start(fmt.Sprintf("agent-%d", kill))
-		target := n * kill / 4
-		pollUntil(t, time.Minute, fmt.Sprintf("%d records before kill %d", target, kill), func() bool {
-			return r.broker.Got.Received() >= target || a.exited()
+		// Some of the records must be new at the broker with this agent:
+		// a kill before it drained anything would interrupt nothing.
+		target, before := n*kill/4, r.broker.Got.Received()
+		pollUntil(t, time.Minute, fmt.Sprintf("%d records, some from this agent, before kill %d", target, kill), func() bool {
+			got := r.broker.Got.Received()
+			return got >= target && got > before || a.exited()
 		})
 		if a.exited() {
 			dumpFiles(t, r.dir, filepath.Base(a.log))
 			t.Fatalf("agent exited: %v", a.err)
 		}
 		a.stop(t, syscall.SIGKILL, 10*time.Second)
+		// The agent is dead: the broker has all it will get from it, which
+		// must be part of the backlog and not all of it.
+		if got := r.broker.Got.Received(); got >= n {
+			t.Fatalf("kill %d came after the drain: the broker had all %d records", kill, got)
+		}
 	}
 	a := r.start("agent-last")
 	pollUntil(t, 2*time.Minute, "every record at the broker", func() bool { return r.broker.Got.Received() == n })
