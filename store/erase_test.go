@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -49,6 +50,12 @@ func TestEraseSubjectLeavesNoTrace(t *testing.T) {
 		others = append(others, mustAppend(t, db, usage(n), consent(n))...)
 	}
 	before := snapshot(t, db)
+	// Sealed, the number is never on disk in clear: only a scan with the
+	// device key can show it gone, and it must first show it there.
+	found := db.AssertFound(subject)
+	if len(found.Fields) < len(subjIDs)+1 { // the consent has two fields
+		t.Errorf("the scan opened %d fields of the subject, want at least %d", len(found.Fields), len(subjIDs)+1)
+	}
 
 	exp, err := db.Export("+1 555 123 4567")
 	if err != nil {
@@ -77,6 +84,7 @@ func TestEraseSubjectLeavesNoTrace(t *testing.T) {
 	if recs, err := db.Export(subject); err != nil || len(recs) != 0 {
 		t.Errorf("export after erase = %d records, %v", len(recs), err)
 	}
+	db.AssertErased(subject)
 	after := snapshot(t, db)
 	for _, id := range others {
 		if after[id] != before[id] {
@@ -107,7 +115,7 @@ func TestEraseSubjectLeavesNoTrace(t *testing.T) {
 	if err != nil || again != (store.EraseResult{}) {
 		t.Errorf("second erase = %+v, %v; want a no-op", again, err)
 	}
-	// Cleanup scans every byte of the directory for the subject.
+	// Cleanup scans again, once the store is closed.
 }
 
 func TestEraseAll(t *testing.T) {
@@ -116,9 +124,8 @@ func TestEraseAll(t *testing.T) {
 	for _, s := range subjects {
 		mustAppend(t, db, usage(s), consent(s), violation(s))
 	}
-	digests := map[string][]byte{}
 	for _, s := range subjects {
-		digests[s] = db.SubjectDigest(s)
+		db.AssertFound(s)
 	}
 	res, err := db.EraseAll()
 	if err != nil {
@@ -143,7 +150,7 @@ func TestEraseAll(t *testing.T) {
 	mustAppend(t, db, usage("+15550001111"))
 	db.Close()
 	for _, s := range subjects {
-		storetest.AssertNoTrace(t, db.Dir, s, digests[s])
+		storetest.AssertErased(t, db.Dir, s)
 	}
 }
 
@@ -181,6 +188,7 @@ func TestIndexAcrossMerges(t *testing.T) {
 	if exp, _ := db.Export(subject); len(exp) != 10 {
 		t.Errorf("export after ack = %d records, want 10", len(exp))
 	}
+	db.AssertFound(subject)
 	res, err := db.EraseSubject(subject)
 	if err != nil {
 		t.Fatal(err)
@@ -195,6 +203,7 @@ func TestIndexAcrossMerges(t *testing.T) {
 			}
 		}
 	}
+	db.AssertErased(subject)
 }
 
 // An id is checked against the record it points to: one that names the
@@ -220,7 +229,7 @@ func TestAckChecksID(t *testing.T) {
 // Appenders seal with keys they make themselves for subjects the store has
 // never seen, so several appenders of one new subject race to make its key.
 // Whichever keys win, every record opens, each subject's records are all
-// found, and an erase leaves no trace of the subject (cleanup scans).
+// found, and an erase leaves nothing of the subject the device key reads.
 func TestConcurrentAppendersOfNewSubjects(t *testing.T) {
 	db := storetest.Open(t)
 	subjects := make([]string, 12)
@@ -266,10 +275,12 @@ func TestConcurrentAppendersOfNewSubjects(t *testing.T) {
 			t.Fatalf("export %s = %d records, %v; want %d", s, len(exp), err, want[s])
 		}
 	}
+	db.AssertFound(subjects[0])
 	res, err := db.EraseSubject(subjects[0])
 	if err != nil || res.UsageRedacted != want[subjects[0]] || !res.KeyDestroyed {
 		t.Fatalf("erase = %+v, %v; want %d usage records redacted and the key destroyed", res, err, want[subjects[0]])
 	}
+	db.AssertErased(subjects[0])
 	if exp, err := db.Export(subjects[1]); err != nil || len(exp) != want[subjects[1]] {
 		t.Errorf("export of another subject after the erase = %d records, %v; want %d", len(exp), err, want[subjects[1]])
 	}
@@ -278,7 +289,7 @@ func TestConcurrentAppendersOfNewSubjects(t *testing.T) {
 // With a merge every 64 records the subject index and key table are built
 // of many runs merged into fewer: lookups across them still find every
 // record of a subject, acknowledgements remove entries from whichever run
-// holds them, and an erase leaves no trace (cleanup scans).
+// holds them, and an erase leaves nothing the device key reads.
 func TestIndexAcrossManyMerges(t *testing.T) {
 	db := storetest.Open(t, func(o *store.Options) { store.WithMergeEvery(o, 64) })
 	const subjects = 150
@@ -303,10 +314,12 @@ func TestIndexAcrossManyMerges(t *testing.T) {
 		}
 	}
 	subject := "+15558880007"
+	db.AssertFound(subject)
 	res, err := db.EraseSubject(subject)
 	if err != nil || res.UsageRedacted != want[subject] || !res.KeyDestroyed {
 		t.Fatalf("erase = %+v, %v; want %d redacted and the key destroyed", res, err, want[subject])
 	}
+	db.AssertErased(subject)
 	db.Close()
 	index, keys := store.RunSizesForTest(t, filepath.Join(db.Dir, store.FileName))
 	if len(index) > 8 || len(keys) > 8 {
@@ -342,10 +355,14 @@ func TestSchema1File(t *testing.T) {
 	if exp, err := db.Export(subject); err != nil || len(exp) != 7 {
 		t.Fatalf("export = %d records, %v; want 7 (6 in the schema 1 index, 1 new)", len(exp), err)
 	}
+	if rep := db.AssertFound(subject); !slices.ContainsFunc(rep.Keys, func(tr store.Trace) bool { return tr.In == "key table" }) {
+		t.Errorf("no key of the subject found in the schema 1 key table")
+	}
 	res, err := db.EraseSubject(subject)
 	if err != nil || res.UsageRedacted != 4 || res.ConsentDeleted != 3 || !res.KeyDestroyed {
 		t.Fatalf("erase = %+v, %v", res, err)
 	}
+	db.AssertErased(subject)
 	if exp, err := db.Export(other); err != nil || len(exp) != 3 {
 		t.Errorf("export of the other subject = %d, %v; want 3", len(exp), err)
 	}

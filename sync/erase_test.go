@@ -37,8 +37,9 @@ func (h *eraseMark) Execute(ctx context.Context, c *command.Command) lpsync.Outc
 // The erase is answered done with its counts; nothing of the subject
 // reaches the broker after it (the uploader hands over the outbox only
 // once its batches in flight were acknowledged); other subjects' records
-// arrive intact; and at cleanup no byte of the data directory holds the
-// subject (storetest).
+// arrive intact. Before the erase a scan of the store file with the device
+// key reads the subject; after it, and again at cleanup, it reads nothing
+// of it on any page, free ones included (storetest).
 func TestEraseEndToEnd(t *testing.T) {
 	b := synctest.StartBroker(t)
 	p := newPlatform(t, b)
@@ -74,10 +75,12 @@ func TestEraseEndToEnd(t *testing.T) {
 	if _, err := db.Append(context.Background(), consent...); err != nil {
 		t.Fatal(err)
 	}
+	db.AssertFound(subject)
 	p.publish("leadport/v1/dev/"+device+"/cmd", signed(t, k, "platform-2026", cmd("erase-1", "erase", device, `{"subject":"`+subject+`"}`)), false)
 	waitFor(t, time.Minute, "the erase answered and the outbox drained", func() bool {
 		return countReceipts(t, db, b, "erase-1") == 1 && pending(t, db) == 0
 	})
+	db.AssertErased(subject)
 	rc := receiptsFor(t, db, b, "erase-1")[0]
 	var res store.EraseResult
 	if err := json.Unmarshal(rc.Result, &res); err != nil || rc.Status != "done" {
