@@ -44,6 +44,7 @@ func commands() []command {
 		{"consent", "consent add --subject N --purpose P --method M [--state granted|withdrawn] [--evidence REF] [--line L]  record a consent through the local API", consentCmd},
 		{"identity", "identity [--json] [--config FILE]  the call-signing public key, key id and algorithm: what the platform enrols", identityCmd},
 		{"doctor", "doctor [--config FILE] [--json]  check the installation: config, data directory, ports, upstream, broker, keys, clock", doctorCmd},
+		{"store", "store scan --subject NUMBER [--config FILE] [--json]  can anything of this person still be read here, with the device key? exit 1 if so", storeCmd},
 		{"install", "install [--config FILE]    install the system service (systemd, OpenWrt procd, launchd, Windows)", serviceCmd("install")},
 		{"uninstall", "uninstall                  remove the system service (data is kept)", serviceCmd("uninstall")},
 		{"start", "start                      start the system service", serviceCmd("start")},
