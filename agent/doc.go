@@ -1,7 +1,8 @@
 // Package agent wires the leadport-agent daemon together: it owns the
 // configuration, opens the store, starts the SIP proxy with its rules, the
 // MQTT sync and the local API, and carries out the platform's commands. The
-// binary in agent/cmd/leadport-agent is a thin CLI over this package.
+// binary in agent/cmd/leadport-agent is a thin CLI over this package and
+// agent/doctor (the installation checks).
 //
 // # Data flow
 //

@@ -20,10 +20,28 @@ import (
 // nonces never collide in practice, so no nonce counter has to survive
 // crashes.
 const (
-	keySize   = chacha20poly1305.KeySize
+	keySize   = KeySize
 	nonceSize = chacha20poly1305.NonceSizeX
 	sealOver  = nonceSize + chacha20poly1305.Overhead
 )
+
+// KeySize is the length of a device key file: the raw 256-bit key, nothing
+// else.
+const KeySize = chacha20poly1305.KeySize
+
+// ErrNotDeviceKey is a file that cannot be a device key.
+var ErrNotDeviceKey = errors.New("not a device key")
+
+// CheckKeyFile says whether a file, by what stat tells of it, can be a
+// device key: KeySize bytes. It reads nothing, so it answers for a key the
+// caller may not read (doctor run by a technician); the error wraps
+// ErrNotDeviceKey.
+func CheckKeyFile(fi fs.FileInfo) error {
+	if fi.Size() != KeySize {
+		return fmt.Errorf("%d bytes, want %d: %w", fi.Size(), KeySize, ErrNotDeviceKey)
+	}
+	return nil
+}
 
 // subjectRef names a data subject inside the file: HMAC-SHA256 of the
 // normalised subject under a key derived from the device key. It lets the

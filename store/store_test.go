@@ -308,6 +308,22 @@ func TestDeviceKey(t *testing.T) {
 		t.Errorf("device key mode = %v, want 0600", fi.Mode().Perm())
 	}
 
+	t.Run("CheckKeyFile", func(t *testing.T) {
+		if err := store.CheckKeyFile(fi); err != nil {
+			t.Errorf("the store's own key: %v", err)
+		}
+		short := filepath.Join(t.TempDir(), "short.key")
+		if err := os.WriteFile(short, []byte("short"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		sfi, err := os.Stat(short)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.CheckKeyFile(sfi); !errors.Is(err, store.ErrNotDeviceKey) || err.Error() != "5 bytes, want 32: not a device key" {
+			t.Errorf("a 5-byte file: %v, want ErrNotDeviceKey", err)
+		}
+	})
 	t.Run("wrong key refused", func(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "other.key")
 		if err := os.WriteFile(other, bytes.Repeat([]byte{7}, 32), 0o600); err != nil {

@@ -178,6 +178,10 @@ var (
 // the agent as.
 const ServiceUser = "leadport-agent"
 
+// PackagedPath is where the packages install the configuration: run (as
+// root), status, doctor and install all look there when not told otherwise.
+const PackagedPath = "/etc/leadport-agent/agent.yaml"
+
 // systemPaths: root, or the service's own user, runs the system service
 // and uses the system paths; anyone else gets paths under the current
 // directory, so that a trial run needs no privileges.

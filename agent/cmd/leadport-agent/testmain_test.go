@@ -1,20 +1,14 @@
 package main
 
 import (
-	"io"
-	"log/slog"
 	"os"
 	"testing"
-
-	"github.com/emiago/sipgo/sip"
 )
 
-// TestMain sets sipgo's package-global logger before any test starts a
-// SIP user agent: doctor sets it on its first OPTIONS, and a write there
-// while a test's own sipgo server reads it is a data race (the binary
-// never runs both).
+// TestMain removes the binary the end-to-end tests built. (The doctor's
+// checks that start SIP user agents, and so set sipgo's package logger,
+// are package doctor's tests: its TestMain sets that logger first.)
 func TestMain(m *testing.M) {
-	doctorSIPLogOnce.Do(func() { sip.SetDefaultLogger(slog.New(slog.NewTextHandler(io.Discard, nil))) })
 	code := m.Run()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)
