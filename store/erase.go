@@ -123,7 +123,9 @@ func (s *Store) EraseSubject(subject string) (EraseResult, error) {
 		return EraseResult{}, fmt.Errorf("store: erase subject: %w", err)
 	}
 	if !res.changed() {
-		return res, nil
+		// Nothing of the subject is held, but records of it that the
+		// platform acknowledged may still lie on free pages: scrub them.
+		return res, s.compact()
 	}
 	s.statsMu.Lock()
 	for t, n := range deleted {

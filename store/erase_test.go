@@ -371,3 +371,32 @@ func TestSchema1File(t *testing.T) {
 		t.Errorf("schema after opening a schema 1 file = %d, want %d", v, store.SchemaVersion)
 	}
 }
+
+// The platform usually erases a subject after the device delivered its
+// records: the acknowledgements deleted them and their key, yet the pages
+// they lay on are free, not zeroed, and keep the sealed fields beside the
+// wrapped key. The erase must still leave nothing the device key reads.
+func TestEraseAfterAcknowledgement(t *testing.T) {
+	db := storetest.Open(t)
+	const subject = "+15551234567"
+	ids := storetest.FillUsage(t, db.Store, 3000, func(i int) string {
+		if i%10 == 0 {
+			return subject
+		}
+		return fmt.Sprintf("+1555000%04d", i)
+	})
+	if n, err := db.Ack(ids...); err != nil || n != len(ids) {
+		t.Fatalf("ack = %d, %v", n, err)
+	}
+	if rep := db.AssertFound(subject); slices.ContainsFunc(rep.Fields, func(tr store.Trace) bool { return !tr.Free }) {
+		t.Errorf("a field of an acknowledged record is on a page in use")
+	}
+	res, err := db.EraseSubject(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res != (store.EraseResult{}) {
+		t.Errorf("erase = %+v, want nothing left to redact", res)
+	}
+	db.AssertErased(subject)
+}
