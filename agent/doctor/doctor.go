@@ -22,6 +22,7 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"os/user"
@@ -116,6 +117,12 @@ type Options struct {
 	// config) before any check runs, so that a text report can show it
 	// while the network checks wait for their answers.
 	Begin func(*Report)
+
+	// serviceUser is the packaged service's user; "" is
+	// config.ServiceUser. Tests name one that does not exist, so that
+	// whether this host has the real one (another package's test may be
+	// installing it) does not matter.
+	serviceUser string
 }
 
 // Run performs every check and returns the report, its results in the
@@ -176,7 +183,7 @@ func newEnv(opts Options) *Env {
 	env := &Env{opts: opts}
 	env.self = currentAccount()
 	env.owner = env.self
-	if u, err := user.Lookup(config.ServiceUser); err == nil && env.self.known {
+	if u, err := user.Lookup(cmp.Or(opts.serviceUser, config.ServiceUser)); err == nil && env.self.known {
 		if a, ok := accountOf(u); ok {
 			a.service = true
 			env.service = a

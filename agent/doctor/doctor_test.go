@@ -141,13 +141,19 @@ func (e *doctorEnv) writeConfig() string {
 func runDoctor(t *testing.T, path string) (int, string) {
 	t.Helper()
 	var out bytes.Buffer
-	rep := Run(context.Background(), Options{Config: path, Begin: func(r *Report) { r.WriteHeader(&out) }})
+	rep := Run(context.Background(), Options{Config: path, Begin: func(r *Report) { r.WriteHeader(&out) }, serviceUser: noServiceUser})
 	rep.WriteChecks(&out)
 	if err := rep.Err(); err != nil {
 		fmt.Fprintln(&out, err)
 	}
 	return exitCode(rep), out.String()
 }
+
+// noServiceUser stands in for the service user in the doctor's tests: a
+// user no host has, so that the checks judge ownership against whoever runs
+// the tests even while package service's tests install the real one.
+// TestDoctorServiceUserOwnership covers a service user.
+const noServiceUser = "leadport-doctor-test-no-such-user"
 
 // exitCode is the command's exit code for rep: 1 when a check failed.
 func exitCode(rep *Report) int {
@@ -828,7 +834,7 @@ func TestDoctorJSON(t *testing.T) {
 	e.keys = nil
 	e.writeConfig()
 	var out bytes.Buffer
-	r := Run(context.Background(), Options{Config: e.path})
+	r := Run(context.Background(), Options{Config: e.path, serviceUser: noServiceUser})
 	if err := r.WriteJSON(&out); err != nil {
 		t.Fatal(err)
 	}
