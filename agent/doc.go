@@ -1,8 +1,9 @@
 // Package agent wires the leadport-agent daemon together: it owns the
 // configuration, opens the store, starts the SIP proxy with its rules, the
 // MQTT sync and the local API, and carries out the platform's commands. The
-// binary in agent/cmd/leadport-agent is a thin CLI over this package and
-// agent/doctor (the installation checks).
+// binary in agent/cmd/leadport-agent is a thin CLI over this package,
+// agent/doctor (the installation checks) and agent/service (the system
+// service).
 //
 // # Data flow
 //

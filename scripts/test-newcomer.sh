@@ -53,7 +53,7 @@ trap cleanup EXIT
 
 git clone -q "$src" "$work/clone"
 cd "$work/clone"
-export TEST_PKGS=${NEWCOMER_TEST_PKGS-./agent/cmd/leadport-agent}
+export TEST_PKGS=${NEWCOMER_TEST_PKGS-./agent/cmd/leadport-agent ./agent/service}
 export TEST_RUN=${NEWCOMER_TEST_RUN-'^(TestPackagesDeb|TestInstallSystemdE2E|TestStatusPage)$'}
 
 # make_run [runuser args...]: `make run` in the background until the agent

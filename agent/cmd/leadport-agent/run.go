@@ -9,6 +9,7 @@ import (
 
 	"github.com/leadport/leadport-agent/agent"
 	"github.com/leadport/leadport-agent/agent/config"
+	"github.com/leadport/leadport-agent/agent/service"
 )
 
 func runCmd(args []string, stdout, stderr io.Writer) error {
@@ -39,7 +40,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// SIGINT/SIGTERM end it; under the Windows service manager, its stop.
-	ctx, stop := serviceContext(context.Background())
+	ctx, stop := service.Context(context.Background())
 	defer stop()
 	tuneGC()
 	stopProfile, err := startProfiles(log)

@@ -1,5 +1,5 @@
 //go:build !linux
 
-package main
+package service
 
 func agentHoldsStore(string) error { return nil }
