@@ -3,7 +3,12 @@
 #
 #  1. highest sustained call rate with under 0.1% failed calls, over UDP, for
 #       direct    SIPp UAC -> SIPp UAS
-#       kamailio  SIPp UAC -> kamailio (tm, record_route; scripts/kamailio) -> SIPp UAS
+#       kamailio  SIPp UAC -> kamailio (tm, record_route; scripts/kamailio) -> SIPp UAS,
+#                 with its documented fast allocator, tlsf, for shared and
+#                 private memory (-x tlsf -X tlsf): the tuned peer the
+#                 agent/kamailio ratio is taken against
+#       kamailio-qm  the same with Debian's default allocator (qm, with
+#                 memory debugging), for comparison
 #       agent     SIPp UAC -> leadport-agent (sip.upstream = the UAS) -> SIPp UAS,
 #                 every INVITE signed (RFC 8224 Identity, sip.identity: sign)
 #     and the agent/kamailio ratio;
@@ -35,7 +40,7 @@
 # milliseconds: too coarse for loopback, where INVITE -> 200 takes ~1 ms.
 #
 # Environment (defaults in brackets; the defaults take 6-7 minutes on 2 cores):
-#   BENCH_TARGETS       which paths to search ["direct kamailio agent"]
+#   BENCH_TARGETS       which paths to search ["direct kamailio kamailio-qm agent"]
 #   BENCH_STEP_SECONDS  seconds of calls per step [8]
 #   BENCH_STEP_CALLS    calls per step; overrides rate * BENCH_STEP_SECONDS
 #   BENCH_CALL_MS       call length in a step, ms [500]
@@ -62,7 +67,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 root=$PWD
 
-targets=${BENCH_TARGETS:-direct kamailio agent}
+targets=${BENCH_TARGETS:-direct kamailio kamailio-qm agent}
 step_s=${BENCH_STEP_SECONDS:-8}
 step_calls=${BENCH_STEP_CALLS:-}
 call_ms=${BENCH_CALL_MS:-500}
@@ -197,9 +202,11 @@ start_proxy() { # target dir
   proxy_pid=
   case $1 in
   direct) ;;
-  kamailio)
+  kamailio | kamailio-qm)
+    local alloc=(-x tlsf -X tlsf)
+    [ "$1" = kamailio-qm ] && alloc=()
     "$kamailio_bin" -DD -E -f "$root/scripts/kamailio/kamailio.cfg" -P "$2/kamailio.pid" -Y "$2" \
-      -A "SIP_PORT=$kam_port" -n "$kam_children" -m "$kam_shm" \
+      -A "SIP_PORT=$kam_port" -n "$kam_children" -m "$kam_shm" "${alloc[@]}" \
       -A "UAS=\"sip:127.0.0.1:$uas_port\"" >"$2/kamailio.log" 2>&1 &
     proxy_pid=$!
     pids+=("$proxy_pid")
@@ -237,7 +244,7 @@ EOF
 target_port() {
   case $1 in
   direct) echo "$uas_port" ;;
-  kamailio) echo "$kam_port" ;;
+  kamailio | kamailio-qm) echo "$kam_port" ;;
   agent | agent-unsigned) echo "$agent_port" ;;
   esac
 }
@@ -452,7 +459,8 @@ printf '%-36s %12s %14s\n' path "calls/s" "CPU us/call"
 for t in $targets; do
   case $t in
   direct) name="SIPp -> SIPp" ;;
-  kamailio) name="SIPp -> kamailio (tm, rr) -> SIPp" ;;
+  kamailio) name="SIPp -> kamailio (tm, rr, tlsf) -> SIPp" ;;
+  kamailio-qm) name="... kamailio, Debian's default (qm) ..." ;;
   agent) name="SIPp -> leadport-agent -> SIPp" ;;
   agent-unsigned) name="... -> leadport-agent, unsigned -> ..." ;;
   esac
