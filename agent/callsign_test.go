@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -98,7 +99,7 @@ func TestSignCall(t *testing.T) {
 			if d := time.Unix(c.IssuedAt, 0).Sub(want.Truncate(time.Second)); d < -time.Second || d > 2*time.Second {
 				t.Errorf("iat %s, want about %s", time.Unix(c.IssuedAt, 0), want)
 			}
-			if c.Device != "pbx-1" || c.Policy != 4 || c.Verdict != tt.wantVrd || !equalStrings(c.Rules, tt.wantRule) || c.Counter <= last {
+			if c.Device != "pbx-1" || c.Policy != 4 || c.Verdict != tt.wantVrd || !slices.Equal(c.Rules, tt.wantRule) || c.Counter <= last {
 				t.Errorf("claims %+v (after counter %d)", c, last)
 			}
 			wantOrig := tt.wantOrig
@@ -111,18 +112,6 @@ func TestSignCall(t *testing.T) {
 			last = c.Counter
 		})
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // After a rotation the old key signs nothing: a call signed afterwards

@@ -6,53 +6,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// sendCommand signs a command with the platform's key and sends it to the
-// device with the platform tools of the binary; it returns the token as
-// sent (the payload the device receives).
-func (r *syncRig) sendCommand(id, typ, args string) []byte {
-	r.t.Helper()
-	token := bytes.TrimSpace(r.cli("fleet", "sign", "--key", r.keyFile, "--kid", r.kid, "--type", typ,
-		"--device", "pbx-e2e", "--id", id, "--args", args))
-	file := filepath.Join(r.dir, id+".jws")
-	if err := os.WriteFile(file, token, 0o600); err != nil {
-		r.t.Fatal(err)
-	}
-	r.cli("fleet", "send", "--broker", r.broker.URL(), "--device", "pbx-e2e", "--token", file)
-	return token
-}
-
-// receipt returns the receipt for a command id that reached the broker,
-// or nil.
-func (r *syncRig) receipt(id string) *exportReceipt {
-	r.t.Helper()
-	got := r.broker.Got
-	got.Mu.Lock()
-	defer got.Mu.Unlock()
-	for _, m := range got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
-		var batch struct{ Records []json.RawMessage }
-		if err := json.Unmarshal(m, &batch); err != nil {
-			r.t.Fatalf("receipt batch %s: %v", m, err)
-		}
-		for _, raw := range batch.Records {
-			var rc exportReceipt
-			if err := json.Unmarshal(raw, &rc); err != nil {
-				r.t.Fatalf("receipt %s: %v", raw, err)
-			}
-			if rc.CommandID == id {
-				rc.raw = raw
-				return &rc
-			}
-		}
-	}
-	return nil
-}
 
 // exportReceipt is a receipt as the platform reads it, with an export's
 // result.
@@ -65,6 +23,18 @@ type exportReceipt struct {
 		Records json.RawMessage `json:"records"`
 	} `json:"result"`
 	raw json.RawMessage
+}
+
+// exportReceiptOf decodes the receipt of command id.
+func (r *syncRig) exportReceiptOf(id string) *exportReceipt {
+	r.t.Helper()
+	raw := r.receipt(id)
+	var rc exportReceipt
+	if err := json.Unmarshal(raw, &rc); err != nil {
+		r.t.Fatalf("receipt %s: %v", raw, err)
+	}
+	rc.raw = raw
+	return &rc
 }
 
 // TestSyncExport: the platform tools sign and send an export to the
@@ -137,7 +107,7 @@ func TestSyncExport(t *testing.T) {
 	r.broker.Kick("pbx-e2e")
 	pollUntil(t, 30*time.Second, "the export's receipt at the broker", func() bool { return r.receipt("export-e2e") != nil })
 
-	rc := r.receipt("export-e2e")
+	rc := r.exportReceiptOf("export-e2e")
 	if rc.Status != "done" || rc.Result.Subject != subject {
 		t.Fatalf("export receipt %s, want done for %s", rc.raw, subject)
 	}
@@ -172,7 +142,7 @@ func TestSyncExport(t *testing.T) {
 	// Nothing held about a stranger: done, with an empty list (not null).
 	r.sendCommand("export-stranger", "export", `{"subject":"`+stranger+`"}`)
 	pollUntil(t, 30*time.Second, "the stranger's export receipt at the broker", func() bool { return r.receipt("export-stranger") != nil })
-	rc = r.receipt("export-stranger")
+	rc = r.exportReceiptOf("export-stranger")
 	if rc.Status != "done" || rc.Result.Subject != stranger || string(rc.Result.Records) != "[]" {
 		t.Errorf("export of a stranger: receipt %s, want done with records []", rc.raw)
 	}

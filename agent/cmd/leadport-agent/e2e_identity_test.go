@@ -267,32 +267,14 @@ func TestSyncIdentityRotate(t *testing.T) {
 		t.Fatalf("published identity %+v: %v", before, err)
 	}
 
-	tokenFile := filepath.Join(r.dir, "rotate.jws")
-	token := r.cli("fleet", "sign", "--key", r.keyFile, "--kid", r.kid, "--type", "identity.rotate", "--device", "pbx-e2e", "--id", "rotate-e2e")
-	if err := os.WriteFile(tokenFile, token, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r.cli("fleet", "send", "--broker", r.broker.URL(), "--device", "pbx-e2e", "--token", tokenFile)
+	r.sendCommand("rotate-e2e", "identity.rotate", "")
 	var receipt struct {
 		Status string         `json:"status"`
 		Result agent.Identity `json:"result"`
 	}
-	pollUntil(t, 30*time.Second, "the rotation's receipt", func() bool {
-		r.broker.Got.Mu.Lock()
-		defer r.broker.Got.Mu.Unlock()
-		for _, m := range r.broker.Got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
-			var batch struct {
-				Records []json.RawMessage `json:"records"`
-			}
-			json.Unmarshal(m, &batch)
-			for _, rec := range batch.Records {
-				if strings.Contains(string(rec), `"command_id":"rotate-e2e"`) {
-					return json.Unmarshal(rec, &receipt) == nil
-				}
-			}
-		}
-		return false
-	})
+	if err := json.Unmarshal(r.waitReceipt("rotate-e2e"), &receipt); err != nil {
+		t.Fatal(err)
+	}
 	after := receipt.Result
 	newPub, err := passport.ParsePublicKeyPEM([]byte(after.PublicKey))
 	if receipt.Status != "done" || err != nil || after.KeyID == before.KeyID || after.KeyID != passport.Thumbprint(newPub) {
@@ -310,21 +292,10 @@ func TestSyncIdentityRotate(t *testing.T) {
 	// A decommissioning erase takes the records, not the device's
 	// enrolment: the key file is untouched.
 	keyBefore, _ := os.ReadFile(keyPath)
-	eraseFile := filepath.Join(r.dir, "erase-all.jws")
-	if err := os.WriteFile(eraseFile, r.cli("fleet", "sign", "--key", r.keyFile, "--kid", r.kid, "--type", "erase", "--device", "pbx-e2e", "--id", "erase-all-e2e", "--args", `{"all":true}`), 0o600); err != nil {
-		t.Fatal(err)
+	r.sendCommand("erase-all-e2e", "erase", `{"all":true}`)
+	if rec := r.waitReceipt("erase-all-e2e"); !strings.Contains(string(rec), `"status":"done"`) {
+		t.Fatalf("erase-all receipt %s", rec)
 	}
-	r.cli("fleet", "send", "--broker", r.broker.URL(), "--device", "pbx-e2e", "--token", eraseFile)
-	pollUntil(t, 30*time.Second, "the erase-all receipt", func() bool {
-		r.broker.Got.Mu.Lock()
-		defer r.broker.Got.Mu.Unlock()
-		for _, m := range r.broker.Got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
-			if strings.Contains(string(m), `"command_id":"erase-all-e2e","status":"done"`) {
-				return true
-			}
-		}
-		return false
-	})
 	if keyAfter, err := os.ReadFile(keyPath); err != nil || string(keyAfter) != string(keyBefore) {
 		t.Errorf("erase-all changed the call-signing key file: %v", err)
 	}

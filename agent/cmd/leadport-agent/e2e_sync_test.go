@@ -85,6 +85,58 @@ func (r *syncRig) fill(n int, remote func(int) string) []string {
 	return storetest.FillUsage(r.t, st, n, remote)
 }
 
+// sendCommand signs a command with the platform's key and sends it to the
+// device with the platform tools of the binary; it returns the token as
+// sent (the payload the device receives). args "" sends none.
+func (r *syncRig) sendCommand(id, typ, args string) []byte {
+	r.t.Helper()
+	sign := []string{"fleet", "sign", "--key", r.keyFile, "--kid", r.kid, "--type", typ, "--device", "pbx-e2e", "--id", id}
+	if args != "" {
+		sign = append(sign, "--args", args)
+	}
+	token := bytes.TrimSpace(r.cli(sign...))
+	file := filepath.Join(r.dir, id+".jws")
+	if err := os.WriteFile(file, token, 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	r.cli("fleet", "send", "--broker", r.broker.URL(), "--device", "pbx-e2e", "--token", file)
+	return token
+}
+
+// receipt returns the receipt record for a command id that reached the
+// broker, as JSON, or nil.
+func (r *syncRig) receipt(id string) json.RawMessage {
+	r.t.Helper()
+	got := r.broker.Got
+	got.Mu.Lock()
+	defer got.Mu.Unlock()
+	for _, m := range got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
+		var batch struct{ Records []json.RawMessage }
+		if err := json.Unmarshal(m, &batch); err != nil {
+			r.t.Fatalf("receipt batch %s: %v", m, err)
+		}
+		for _, raw := range batch.Records {
+			var rc struct {
+				CommandID string `json:"command_id"`
+			}
+			if err := json.Unmarshal(raw, &rc); err != nil {
+				r.t.Fatalf("receipt %s: %v", raw, err)
+			}
+			if rc.CommandID == id {
+				return raw
+			}
+		}
+	}
+	return nil
+}
+
+// waitReceipt waits for the receipt of command id at the broker.
+func (r *syncRig) waitReceipt(id string) json.RawMessage {
+	r.t.Helper()
+	pollUntil(r.t, 30*time.Second, "the receipt of "+id, func() bool { return r.receipt(id) != nil })
+	return r.receipt(id)
+}
+
 func (r *syncRig) start(name string) *proc {
 	return startLogged(r.t, r.dir, name, r.bin, "run", "--config", r.config)
 }
@@ -207,32 +259,9 @@ func TestSyncFleetErase(t *testing.T) {
 	if err := tail.Start(); err != nil {
 		t.Fatal(err)
 	}
-	tokenFile := filepath.Join(r.dir, "erase.jws")
-	token := r.cli("fleet", "sign", "--key", r.keyFile, "--kid", r.kid, "--type", "erase", "--device", "pbx-e2e",
-		"--id", "erase-e2e", "--args", `{"subject":"`+subject+`"}`)
-	if err := os.WriteFile(tokenFile, token, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	// fleet tail prints the first line it gets: the retained status.
-	r.cli("fleet", "send", "--broker", r.broker.URL(), "--device", "pbx-e2e", "--token", tokenFile)
-	pollUntil(t, 30*time.Second, "the erase receipt at the broker", func() bool {
-		r.broker.Got.Mu.Lock()
-		defer r.broker.Got.Mu.Unlock()
-		for _, m := range r.broker.Got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
-			if bytes.Contains(m, []byte(`"command_id":"erase-e2e"`)) {
-				return true
-			}
-		}
-		return false
-	})
-	r.broker.Got.Mu.Lock()
-	var receipt []byte
-	for _, m := range r.broker.Got.Msg["leadport/v1/dev/pbx-e2e/receipt"] {
-		if bytes.Contains(m, []byte(`"command_id":"erase-e2e"`)) {
-			receipt = m
-		}
-	}
-	r.broker.Got.Mu.Unlock()
+	r.sendCommand("erase-e2e", "erase", `{"subject":"`+subject+`"}`)
+	receipt := r.waitReceipt("erase-e2e")
 	// The backlog had gone up before the erase, so there is nothing left
 	// to redact (sync's TestEraseEndToEnd erases records still pending);
 	// the receipt must still say done, with its counts.
