@@ -25,19 +25,7 @@ func newTestSigner(t *testing.T) *callSigner {
 }
 
 func outboundInvite(id string, extra ...sip.Header) *sip.Request {
-	ruri := sip.Uri{Scheme: "sip", User: "+15557654321", Host: "edge.example"}
-	req := sip.NewRequest(sip.INVITE, ruri)
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "+15551230001", Host: "pbx.example"}, Params: sip.NewParams()}
-	from.Params.Add("tag", "f1")
-	req.AppendHeader(from)
-	req.AppendHeader(&sip.ToHeader{Address: ruri, Params: sip.NewParams()})
-	cid := sip.CallIDHeader(id)
-	req.AppendHeader(&cid)
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
-	for _, h := range extra {
-		req.AppendHeader(h)
-	}
-	return req
+	return testInvite(id, "+15551230001", "pbx.example", "+15557654321", "edge.example", "f1", extra...)
 }
 
 func TestSignCall(t *testing.T) {

@@ -28,15 +28,23 @@ func rulesAgent(t *testing.T, st *store.Store) *Agent {
 }
 
 func inboundInvite(id string) *sip.Request {
-	ruri := sip.Uri{Scheme: "sip", User: "+15551230001", Host: "pbx.example"}
+	return testInvite(id, "+12125550100", "edge.example", "+15551230001", "pbx.example", "a")
+}
+
+// testInvite is an initial INVITE from user@fromHost to user@toHost.
+func testInvite(id, from, fromHost, to, toHost, fromTag string, extra ...sip.Header) *sip.Request {
+	ruri := sip.Uri{Scheme: "sip", User: to, Host: toHost}
 	req := sip.NewRequest(sip.INVITE, ruri)
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "+12125550100", Host: "edge.example"}, Params: sip.NewParams()}
-	from.Params.Add("tag", "a")
-	req.AppendHeader(from)
+	f := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: from, Host: fromHost}, Params: sip.NewParams()}
+	f.Params.Add("tag", fromTag)
+	req.AppendHeader(f)
 	req.AppendHeader(&sip.ToHeader{Address: ruri, Params: sip.NewParams()})
 	cid := sip.CallIDHeader(id)
 	req.AppendHeader(&cid)
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
+	for _, h := range extra {
+		req.AppendHeader(h)
+	}
 	return req
 }
 
