@@ -88,7 +88,9 @@ func parseIndexKey(k []byte) (Type, uint64, error) {
 // records are deleted, its fields are stripped from the other records (the
 // rest stays, so billing stays right), its data key is destroyed, and the
 // file is rewritten so no freed page keeps the old bytes. Erasing a subject
-// with nothing stored is a no-op, so a repeated command is harmless.
+// with nothing stored changes no record but still scrubs the free pages
+// (acknowledged records of the subject may lie there), so a repeated
+// command is harmless.
 func (s *Store) EraseSubject(subject string) (EraseResult, error) {
 	ref := s.keys.ref(s.Subject(subject))
 	var res EraseResult
@@ -113,6 +115,7 @@ func (s *Store) EraseSubject(subject string) (EraseResult, error) {
 			if !res.changed() {
 				return nil
 			}
+			s.reach("erase:before-commit")
 			s.forgetKey(ref)
 			// Committed with the erase, so a crash before the rewrite
 			// finishes makes the next Open finish it.
