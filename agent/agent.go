@@ -30,6 +30,7 @@ type Agent struct {
 	tracker  *dialog.Tracker
 	sync     *lpsync.Client
 	signer   *callSigner
+	durable  durableCalls
 	started  time.Time
 	recent   *recentViolations
 

@@ -58,7 +58,7 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 		MaxDuration: s.MaxCall(),
 		OnEnd: func(c dialog.Call) {
 			engine.CallEnded(c)
-			sink.Put(usageOf(c))
+			a.durable.add(c.CallID, sink.PutDurable(usageOf(c)))
 		},
 		OnAnswer: engine.CallAnswered,
 	})
@@ -81,6 +81,7 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 		Lines:          engine.Lines(),
 		Decider:        engine,
 		Signer:         signer,
+		Recorded:       a.durable.take,
 		Tracker:        tracker,
 		Logger:         a.log,
 	})

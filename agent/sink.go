@@ -23,9 +23,12 @@ type recordSink struct {
 	log   *slog.Logger
 	max   int
 	mu    sync.Mutex
-	queue []store.Payload
-	wake  chan struct{}
-	done  chan struct{}
+	queue []queued
+	// urgent: a record someone waits for is queued; the writer stores it
+	// without letting others gather first.
+	urgent bool
+	wake   chan struct{}
+	done   chan struct{}
 	// onFlush, when set, is told that records were stored (the uploader
 	// looks at the outbox at once).
 	onFlush func()
@@ -46,22 +49,48 @@ func newRecordSink(st *store.Store, log *slog.Logger) *recordSink {
 	return &recordSink{st: st, log: log, max: maxQueuedRecords, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
+// queued is a record waiting for the writer, and, for PutDurable, the
+// channel closed once it is stored.
+type queued struct {
+	p    store.Payload
+	done chan struct{}
+}
+
 // Put queues a record; it never blocks.
-func (k *recordSink) Put(p store.Payload) {
+func (k *recordSink) Put(p store.Payload) { k.put(queued{p: p}) }
+
+// PutDurable queues a record and returns a channel closed once it is
+// durable in the store; nil when the queue was full and the record was
+// dropped. It never blocks; the writer stores such a record at once,
+// without the gathering delay, since someone waits for it (the BYE's
+// answer: a call the caller saw end must not be lost to a crash).
+func (k *recordSink) PutDurable(p store.Payload) <-chan struct{} {
+	q := queued{p: p, done: make(chan struct{})}
+	if !k.put(q) {
+		return nil
+	}
+	return q.done
+}
+
+func (k *recordSink) put(q queued) bool {
 	k.mu.Lock()
 	if len(k.queue) >= k.max {
 		k.mu.Unlock()
 		if k.dropped.Add(1)%1000 == 1 {
 			k.log.Error("record queue full: the store is not taking records; records dropped", "dropped", k.dropped.Load())
 		}
-		return
+		return false
 	}
-	k.queue = append(k.queue, p)
+	k.queue = append(k.queue, q)
+	if q.done != nil {
+		k.urgent = true
+	}
 	k.mu.Unlock()
 	select {
 	case k.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // setCheckpoint sets the function that checkpoints the calls in progress.
@@ -103,33 +132,57 @@ func (k *recordSink) run(ctx context.Context) {
 		case <-tick.C:
 			k.saveCheckpoint(false)
 		case <-k.wake:
-			if k.queued() >= 256 {
+			if k.queued() == 0 {
+				continue // already written by the flush that just ran
+			}
+			if k.queued() >= 256 || k.isUrgent() {
 				k.flush()
 				continue
 			}
 			gather.Reset(gatherFor)
-			select {
-			case <-gather.C:
-			case <-ctx.Done():
-				gather.Stop()
+		gathering:
+			for {
+				select {
+				case <-gather.C:
+					break gathering
+				case <-k.wake:
+					// A record someone waits for ends the gathering.
+					if k.isUrgent() || k.queued() >= 256 {
+						gather.Stop()
+						break gathering
+					}
+				case <-ctx.Done():
+					gather.Stop()
+					break gathering
+				}
 			}
 			k.flush()
 		}
 	}
 }
 
+func (k *recordSink) isUrgent() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.urgent
+}
+
 func (k *recordSink) flush() {
 	for {
 		k.mu.Lock()
 		batch := k.queue
-		k.queue = nil
+		k.queue, k.urgent = nil, false
 		k.mu.Unlock()
 		if len(batch) == 0 {
 			return
 		}
 		for len(batch) > 0 {
 			n := min(len(batch), 256)
-			_, err := k.st.Append(context.Background(), batch[:n]...)
+			ps := make([]store.Payload, n)
+			for i := range n {
+				ps[i] = batch[i].p
+			}
+			_, err := k.st.Append(context.Background(), ps...)
 			if err != nil {
 				// Full or broken store: keep the records queued (up to the
 				// bound) and try again on the next wake-up.
@@ -145,6 +198,11 @@ func (k *recordSink) flush() {
 				return
 			}
 			k.written.Add(uint64(n))
+			for _, q := range batch[:n] {
+				if q.done != nil {
+					close(q.done)
+				}
+			}
 			batch = batch[n:]
 			if k.onFlush != nil {
 				k.onFlush()
@@ -183,4 +241,49 @@ func usageOf(c dialog.Call) *store.Usage {
 		FinalStatus: c.FinalStatus,
 		BlockedBy:   c.BlockedBy,
 	}
+}
+
+// durableCalls hands the proxy, for a call that ended, the channel closed
+// once its usage record is stored, so that the answer to a BYE is relayed
+// only after the record is durable. Bounded: entries nobody asked for (calls
+// that ended without a BYE through the proxy) are pruned once stored.
+type durableCalls struct {
+	mu sync.Mutex // guards m
+	m  map[string]<-chan struct{}
+}
+
+// maxDurableCalls bounds the entries kept; past it, stored ones go first.
+const maxDurableCalls = 4096
+
+func (d *durableCalls) add(callID string, done <-chan struct{}) {
+	if done == nil || callID == "" {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[string]<-chan struct{}{}
+	}
+	if len(d.m) >= maxDurableCalls {
+		for id, ch := range d.m {
+			select {
+			case <-ch:
+				delete(d.m, id)
+			default:
+			}
+		}
+		if len(d.m) >= maxDurableCalls {
+			return // the store is far behind: the BYE will not wait for this one
+		}
+	}
+	d.m[callID] = done
+}
+
+// take returns the call's channel, nil when there is none, and forgets it.
+func (d *durableCalls) take(callID string) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ch := d.m[callID]
+	delete(d.m, callID)
+	return ch
 }

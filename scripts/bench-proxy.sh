@@ -13,7 +13,8 @@
 #                 every INVITE signed (RFC 8224 Identity, sip.identity: sign)
 #     and the agent/kamailio ratio;
 #  2. INVITE -> 200 latency p50/p99 at BENCH_LAT_RATE calls/s for each, and
-#     what the proxies add to the direct figure; with agent, also for
+#     what the proxies add to the direct figure, and BYE -> 200 (the agent
+#     answers a BYE once the call's usage record is stored); with agent, also for
 #     agent-unsigned (sip.identity: off), and the agent's own mean time to
 #     sign a call (from its status);
 #  3. the agent's RSS (VmRSS, highest sample every 0.5 s) with
@@ -391,7 +392,23 @@ latency() {
     }'
 }
 
-declare -A p50 p99 cpu
+# latency_bye DIR: BYE -> 200 per call in microseconds; prints "p50 p99 n".
+# The agent answers a BYE only once the call's usage record is stored.
+latency_bye() {
+  awk -F'\t' '
+    $6 ~ /BYE/ && $4 == "S" && $7 ~ /^BYE/ { if (!($5 in sent)) sent[$5] = $3 }
+    $6 ~ /BYE/ && $4 == "R" && $7 ~ /^SIP\/2.0 200/ { if (($5 in sent) && !($5 in got)) { got[$5] = 1; printf "%.0f\n", ($3 - sent[$5]) * 1e6 } }
+  ' "$1"/uac_*_shortmessages.log | sort -n | awk '
+    { v[NR] = $1 }
+    END {
+      if (NR == 0) { print "- - 0"; exit }
+      i50 = int(NR * 0.50 + 0.5); if (i50 < 1) i50 = 1
+      i99 = int(NR * 0.99 + 0.5); if (i99 < 1) i99 = 1; if (i99 > NR) i99 = NR
+      print v[i50], v[i99], NR
+    }'
+}
+
+declare -A p50 p99 cpu bye50 bye99
 lat_calls=$((lat_rate * lat_s))
 lat_targets="direct $targets"
 [[ " $targets " == *" agent "* ]] && [[ " $targets " != *" agent-unsigned "* ]] && lat_targets+=" agent-unsigned"
@@ -418,6 +435,8 @@ for t in $lat_targets; do
   stop "$uas_pid"
   read -r a b n < <(latency "$dir")
   p50[$t]=$a p99[$t]=$b
+  read -r c d _ < <(latency_bye "$dir")
+  bye50[$t]=$c bye99[$t]=$d
   log "$t: $ok ok, $failed failed; INVITE->200 p50 ${a} us, p99 ${b} us over $n calls"
 done
 
@@ -474,7 +493,7 @@ fi
 
 echo
 echo "== INVITE -> 200 at $lat_rate calls/s ($lat_calls calls), microseconds; CPU per call of the proxy"
-printf '%-14s %8s %8s %10s %10s %12s\n' path p50 p99 "+p50" "+p99" "CPU us/call"
+printf '%-14s %8s %8s %10s %10s %12s %9s %9s\n' path p50 p99 "+p50" "+p99" "CPU us/call" "BYE p50" "BYE p99"
 for t in $lat_targets; do
   [ "$t" = direct ] && [ -n "${shown_direct:-}" ] && continue
   [ "$t" = direct ] && shown_direct=1
@@ -483,7 +502,7 @@ for t in $lat_targets; do
     add50=$((p50[$t] - p50[direct]))
     add99=$((p99[$t] - p99[direct]))
   fi
-  printf '%-14s %8s %8s %10s %10s %12s\n' "$t" "${p50[$t]}" "${p99[$t]}" "$add50" "$add99" "${cpu[$t]:--}"
+  printf '%-14s %8s %8s %10s %10s %12s %9s %9s\n' "$t" "${p50[$t]}" "${p99[$t]}" "$add50" "$add99" "${cpu[$t]:--}" "${bye50[$t]:--}" "${bye99[$t]:--}"
 done
 if [ -n "${p50[agent]:-}" ] && [ -n "${p50[agent-unsigned]:-}" ] && [ "${p50[agent]}" != - ] && [ "${p50[agent-unsigned]}" != - ]; then
   echo "signing adds p50 $((p50[agent] - p50[agent-unsigned])) us, p99 $((p99[agent] - p99[agent-unsigned])) us; the agent's mean time to sign a call: ${sign_us:--} us"

@@ -565,6 +565,9 @@ func (p *Proxy) relayResponse(out *side, req, fwd *sip.Request, tx sip.ServerTra
 	case req.Method == sip.REGISTER && status >= 200 && status < 300:
 		p.registered(rc.line, req, res, at)
 	}
+	if req.Method == sip.BYE && status >= 200 && status < 300 {
+		p.awaitRecord(rc.callID)
+	}
 	// RFC 3581: back to the request's source. sipgo would derive it from
 	// the Via and get an IPv6 received= wrong.
 	res.SetDestination(req.Source())

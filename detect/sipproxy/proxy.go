@@ -84,9 +84,17 @@ type Options struct {
 	Decider detect.Decider // default detect.AllowAll
 	// Signer vouches for the outbound calls the rules let through (an
 	// Identity header); nil: calls go out unsigned.
-	Signer  detect.CallSigner
-	Tracker *dialog.Tracker
-	Logger  *slog.Logger
+	Signer detect.CallSigner
+	// Recorded returns, for a call that ended, a channel closed once its
+	// usage record is durable, or nil. The 2xx to a BYE is relayed once it
+	// is closed (or after DurableWait), so a call its caller saw end is
+	// never lost to a crash of the agent. nil: no wait.
+	Recorded func(callID string) <-chan struct{}
+	// DurableWait bounds that wait; default 2 s. A store that cannot keep
+	// up slows the BYE's answer by at most this much, never the call.
+	DurableWait time.Duration
+	Tracker     *dialog.Tracker
+	Logger      *slog.Logger
 	// Now is the clock for call times; default time.Now.
 	Now func() time.Time
 
@@ -180,6 +188,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.DurableWait <= 0 {
+		opts.DurableWait = 2 * time.Second
 	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 2000

@@ -44,6 +44,9 @@ type counters struct {
 	signNs     atomic.Uint64
 	signErrs   atomic.Uint64 // calls relayed unsigned: the signer failed
 	stripped   atomic.Uint64 // Identity headers from the local side removed
+	durableN   atomic.Uint64 // BYE answers held until the call's record was stored
+	durableNs  atomic.Uint64
+	durableTO  atomic.Uint64 // ... relayed after DurableWait without it
 }
 
 func (c *counters) signed(d time.Duration, err error) {
@@ -96,6 +99,9 @@ type Stats struct {
 	SignTime       time.Duration // total
 	SignErrors     uint64        // calls relayed unsigned: the signer failed
 	IdentityStrips uint64        // Identity headers from the local side removed
+	DurableWaits   uint64        // BYE answers held until the call's record was stored
+	DurableTime    time.Duration // total time they were held
+	DurableTimeout uint64        // held DurableWait and relayed without it
 	Pending        int64         // initial requests awaiting a final response
 	CallsActive    int
 	CallsTotal     uint64
@@ -124,6 +130,9 @@ func (c *counters) snapshot() Stats {
 		SignTime:       time.Duration(c.signNs.Load()),
 		SignErrors:     c.signErrs.Load(),
 		IdentityStrips: c.stripped.Load(),
+		DurableWaits:   c.durableN.Load(),
+		DurableTime:    time.Duration(c.durableNs.Load()),
+		DurableTimeout: c.durableTO.Load(),
 	}
 	for i := range c.requests {
 		if n := c.requests[i].Load(); n > 0 {

@@ -525,6 +525,7 @@ func (r *rulesRig) sippLog(name string) map[int]string {
 
 // sippMsg is one message of a SIPp -trace_msg file.
 type sippMsg struct {
+	at      time.Time // when SIPp sent or received it
 	sent    bool
 	first   string   // the request or status line
 	headers []string // "Name: value"
@@ -585,6 +586,7 @@ func (r *rulesRig) messages(name string) []sippMsg {
 	// with CRLF line ends.
 	var out []sippMsg
 	var cur *sippMsg
+	var at time.Time
 	inHeaders := false
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
@@ -593,11 +595,12 @@ func (r *rulesRig) messages(name string) []sippMsg {
 		switch {
 		case strings.HasPrefix(l, "-----------------------------------------------"):
 			cur, inHeaders = nil, false
+			at, _ = time.ParseInLocation("2006-01-02 15:04:05.000000", strings.TrimSpace(strings.TrimLeft(l, "-")), time.Local)
 		case cur == nil && strings.Contains(l, " message sent"):
-			out = append(out, sippMsg{sent: true})
+			out = append(out, sippMsg{sent: true, at: at})
 			cur = &out[len(out)-1]
 		case cur == nil && strings.Contains(l, " message received"):
-			out = append(out, sippMsg{})
+			out = append(out, sippMsg{at: at})
 			cur = &out[len(out)-1]
 		case cur == nil:
 		case cur.first == "":
