@@ -35,8 +35,9 @@ type Agent struct {
 	recent   *recentViolations
 
 	mu       gosync.Mutex
-	sipUp    bool   // the proxy's listeners are up
-	sipErr   string // why the proxy stopped
+	sink     *recordSink // set by Run
+	sipUp    bool        // the proxy's listeners are up
+	sipErr   string      // why the proxy stopped
 	upstream *upstreamCheck
 }
 
@@ -100,6 +101,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	sink := newRecordSink(a.store, a.log)
+	a.mu.Lock()
+	a.sink = sink
+	a.mu.Unlock()
 	sinkCtx, stopSink := context.WithCancel(context.Background())
 	go sink.run(sinkCtx)
 	defer func() {

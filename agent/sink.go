@@ -40,6 +40,9 @@ type recordSink struct {
 	written atomic.Uint64
 	dropped atomic.Uint64
 	failed  atomic.Uint64
+	// highWater is the most records ever queued at once: how far the
+	// store fell behind the signalling path (docs/sip.md).
+	highWater atomic.Int64
 }
 
 // maxQueuedRecords is about ten minutes of a busy PBX's calls, and 2 MB.
@@ -84,6 +87,9 @@ func (k *recordSink) put(q queued) bool {
 	k.queue = append(k.queue, q)
 	if q.done != nil {
 		k.urgent = true
+	}
+	if n := int64(len(k.queue)); n > k.highWater.Load() {
+		k.highWater.Store(n) // under mu: no lost update
 	}
 	k.mu.Unlock()
 	select {

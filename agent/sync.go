@@ -200,6 +200,12 @@ func (a *Agent) statusDoc() lpsync.Status {
 			doc.Outbox[t] = o
 		}
 		doc.Store = &lpsync.StoreStatus{SizeBytes: st.SizeBytes, MaxBytes: st.MaxBytes, Full: st.Full}
+		a.mu.Lock()
+		sink := a.sink
+		a.mu.Unlock()
+		if sink != nil {
+			doc.Store.Queued, doc.Store.QueueHighWater = sink.queued(), sink.highWater.Load()
+		}
 	}
 	doc.PolicyVersion = commandHandler{a}.PolicyVersion()
 	id := a.identityStatus()

@@ -319,10 +319,16 @@ step() {
   local ticks0=0 ticks1=0
   [ -n "$proxy_pid" ] && ticks0=$(cpu_ticks "$proxy_pid")
   run_uac "$dir" "$rate" "$calls" "$call_ms" "$(target_port "$target")"
-  step_cpu=-
+  step_cpu=- step_queue=-
   if [ -n "$proxy_pid" ]; then
     ticks1=$(cpu_ticks "$proxy_pid")
     step_cpu=$(per_call "$ticks0" "$ticks1" "$((ok + failed))")
+    if [[ "$target" == agent* ]]; then
+      # How far the record writer fell behind the calls: the proxy never
+      # waits on the store while this stays below the queue's bound.
+      step_queue=$("$agent_bin" status --json --socket "$dir/api.sock" 2>/dev/null |
+        sed -n 's/.*"queue_high_water": *\([0-9]*\).*/\1/p' | head -n 1)
+    fi
     stop "$proxy_pid"
   fi
   stop "$uas_pid"
@@ -337,7 +343,9 @@ step() {
   elif awk -v e="$elapsed" -v p="$planned" 'BEGIN { exit !(e > p * 1.05 + 0.3) }'; then
     verdict="fail (rate not kept: ${elapsed}s for ${planned}s planned)"
   fi
-  log "$(printf '%-8s %5d calls/s  %6d calls  ok %6d  failed %5d  %6.2fs  -> %s' "$target" "$rate" "$calls" "$ok" "$failed" "$elapsed" "$verdict")"
+  local q=""
+  [ "$step_queue" != - ] && q="  writer queue peak ${step_queue:-?}"
+  log "$(printf '%-8s %5d calls/s  %6d calls  ok %6d  failed %5d  %6.2fs  -> %s%s' "$target" "$rate" "$calls" "$ok" "$failed" "$elapsed" "$verdict" "$q")"
   [ "$verdict" = pass ]
 }
 
@@ -345,10 +353,10 @@ step() {
 # BENCH_MAX_RATE passed). Not in a subshell: the pids must stay known.
 search() {
   local target=$1 lo=0 hi=0 r=$start_rate mid
-  found_cpu=-
+  found_cpu=- found_queue=-
   while [ "$r" -le "$max_rate" ]; do
     if step "$target" "$r"; then
-      lo=$r found_cpu=$step_cpu
+      lo=$r found_cpu=$step_cpu found_queue=$step_queue
       r=$((r * 2))
     else
       hi=$r
@@ -362,17 +370,17 @@ search() {
   # bisect between lo (passed; 0 if nothing did) and hi (failed)
   while [ $(((hi - lo) * 100)) -gt $((precision * (lo > 0 ? lo : 1))) ] && [ $((hi - lo)) -gt 10 ]; do
     mid=$(((lo + hi) / 2))
-    if step "$target" "$mid"; then lo=$mid found_cpu=$step_cpu; else hi=$mid; fi
+    if step "$target" "$mid"; then lo=$mid found_cpu=$step_cpu found_queue=$step_queue; else hi=$mid; fi
   done
   found=$lo
 }
 
 # --- 1. highest sustained call rate ------------------------------------------------
-declare -A best best_cpu
+declare -A best best_cpu best_queue
 for t in $targets; do
   log "== $t: searching the highest rate with < 0.1% failed calls"
   search "$t"
-  best[$t]=$found best_cpu[$t]=$found_cpu
+  best[$t]=$found best_cpu[$t]=$found_cpu best_queue[$t]=$found_queue
 done
 
 # --- 2. latency and CPU per call at a fixed rate --------------------------------
@@ -484,6 +492,10 @@ for t in $targets; do
   agent-unsigned) name="... -> leadport-agent, unsigned -> ..." ;;
   esac
   printf '%-36s %12s %14s\n' "$name" "${best[$t]}" "${best_cpu[$t]}"
+done
+for t in agent agent-unsigned; do
+  [ -n "${best[$t]:-}" ] && [ "${best_queue[$t]:--}" != - ] &&
+    echo "$t: the record writer's queue peaked at ${best_queue[$t]} records at ${best[$t]} calls/s (bound 10,000: the proxy never waits on the store below it)"
 done
 if [ -n "${best[agent]:-}" ] && [ -n "${best[kamailio]:-}" ]; then
   note="(target >= 1.0)"

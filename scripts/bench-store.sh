@@ -33,7 +33,7 @@ awk '
     return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
   }
   { split($1, a, "[=-]") }
-  /^BenchmarkAppend\/appenders=/       { ours[a[2]] = ours[a[2]] " " metric("records/s"); per[a[2]] = per[a[2]] " " metric("records/commit") }
+  /^BenchmarkAppend\/appenders=/       { ours[a[2]] = ours[a[2]] " " metric("records/s"); per[a[2]] = per[a[2]] " " metric("records/commit"); cpu[a[2]] = cpu[a[2]] " " metric("cpu-us/record") }
   /^BenchmarkRawBolt\/batch=/          { raw[a[2]] = raw[a[2]] " " metric("records/s") }
   /^BenchmarkRawBoltGroup\/appenders=/ { grp[a[2]] = grp[a[2]] " " metric("records/s") }
   END {
@@ -44,6 +44,9 @@ awk '
       printf "%-10s %12.0f %8.1f %12.0f %7.2f %14s %7s\n", k, o, median(per[k]), r, o / r, g ? sprintf("%.0f", g) : "-", g ? sprintf("%.2f", o / g) : "-"
     }
     print "raw: one goroutine, transactions of that many puts (the issue'"'"'s ratio); Batch(): bbolt'"'"'s own group commit, that many goroutines"
+    printf "CPU per stored record (the process'"'"'s user+system time / records):"
+    for (k = 1; k <= 64; k++) if (k in cpu) printf " %s appenders %.1f us;", k, median(cpu[k])
+    print ""
   }' "$out"
 
 echo

@@ -52,11 +52,17 @@ type OutboxStatus struct {
 	OldestAgeS int `json:"oldest_age_s,omitempty"`
 }
 
-// StoreStatus is the store file against its cap.
+// StoreStatus is the store file against its cap, and the queue of
+// records between the signalling path and the store.
 type StoreStatus struct {
 	SizeBytes int64 `json:"size_bytes"`
 	MaxBytes  int64 `json:"max_bytes"`
 	Full      bool  `json:"full"`
+	// Queued and QueueHighWater are the records waiting for the writer
+	// now and at most since start (bounded by 10,000; past it records are
+	// dropped and counted).
+	Queued         int   `json:"queued"`
+	QueueHighWater int64 `json:"queue_high_water"`
 }
 
 // HostStatus are the device's figures; one the agent cannot read on a
