@@ -58,7 +58,14 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 		MaxDuration: s.MaxCall(),
 		OnEnd: func(c dialog.Call) {
 			engine.CallEnded(c)
-			a.durable.add(c.CallID, sink.PutDurable(usageOf(c)))
+			// Only an answered call ends with a BYE whose answer waits for
+			// its record; a dialer's failed attempts, by the thousand a
+			// second, are left to gather into one commit.
+			if c.Disposition == dialog.Answered && !c.Expired {
+				a.durable.add(c.CallID, sink.PutDurable(usageOf(c)))
+				return
+			}
+			sink.Put(usageOf(c))
 		},
 		OnAnswer: engine.CallAnswered,
 	})
