@@ -384,28 +384,13 @@ for t in $targets; do
 done
 
 # --- 2. latency and CPU per call at a fixed rate --------------------------------
-# latency DIR: INVITE -> 200 per call in microseconds, from the short
-# message trace; prints "p50 p99 n".
+# latency DIR METHOD: METHOD -> 200 per call in microseconds, from the
+# short message trace; prints "p50 p99 n". INVITE is call set-up; BYE is
+# answered by the agent only once the call's usage record is stored.
 latency() {
-  awk -F'\t' '
-    $6 ~ /INVITE/ && $4 == "S" && $7 ~ /^INVITE/ { if (!($5 in sent)) sent[$5] = $3 }
-    $6 ~ /INVITE/ && $4 == "R" && $7 ~ /^SIP\/2.0 200/ { if (($5 in sent) && !($5 in got)) { got[$5] = 1; printf "%.0f\n", ($3 - sent[$5]) * 1e6 } }
-  ' "$1"/uac_*_shortmessages.log | sort -n | awk '
-    { v[NR] = $1 }
-    END {
-      if (NR == 0) { print "- - 0"; exit }
-      i50 = int(NR * 0.50 + 0.5); if (i50 < 1) i50 = 1
-      i99 = int(NR * 0.99 + 0.5); if (i99 < 1) i99 = 1; if (i99 > NR) i99 = NR
-      print v[i50], v[i99], NR
-    }'
-}
-
-# latency_bye DIR: BYE -> 200 per call in microseconds; prints "p50 p99 n".
-# The agent answers a BYE only once the call's usage record is stored.
-latency_bye() {
-  awk -F'\t' '
-    $6 ~ /BYE/ && $4 == "S" && $7 ~ /^BYE/ { if (!($5 in sent)) sent[$5] = $3 }
-    $6 ~ /BYE/ && $4 == "R" && $7 ~ /^SIP\/2.0 200/ { if (($5 in sent) && !($5 in got)) { got[$5] = 1; printf "%.0f\n", ($3 - sent[$5]) * 1e6 } }
+  awk -F'\t' -v m="$2" '
+    $6 ~ m && $4 == "S" && index($7, m) == 1 { if (!($5 in sent)) sent[$5] = $3 }
+    $6 ~ m && $4 == "R" && $7 ~ /^SIP\/2.0 200/ { if (($5 in sent) && !($5 in got)) { got[$5] = 1; printf "%.0f\n", ($3 - sent[$5]) * 1e6 } }
   ' "$1"/uac_*_shortmessages.log | sort -n | awk '
     { v[NR] = $1 }
     END {
@@ -441,9 +426,9 @@ for t in $lat_targets; do
     stop "$proxy_pid"
   fi
   stop "$uas_pid"
-  read -r a b n < <(latency "$dir")
+  read -r a b n < <(latency "$dir" INVITE)
   p50[$t]=$a p99[$t]=$b
-  read -r c d _ < <(latency_bye "$dir")
+  read -r c d _ < <(latency "$dir" BYE)
   bye50[$t]=$c bye99[$t]=$d
   log "$t: $ok ok, $failed failed; INVITE->200 p50 ${a} us, p99 ${b} us over $n calls"
 done
