@@ -89,6 +89,7 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 		Decider:        engine,
 		Signer:         signer,
 		Recorded:       a.durable.take,
+		MemoryBudget:   int64(a.cfg.MemoryBudget),
 		Tracker:        tracker,
 		Logger:         a.log,
 	})

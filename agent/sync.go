@@ -185,6 +185,8 @@ func (a *Agent) statusDoc() lpsync.Status {
 		}
 		a.mu.Unlock()
 		sip.Calls, sip.Blocks = s.CallsTotal, s.Blocked
+		sip.Admission = &lpsync.Admission{Refused: s.Overloaded, RefusedByReason: s.Shed, InHand: s.InHand,
+			Pending: s.Pending, HeapLiveBytes: s.HeapLive, MemoryBudgetBytes: s.MemoryBudget}
 	} else {
 		sip.State = "off: sip.upstream is not set"
 	}

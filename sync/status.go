@@ -35,6 +35,21 @@ type SIPStatus struct {
 	UpstreamCheck *UpstreamCheck `json:"upstream_check,omitempty"`
 	Calls         uint64         `json:"calls"`  // since start
 	Blocks        uint64         `json:"blocks"` // since start
+	Admission     *Admission     `json:"admission,omitempty"`
+}
+
+// Admission is the proxy's overload control (docs/sip.md, "Overload"):
+// new requests it refused with 503 since start, by reason (queue: waited
+// too long in the socket buffer; busy: too many messages in hand; memory:
+// live objects past half the budget; pending: too many requests awaiting
+// their final response), and the figures it decides on.
+type Admission struct {
+	Refused           uint64            `json:"refused"`
+	RefusedByReason   map[string]uint64 `json:"refused_by_reason,omitempty"`
+	InHand            int64             `json:"in_hand"`
+	Pending           int64             `json:"pending"`
+	HeapLiveBytes     int64             `json:"heap_live_bytes"`
+	MemoryBudgetBytes int64             `json:"memory_budget_bytes"`
 }
 
 // UpstreamCheck is the last OPTIONS to the upstream.

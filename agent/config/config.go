@@ -27,6 +27,11 @@ type Config struct {
 	// DefaultCountry is the calling code (digits, no "+") for numbers
 	// written without one.
 	DefaultCountry string `yaml:"default_country"`
+	// MemoryBudget is the memory the agent may use: the Go runtime's soft
+	// limit (GOMEMLIMIT, unless that is set) and the proxy's admission
+	// control, which refuses new calls with 503 once live objects fill
+	// half of it (docs/sip.md, "Overload").
+	MemoryBudget ByteSize `yaml:"memory_budget"`
 
 	Store    Store    `yaml:"store"`
 	SIP      SIP      `yaml:"sip"`
@@ -159,6 +164,12 @@ const (
 	DefaultDataDirUser = "./var/leadport"
 	DefaultSocketRoot  = "/run/leadport-agent/api.sock"
 	DefaultMaxSize     = 256 * MiB
+	// DefaultMemoryBudget fits beside a PBX on a 512 MB appliance: the
+	// process stays under 64 MB resident at any offered load.
+	DefaultMemoryBudget = 48 * MiB
+	// MinMemoryBudget: below it the runtime and the store's working set
+	// alone fill the budget and every call would be refused.
+	MinMemoryBudget    = 16 * MiB
 	DefaultTopicPrefix = "leadport/v1"
 )
 
@@ -226,9 +237,10 @@ func base() *Config {
 		dataDir = userDataDir()
 	}
 	return &Config{
-		DataDir: dataDir,
-		Lines:   []string{},
-		Store:   Store{MaxSize: DefaultMaxSize},
+		DataDir:      dataDir,
+		Lines:        []string{},
+		MemoryBudget: DefaultMemoryBudget,
+		Store:        Store{MaxSize: DefaultMaxSize},
 		SIP: SIP{
 			Mode: ModeProxy,
 			Listen: []Endpoint{

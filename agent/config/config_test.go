@@ -85,9 +85,10 @@ func TestDefault(t *testing.T) {
 				t.Errorf("Default().Validate() = %v", err)
 			}
 			want := &Config{
-				DataDir: tt.dataDir,
-				Lines:   []string{},
-				Store:   Store{MaxSize: 256 * MiB, KeyFile: tt.keyFile},
+				DataDir:      tt.dataDir,
+				Lines:        []string{},
+				MemoryBudget: 48 * MiB,
+				Store:        Store{MaxSize: 256 * MiB, KeyFile: tt.keyFile},
 				SIP: SIP{
 					Mode: ModeProxy,
 					Listen: []Endpoint{
@@ -369,6 +370,8 @@ func TestProblems(t *testing.T) {
 			[]want{{2, "store.max_size", `bad size "256M"`}}},
 		{"byte size too small", "store:\n  max_size: 1000\n",
 			[]want{{2, "store.max_size", "1000 is too small (want at least 1MiB)"}}},
+		{"memory budget too small", "lines: []\nmemory_budget: 8MiB\n",
+			[]want{{2, "memory_budget", "8MiB is too small (want at least 16MiB)"}}},
 		{"negative min gap", "policy: {pacing: {min_gap_after_call_s: -1}}\n",
 			[]want{{1, "policy.pacing.min_gap_after_call_s", "-1 is not allowed"}}},
 		{"zero cooldown", "policy: {pacing: {cooldown_s: 0}}\n",

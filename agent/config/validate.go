@@ -79,6 +79,7 @@ func (c *Config) problems() []Problem {
 		c.checkLines(ck)
 	}
 
+	c.checkMemory(ck)
 	c.checkStore(ck)
 	c.checkSIP(ck)
 	c.checkPolicy(ck)
@@ -131,6 +132,12 @@ func maskPhone(s string) string {
 		return `""`
 	}
 	return phone.Mask(s)
+}
+
+func (c *Config) checkMemory(ck *checker) {
+	if c.MemoryBudget < MinMemoryBudget {
+		ck.add("memory_budget", "%s is too small (want at least %s)", c.MemoryBudget, ByteSize(MinMemoryBudget))
+	}
 }
 
 func (c *Config) checkStore(ck *checker) {

@@ -108,14 +108,21 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	inDialog := hasToTag(req)
 	if !inDialog {
-		// New work: refused while too much is in progress. Requests inside
-		// dialogs (BYE, re-INVITE, ACK) always pass, so calls can end.
-		if n := p.pending.Add(1); n > int64(p.opts.MaxPending) {
+		// New work: refused while the proxy is overloaded (admit.go).
+		// Requests inside dialogs (BYE, re-INVITE, ACK) always pass, so
+		// calls can end. UDP datagrams were judged before parsing; TCP and
+		// TLS requests are judged here, and the bound on pending requests
+		// holds for all.
+		r := shedReason(-1)
+		if !strings.EqualFold(req.Transport(), "udp") {
+			r = p.overloaded(0)
+		}
+		if n := p.pending.Add(1); r < 0 && n > int64(p.opts.MaxPending) {
+			r = shedPending
+		}
+		if r >= 0 {
 			p.pending.Add(-1)
-			p.c.overload.Add(1)
-			res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Overloaded", nil)
-			res.AppendHeader(sip.NewHeader("Retry-After", "1"))
-			p.respond(tx, req, res)
+			p.refuse(tx, req, r)
 			return
 		}
 		defer p.pending.Add(-1)
@@ -178,6 +185,16 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	p.relay(in, out, req, fwd, tx, rc)
+}
+
+// refuse answers a new request 503 with Retry-After: the proxy is
+// overloaded for the reason r.
+func (p *Proxy) refuse(tx sip.ServerTransaction, req *sip.Request, r shedReason) {
+	p.c.shed[r].Add(1)
+	p.c.overload.Add(1)
+	res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Service Unavailable", nil)
+	res.AppendHeader(sip.NewHeader("Retry-After", retryAfter))
+	p.respond(tx, req, res)
 }
 
 func (p *Proxy) recoverRequest(req *sip.Request, tx sip.ServerTransaction) {

@@ -79,6 +79,10 @@ type Options struct {
 	// that a call storm costs a bounded amount of memory and the calls in
 	// progress keep being served. Default 2,000.
 	MaxPending int
+	// MemoryBudget is the memory the process may use, in bytes: once live
+	// objects fill half of it, new requests get 503 with Retry-After (see
+	// admit.go). 0: no memory check.
+	MemoryBudget int64
 
 	Lines   *detect.Lines
 	Decider detect.Decider // default detect.AllowAll
@@ -116,7 +120,8 @@ type Proxy struct {
 	regs    *registrations
 	c       counters
 
-	pending atomic.Int64             // initial requests awaiting a final response
+	pending atomic.Int64 // initial requests awaiting a final response
+	admit   *admission
 	upAddrs atomic.Pointer[[]net.IP] // upstream host, resolved
 	// udpOnlyUntil (unix ns) is set when the upstream refused TCP for a
 	// large request: until then such requests go over UDP directly.
@@ -157,7 +162,13 @@ func init() {
 	// before (a UAC stops retransmitting an INVITE at the first provisional
 	// response, and a non-INVITE request has been resent three times by
 	// 3.5 s); a later one is relayed again and the next hop answers it.
+	// The same holds for Timer D (a client INVITE transaction after a
+	// failure answer, 32 s: every busy, declined or cancelled call) and
+	// Timer I (a server INVITE transaction after the ACK of a failure
+	// answer, T4 = 5 s): a late retransmitted failure answer is dropped
+	// as stray, a late ACK relayed or dropped, and nobody waits on either.
 	sip.Timer_J, sip.Timer_L, sip.Timer_M = lingerAfterFinal, lingerAfterFinal, lingerAfterFinal
+	sip.Timer_D, sip.Timer_I = lingerAfterFinal, lingerAfterFinal
 }
 
 // lingerAfterFinal is how long a transaction stays after its final
@@ -214,6 +225,7 @@ func New(opts Options) (*Proxy, error) {
 		now:     opts.Now,
 		tracker: opts.Tracker,
 		regs:    newRegistrations(),
+		admit:   newAdmission(opts.MemoryBudget),
 		ready:   make(chan struct{}),
 	}
 	p.lines.Store(opts.Lines)
@@ -254,6 +266,9 @@ func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 func (p *Proxy) Stats() Stats {
 	s := p.c.snapshot()
 	s.Pending = p.pending.Load()
+	s.InHand = p.inHand()
+	s.HeapLive = p.admit.heapLive.Load()
+	s.MemoryBudget = p.admit.budget.Load()
 	ts := p.tracker.Stats()
 	s.CallsActive, s.CallsTotal, s.CallsOverflow = ts.Active, ts.Total, ts.Overflow
 	s.Registrations = p.regs.count(p.now())
@@ -401,13 +416,14 @@ func (p *Proxy) bind(s *side, e Endpoint) (func() error, func() error, error) {
 			return nil, nil, fmt.Errorf("sipproxy: listen %s: %w", e, err)
 		}
 		setUDPBuffers(conn.(*net.UDPConn), udpBuffer)
+		uc := newUDPConn(p, conn.(*net.UDPConn))
 		la := conn.LocalAddr().(*net.UDPAddr)
 		if _, ok := s.ports["udp"]; !ok {
 			s.ports["udp"] = la.Port
 			s.udpAddr = sip.Addr{IP: la.IP, Port: la.Port}
 		}
-		s.slots.Store(la.String(), &udpSlot{conn: conn})
-		return func() error { return s.srv.ServeUDP(conn) }, conn.Close, nil
+		s.slots.Store(la.String(), &udpSlot{conn: uc})
+		return func() error { return s.srv.ServeUDP(uc) }, conn.Close, nil
 	case "tcp", "tls":
 		addr := e.Addr()
 		if e.Port == 0 && s.ports["udp"] != 0 {

@@ -38,7 +38,8 @@ type counters struct {
 	decideMax  atomic.Int64
 	tcpSwitch  atomic.Uint64 // requests sent over TCP for their size
 	relayErrs  atomic.Uint64 // next hop unreachable or timed out
-	overload   atomic.Uint64 // new requests refused with 503 (MaxPending)
+	overload   atomic.Uint64 // new requests refused with 503: overloaded
+	shed       [shedReasons]atomic.Uint64
 	throttled  atomic.Uint64 // messages the reader held back: too many in hand
 	signedN    atomic.Uint64 // calls given the agent's Identity
 	signNs     atomic.Uint64
@@ -93,16 +94,20 @@ type Stats struct {
 	DecisionMax    time.Duration
 	TCPSwitches    uint64
 	RelayErrors    uint64
-	Overloaded     uint64        // new requests refused: too many in progress
-	Throttled      uint64        // messages held back at the socket: too many in hand
-	Signed         uint64        // calls given the agent's Identity
-	SignTime       time.Duration // total
-	SignErrors     uint64        // calls relayed unsigned: the signer failed
-	IdentityStrips uint64        // Identity headers from the local side removed
-	DurableWaits   uint64        // BYE answers held until the call's record was stored
-	DurableTime    time.Duration // total time they were held
-	DurableTimeout uint64        // held DurableWait and relayed without it
-	Pending        int64         // initial requests awaiting a final response
+	Overloaded     uint64            // new requests refused with 503: overloaded
+	Shed           map[string]uint64 // ... by reason: queue, busy, memory, pending
+	Throttled      uint64            // messages held back at the socket: too many in hand
+	Signed         uint64            // calls given the agent's Identity
+	SignTime       time.Duration     // total
+	SignErrors     uint64            // calls relayed unsigned: the signer failed
+	IdentityStrips uint64            // Identity headers from the local side removed
+	DurableWaits   uint64            // BYE answers held until the call's record was stored
+	DurableTime    time.Duration     // total time they were held
+	DurableTimeout uint64            // held DurableWait and relayed without it
+	Pending        int64             // initial requests awaiting a final response
+	InHand         int64             // messages being worked on (estimate)
+	HeapLive       int64             // live heap bytes at the last collection (sampled)
+	MemoryBudget   int64             // bytes; 0: none
 	CallsActive    int
 	CallsTotal     uint64
 	CallsOverflow  uint64
@@ -113,6 +118,7 @@ func (c *counters) snapshot() Stats {
 	s := Stats{
 		Requests:       map[string]uint64{},
 		Responses:      map[int]uint64{},
+		Shed:           map[string]uint64{},
 		ParseErrors:    c.parseErrs.Load(),
 		BadResponses:   c.badResps.Load(),
 		Panics:         c.panics.Load(),
@@ -133,6 +139,11 @@ func (c *counters) snapshot() Stats {
 		DurableWaits:   c.durableN.Load(),
 		DurableTime:    time.Duration(c.durableNs.Load()),
 		DurableTimeout: c.durableTO.Load(),
+	}
+	for r := range c.shed {
+		if n := c.shed[r].Load(); n > 0 {
+			s.Shed[shedNames[r]] = n
+		}
 	}
 	for i := range c.requests {
 		if n := c.requests[i].Load(); n > 0 {

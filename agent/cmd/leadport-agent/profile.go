@@ -7,44 +7,34 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
-
-	"github.com/shirou/gopsutil/v3/mem"
+	"time"
 )
 
 // tuneGC sets the collector for the daemon unless GOGC or GOMEMLIMIT say
 // otherwise. Every SIP message becomes a few hundred short-lived objects,
 // and at Go's default (GOGC=100) collection took a third of the agent's
-// CPU under load. GOGC=200 halves the collections. The soft memory limit
-// keeps the heap from growing past what the device can give when a call
-// storm arrives (the collector then works harder instead): a quarter of
-// its memory, between 128 MiB and 1 GiB. A fixed 128 MiB was too tight
-// for a busy host: past about 2,800 calls/s the transactions that linger
-// for retransmissions filled it, and the collector took most of the CPU
-// (the proxy then lost calls); with the limit scaled the same host
-// carries 6,800 calls/s. At 1,000 concurrent calls the agent holds about
-// 30 MiB, far below the limit either way.
-func tuneGC() {
+// CPU under load; GOGC=200 halves the collections. The soft memory limit
+// is the configured memory budget (memory_budget, 48 MiB by default): the
+// heap may grow to three times what is live while that fits, and the
+// collector works harder instead once it does not. It never has to work
+// much harder: the proxy refuses new calls once live objects fill half the
+// budget (admission control), so what is live stays well below the limit
+// at any offered load. (Before the budget, the limit was a quarter of the
+// device's memory up to 1 GiB, and twice the proxy's capacity offered
+// took the process past 1 GB.)
+func tuneGC(budget int64) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(200)
 	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(memoryLimit())
+	if os.Getenv("GOMEMLIMIT") == "" && budget > 0 {
+		debug.SetMemoryLimit(budget)
 	}
-}
-
-// memoryLimit is a quarter of the device's memory, within [128 MiB, 1 GiB].
-func memoryLimit() int64 {
-	const lo, hi = 128 << 20, 1 << 30
-	m, err := mem.VirtualMemory()
-	if err != nil || m.Total == 0 {
-		return lo
-	}
-	return min(max(int64(m.Total/4), lo), hi)
 }
 
 // startProfiles writes Go profiles for a run when asked through the
 // environment, for benchmarks and field diagnosis: LEADPORT_CPUPROFILE
-// (CPU, for the whole run) and LEADPORT_MEMPROFILE (heap, at exit). The
+// (CPU, for the whole run) and LEADPORT_MEMPROFILE (heap, at exit or
+// LEADPORT_MEMPROFILE_AFTER into the run). The
 // returned function finishes them.
 func startProfiles(log *slog.Logger) (func(), error) {
 	var stops []func()
@@ -61,7 +51,7 @@ func startProfiles(log *slog.Logger) (func(), error) {
 		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
 	}
 	if path := os.Getenv("LEADPORT_MEMPROFILE"); path != "" {
-		stops = append(stops, func() {
+		write := func() {
 			f, err := os.Create(path)
 			if err != nil {
 				log.Error("heap profile not written", "err", err)
@@ -72,7 +62,15 @@ func startProfiles(log *slog.Logger) (func(), error) {
 			if err := pprof.WriteHeapProfile(f); err != nil {
 				log.Error("heap profile not written", "err", err)
 			}
-		})
+		}
+		// LEADPORT_MEMPROFILE_AFTER (a duration) takes the heap's picture
+		// that long after the start, under load, instead of at the exit.
+		if d, err := time.ParseDuration(os.Getenv("LEADPORT_MEMPROFILE_AFTER")); err == nil && d > 0 {
+			t := time.AfterFunc(d, write)
+			stops = append(stops, func() { t.Stop() })
+		} else {
+			stops = append(stops, write)
+		}
 	}
 	return func() {
 		for _, s := range stops {

@@ -42,7 +42,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	// SIGINT/SIGTERM end it; under the Windows service manager, its stop.
 	ctx, stop := service.Context(context.Background())
 	defer stop()
-	tuneGC()
+	tuneGC(int64(cfg.MemoryBudget))
 	stopProfile, err := startProfiles(log)
 	if err != nil {
 		return err

@@ -1,0 +1,261 @@
+package sipproxy
+
+import (
+	"bytes"
+	"net"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Admission control decides, for each datagram before it is parsed,
+// whether the proxy takes on new work. Requests that start something (an
+// initial INVITE, REGISTER, OPTIONS...) are refused with a stateless 503
+// and Retry-After while the proxy is overloaded; everything that belongs
+// to work already taken on (responses, ACK, CANCEL, BYE, re-INVITEs:
+// anything with a To tag) always passes, so calls in progress are set up,
+// changed and ended whatever arrives beside them.
+//
+// Overloaded means any of:
+//   - the datagram waited in the socket buffer longer than maxSojourn: the
+//     proxy is behind, and by the time it answered a new call its caller
+//     would be retransmitting (T1 is 500 ms), doubling the load;
+//   - more messages are in hand (read and not yet finished) than
+//     shedInHand: the backlog has moved from the kernel into goroutines;
+//   - the live heap passed the share of the memory budget kept for calls;
+//   - MaxPending initial requests await their final response.
+//
+// Refusing costs a scan of the header bytes and one send, a few
+// microseconds against the hundreds a relayed call costs, so under two or
+// three times its capacity the proxy still spends nearly all its time on
+// the calls it took on: goodput stays near capacity instead of
+// collapsing.
+
+// shedReason names why a new request was refused; the index of a counter.
+type shedReason int
+
+const (
+	shedQueue   shedReason = iota // waited too long in the socket buffer
+	shedBusy                      // too many messages in hand
+	shedMemory                    // live heap past the budget's share
+	shedPending                   // MaxPending initial requests in progress
+	shedReasons
+)
+
+var shedNames = [shedReasons]string{"queue", "busy", "memory", "pending"}
+
+const (
+	// maxSojourn is the longest a new request may wait in the socket
+	// buffer and still be taken on: a fifth of T1, so a call admitted is
+	// answered before its caller retransmits.
+	maxSojourn = 100 * time.Millisecond
+	// shedInHand bounds the messages the library is working on, beside
+	// the requests waiting for their final response (which MaxPending
+	// bounds). At the proxy's top rate a few dozen are in hand.
+	shedInHand = 1000
+	// heapShare is the share of the memory budget that live objects may
+	// fill before new work is refused; the rest is the collector's room
+	// (garbage between two collections) and the runtime's own.
+	heapShare = 0.5
+	// heapSampleEvery: the live heap is read at most this often, only
+	// when a new request arrives (an idle proxy never looks).
+	heapSampleEvery = 20 * time.Millisecond
+	// retryAfter is the Retry-After of a refusal, in seconds.
+	retryAfter = "1"
+	// shedTag is the To tag of the agent's stateless refusals: the ACK
+	// for one ends here, unparsed.
+	shedTag = "lp-overload"
+)
+
+// admission holds the memory side of the decision.
+type admission struct {
+	budget    atomic.Int64 // bytes; 0: no memory check
+	heapLive  atomic.Int64
+	sampledAt atomic.Int64 // unix ns
+	mu        sync.Mutex
+	sample    []metrics.Sample
+}
+
+func newAdmission(budget int64) *admission {
+	a := &admission{sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	a.budget.Store(budget)
+	return a
+}
+
+// live returns the heap's live bytes as of the last collection, sampled
+// at most every heapSampleEvery.
+func (a *admission) live(now time.Time) int64 {
+	if now.UnixNano()-a.sampledAt.Load() < int64(heapSampleEvery) {
+		return a.heapLive.Load()
+	}
+	if !a.mu.TryLock() {
+		return a.heapLive.Load() // another reader is sampling
+	}
+	defer a.mu.Unlock()
+	metrics.Read(a.sample)
+	v := int64(0)
+	if a.sample[0].Value.Kind() == metrics.KindUint64 {
+		v = int64(a.sample[0].Value.Uint64())
+	}
+	a.heapLive.Store(v)
+	a.sampledAt.Store(now.UnixNano())
+	return v
+}
+
+// overloaded says why new work must be refused now, or -1.
+func (p *Proxy) overloaded(waited time.Duration) shedReason {
+	if waited > maxSojourn {
+		return shedQueue
+	}
+	if p.inHand() > shedInHand {
+		return shedBusy
+	}
+	if b := p.admit.budget.Load(); b > 0 && float64(p.admit.live(time.Now())) > heapShare*float64(b) {
+		return shedMemory
+	}
+	if p.pending.Load() >= int64(p.opts.MaxPending) {
+		return shedPending
+	}
+	return -1
+}
+
+// inHand estimates the messages being worked on: sipgo runs each in a
+// goroutine of its own; the requests awaiting a final response hold
+// theirs for the transaction's life and are counted apart.
+func (p *Proxy) inHand() int64 { return int64(runtime.NumGoroutine()) - p.pending.Load() }
+
+// admitDatagram is admission control for one UDP datagram; false means it
+// was answered or dropped here and sipgo never sees it.
+func (p *Proxy) admitDatagram(c *udpConn, data []byte, from *net.UDPAddr, rx time.Time) bool {
+	method, toTag, ok := peekRequest(data)
+	if !ok {
+		return true // a response, or something sipgo's parser will judge
+	}
+	if bytes.Equal(method, []byte("ACK")) {
+		// The ACK for a refusal: the transaction it ends was never made.
+		return !bytes.HasPrefix(toTag, []byte(shedTag))
+	}
+	if toTag != nil || bytes.Equal(method, []byte("CANCEL")) {
+		return true
+	}
+	r := p.overloaded(sojourn(rx))
+	if r < 0 {
+		return true
+	}
+	p.c.shed[r].Add(1)
+	p.c.overload.Add(1)
+	if reply := refusal(data); reply != nil {
+		if _, err := c.WriteTo(reply, from); err == nil {
+			p.c.response(503)
+		}
+	}
+	return false
+}
+
+// peekRequest reads a request's method and its To tag (nil without one)
+// from the raw bytes; ok is false for responses and for anything without
+// a request line. Header folding and a tag inside a quoted display name
+// are not handled: such a request is let through and parsed properly.
+func peekRequest(data []byte) (method, toTag []byte, ok bool) {
+	if bytes.HasPrefix(data, []byte("SIP/")) {
+		return nil, nil, false
+	}
+	sp := bytes.IndexByte(data, ' ')
+	if sp <= 0 || sp > 16 {
+		return nil, nil, false
+	}
+	method = data[:sp]
+	head := data
+	if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
+		head = data[:i+2]
+	}
+	for len(head) > 0 {
+		i := bytes.Index(head, []byte("\r\n"))
+		if i < 0 {
+			break
+		}
+		line := head[:i]
+		head = head[i+2:]
+		name, value, found := bytes.Cut(line, []byte(":"))
+		if !found {
+			continue
+		}
+		name = bytes.TrimSpace(name)
+		if !bytes.EqualFold(name, []byte("To")) && !bytes.EqualFold(name, []byte("t")) {
+			continue
+		}
+		return method, tagOf(value), true
+	}
+	return method, nil, true
+}
+
+// tagOf returns the tag parameter of a To header's value, or nil.
+func tagOf(value []byte) []byte {
+	// Parameters follow the address: after a closing '>' when there is one.
+	if i := bytes.LastIndexByte(value, '>'); i >= 0 {
+		value = value[i+1:]
+	}
+	for _, param := range bytes.Split(value, []byte(";")) {
+		k, v, _ := bytes.Cut(param, []byte("="))
+		if bytes.EqualFold(bytes.TrimSpace(k), []byte("tag")) {
+			if v = bytes.TrimSpace(v); len(v) > 0 {
+				return v
+			}
+		}
+	}
+	return nil
+}
+
+// refusal builds a stateless 503 for a new request (RFC 3261 8.2.6: its
+// Via, From, To with a tag of ours, Call-ID and CSeq), with Retry-After;
+// nil when the request lacks what the sender needs to match it.
+func refusal(data []byte) []byte {
+	head := data
+	if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
+		head = data[:i+2]
+	}
+	var b bytes.Buffer
+	b.Grow(len(head) + 128)
+	b.WriteString("SIP/2.0 503 Service Unavailable\r\n")
+	hasVia, hasTo := false, false
+	first := true
+	for len(head) > 0 {
+		i := bytes.Index(head, []byte("\r\n"))
+		if i < 0 {
+			break
+		}
+		line := head[:i]
+		head = head[i+2:]
+		if first {
+			first = false // the request line
+			continue
+		}
+		name, _, found := bytes.Cut(line, []byte(":"))
+		if !found {
+			continue
+		}
+		n := string(bytes.ToLower(bytes.TrimSpace(name)))
+		if !salvage[n] {
+			continue
+		}
+		switch n {
+		case "via", "v":
+			hasVia = true
+		case "to", "t":
+			hasTo = true
+			b.Write(bytes.TrimRight(line, " \t"))
+			b.WriteString(";tag=" + shedTag + "-" + strconv.FormatUint(uint64(time.Now().UnixNano()&0xffffff), 36) + "\r\n")
+			continue
+		}
+		b.Write(line)
+		b.WriteString("\r\n")
+	}
+	if !hasVia || !hasTo {
+		return nil
+	}
+	b.WriteString("Retry-After: " + retryAfter + "\r\nServer: leadport-agent\r\nContent-Length: 0\r\n\r\n")
+	return b.Bytes()
+}

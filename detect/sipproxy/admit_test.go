@@ -1,0 +1,180 @@
+package sipproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+func TestPeekRequest(t *testing.T) {
+	tests := []struct {
+		name, msg   string
+		method, tag string
+		ok          bool
+	}{
+		{"initial INVITE", "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:a@b>\r\nFrom: <sip:c@d>;tag=1\r\n\r\n", "INVITE", "", true},
+		{"in-dialog BYE", "BYE sip:a@b SIP/2.0\r\nTo: <sip:a@b>;tag=xy\r\n\r\n", "BYE", "xy", true},
+		{"compact To, spaces", "INVITE sip:a@b SIP/2.0\r\nt : sip:a@b ; TAG = 9 \r\n\r\n", "INVITE", "9", true},
+		{"tag-like user in the URI", "INVITE sip:a@b SIP/2.0\r\nTo: <sip:tag=1@b>\r\n\r\n", "INVITE", "", true},
+		{"URI parameter inside brackets", "INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b;tag=1>\r\n\r\n", "INVITE", "", true},
+		{"To in the body only", "MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 14\r\n\r\nTo: x;tag=y\r\n", "MESSAGE", "", true},
+		{"ACK of a refusal", "ACK sip:a@b SIP/2.0\r\nTo: <sip:a@b>;tag=lp-overload-1\r\n\r\n", "ACK", "lp-overload-1", true},
+		{"response", "SIP/2.0 200 OK\r\nTo: <sip:a@b>;tag=1\r\n\r\n", "", "", false},
+		{"no request line", "\r\n\r\n", "", "", false},
+		{"method too long", strings.Repeat("X", 40) + " sip:a SIP/2.0\r\n\r\n", "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, tag, ok := peekRequest([]byte(tt.msg))
+			if ok != tt.ok || string(m) != tt.method || string(tag) != tt.tag {
+				t.Errorf("peekRequest = %q, %q, %v; want %q, %q, %v", m, tag, ok, tt.method, tt.tag, tt.ok)
+			}
+		})
+	}
+}
+
+func TestRefusal(t *testing.T) {
+	req := "INVITE sip:+15557654321@edge SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1;rport\r\n" +
+		"Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-2\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:+15551230001@pbx>;tag=abc\r\n" +
+		"To: <sip:+15557654321@edge>\r\n" +
+		"Call-ID: c1@pbx\r\n" +
+		"CSeq: 1 INVITE\r\n" +
+		"Contact: <sip:+15551230001@10.0.0.1>\r\n" +
+		"Content-Type: application/sdp\r\n" +
+		"Content-Length: 4\r\n\r\nv=0\n"
+	out := refusal([]byte(req))
+	msg, err := sip.NewParser().ParseSIP(out)
+	if err != nil {
+		t.Fatalf("refusal does not parse: %v\n%s", err, out)
+	}
+	res, ok := msg.(*sip.Response)
+	if !ok || res.StatusCode != 503 {
+		t.Fatalf("refusal = %s", out)
+	}
+	if h := res.GetHeader("Retry-After"); h == nil || h.Value() != retryAfter {
+		t.Errorf("Retry-After = %v", h)
+	}
+	if tag, _ := res.To().Params.Get("tag"); !strings.HasPrefix(tag, shedTag) {
+		t.Errorf("To tag = %q, want one of the agent's refusals", tag)
+	}
+	if vias := res.GetHeaders("Via"); len(vias) != 2 {
+		t.Errorf("%d Via headers, want both of the request's", len(vias))
+	}
+	if res.CallID().Value() != "c1@pbx" || res.CSeq().SeqNo != 1 || res.From().Params.GetOr("tag", "") != "abc" {
+		t.Errorf("refusal does not match its request:\n%s", out)
+	}
+	if bytes.Contains(out, []byte("Contact")) || bytes.Contains(out, []byte("v=0")) {
+		t.Errorf("refusal carries more than it needs:\n%s", out)
+	}
+	if refusal([]byte("INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n")) != nil {
+		t.Error("a request without Via got a refusal nobody can match")
+	}
+}
+
+func FuzzPeekRequest(f *testing.F) {
+	f.Add([]byte("INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:a@b>\r\n\r\n"))
+	f.Add([]byte("ACK sip:a@b SIP/2.0\r\nt: <sip:a@b>;tag=lp-overload-1\r\n\r\n"))
+	f.Add([]byte("SIP/2.0 100 Trying\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, tag, ok := peekRequest(data)
+		if !ok && (m != nil || tag != nil) {
+			t.Fatal("not a request, yet a method or tag")
+		}
+		out := refusal(data)
+		if out != nil && (!bytes.HasPrefix(out, []byte("SIP/2.0 503 ")) || !bytes.HasSuffix(out, []byte("\r\n\r\n"))) {
+			t.Fatalf("refusal is not a whole 503: %q", out)
+		}
+	})
+}
+
+// TestOverloadKeepsCallsInProgress: while the proxy refuses new calls
+// (its memory budget is shrunk below what it holds), the calls it took on
+// before still get their re-INVITE, CANCEL and BYE through, over UDP
+// (judged before parsing) and TCP (judged after). Once the pressure is
+// gone new calls pass again.
+func TestOverloadKeepsCallsInProgress(t *testing.T) {
+	for _, transport := range []string{"udp", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			r := newRig(t, transport, nil)
+			answered, err := r.phone.invite(ctxT(t), line, callee, transport, r.port(transport))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustAnswer(t, answered)
+
+			ringing := make(chan struct{})
+			cancelled := make(chan struct{})
+			r.edge.setAnswer(func(s *sipgo.DialogServerSession, tx sip.ServerTransaction) {
+				s.Respond(180, "Ringing", nil)
+				close(ringing)
+				<-tx.Done()
+				if errors.Is(tx.Err(), sip.ErrTransactionCanceled) {
+					close(cancelled)
+				}
+			})
+			pending, err := r.phone.invite(ctxT(t), line, "+15557654322", transport, r.port(transport))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(ctxT(t))
+			waited := make(chan error, 1)
+			go func() {
+				waited <- pending.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error { return nil }})
+			}()
+			<-ringing
+			r.edge.setAnswer(nil)
+
+			// Overloaded: the live heap is always more than half of a byte
+			// (once a collection has measured it).
+			runtime.GC()
+			r.p.admit.budget.Store(1)
+			r.p.admit.sampledAt.Store(0)
+			refused, err := r.phone.invite(ctxT(t), line, "+15557654323", transport, r.port(transport))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = refused.WaitAnswer(ctxT(t), sipgo.AnswerOptions{})
+			var de *sipgo.ErrDialogResponse
+			if !errors.As(err, &de) || de.Res.StatusCode != 503 || de.Res.GetHeader("Retry-After") == nil {
+				t.Fatalf("new call while overloaded: %v, want 503 with Retry-After", err)
+			}
+			if st := r.p.Stats(); st.Shed["memory"] == 0 {
+				t.Errorf("shed by reason = %v, want memory counted", st.Shed)
+			}
+
+			reinvite := sip.NewRequest(sip.INVITE, answered.InviteResponse.Contact().Address)
+			reinvite.SetBody([]byte(testSDP))
+			reinvite.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			res, err := answered.Do(ctxT(t), reinvite)
+			if err != nil || res.StatusCode != 200 {
+				t.Fatalf("re-INVITE while overloaded: %v %v", res, err)
+			}
+			cancel() // sipgo sends the CANCEL
+			select {
+			case <-cancelled:
+			case <-time.After(10 * time.Second):
+				t.Fatal("CANCEL while overloaded did not reach the edge")
+			}
+			<-waited
+			mustHangUp(t, answered)
+
+			r.p.admit.budget.Store(0)
+			again, err := r.phone.invite(ctxT(t), line, callee, transport, r.port(transport))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustAnswer(t, again)
+			mustHangUp(t, again)
+		})
+	}
+}
