@@ -391,6 +391,13 @@ func (e *Engine) conclude(d *decision) (detect.Verdict, []Violation) {
 	return v, out
 }
 
+// histDepth is how many past attempts of a line the pacing rules read
+// under the policy in force.
+func (e *Engine) histDepth() int {
+	p := &e.pol.Pacing
+	return min(max(p.RecentAttempts, p.RegularOver+1, p.SameRingTimeouts, p.SequentialRun, p.ShortGaps+1, 2), policy.MaxHistory)
+}
+
 // line returns the state of a line, made on first use.
 func (e *Engine) line(l string) *lineState {
 	ls := e.state[l]
@@ -417,8 +424,8 @@ func (e *Engine) begin(d *decision, ls *lineState) {
 		if !d.hasAtt {
 			a = ls.candidate(ev.At, ev.Remote)
 		}
-		a.id = callID(ev.Request)
-		ls.noteAttempt(a)
+		a.id = idOf(callID(ev.Request))
+		ls.noteAttempt(a, e.histDepth())
 	}
 	if blocked {
 		return
@@ -483,8 +490,9 @@ func (e *Engine) CallEnded(c dialog.Call) {
 		ls.lastOutEnd = c.EndedAt
 	}
 	if c.Direction == detect.Outbound && !c.CancelledAt.IsZero() && c.AnsweredAt.IsZero() {
+		id := idOf(c.CallID)
 		for i := 0; i < ls.histLen(); i++ {
-			if a := ls.recent(i); a.id == c.CallID {
+			if a := ls.recent(i); a.id == id {
 				a.ring = c.CancelledAt.Sub(c.StartedAt)
 				break
 			}

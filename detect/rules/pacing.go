@@ -44,7 +44,7 @@ func (e *Engine) pacing(d *decision, ls *lineState) {
 // the figures measured and the threshold in force.
 func (e *Engine) pacingSignal(d *decision, ls *lineState, a *attempt) (map[string]any, []string) {
 	p := &e.pol.Pacing
-	at := a.at
+	at := a.when()
 
 	if p.MaxParallel > 0 {
 		// Calls to the same number are not counted: a double click on a
@@ -63,7 +63,7 @@ func (e *Engine) pacingSignal(d *decision, ls *lineState, a *attempt) (map[strin
 	if p.MaxAttemptsPerMinute > 0 {
 		n := 1
 		for i := 0; i < ls.histLen(); i++ {
-			if at.Sub(ls.recent(i).at) >= time.Minute {
+			if at.Sub(ls.recent(i).when()) >= time.Minute {
 				break
 			}
 			n++
@@ -104,10 +104,10 @@ func (e *Engine) pacingSignal(d *decision, ls *lineState, a *attempt) (map[strin
 		var sum, sq float64
 		prev := at
 		for i := 0; i < k; i++ {
-			iv[i] = prev.Sub(ls.recent(i).at).Seconds()
+			iv[i] = prev.Sub(ls.recent(i).when()).Seconds()
 			sum += iv[i]
 			sq += iv[i] * iv[i]
-			prev = ls.recent(i).at
+			prev = ls.recent(i).when()
 		}
 		mean := sum / float64(k)
 		if mean > 0 {

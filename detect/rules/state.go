@@ -1,11 +1,11 @@
 package rules
 
 import (
+	"hash/fnv"
 	"sort"
 	"time"
 
 	"github.com/leadport/leadport-agent/detect"
-	"github.com/leadport/leadport-agent/detect/policy"
 )
 
 // liveCall is a call on a line from its INVITE until the engine hears of
@@ -20,8 +20,8 @@ type liveCall struct {
 
 // attempt is one outbound attempt in a line's pacing history.
 type attempt struct {
-	id string // Call-ID, to find the attempt when its call ends
-	at time.Time
+	id uint64 // hash of the Call-ID (idOf), to find the attempt when its call ends
+	at int64  // unix ns
 	// ring is how long it rang before the caller gave up (CANCEL); 0
 	// when it did not end that way, or has not ended yet.
 	ring   time.Duration
@@ -33,6 +33,18 @@ type attempt struct {
 	hasGap bool
 }
 
+// when is the attempt's time.
+func (a *attempt) when() time.Time { return time.Unix(0, a.at) }
+
+// idOf is the key an attempt keeps of its Call-ID: 8 bytes where the
+// Call-ID itself is often 40 or more. Two Call-IDs colliding among one
+// line's last few attempts would only misplace a ring time.
+func idOf(callID string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(callID))
+	return h.Sum64()
+}
+
 // lineState is what the rules remember about one line. Its size is fixed
 // but for the live calls and the contacts, both bounded by what the rules
 // allow (and by pruning when they only observe).
@@ -40,10 +52,16 @@ type lineState struct {
 	calls      []liveCall
 	lastOutEnd time.Time
 
-	hist  [policy.MaxHistory]attempt
-	nHist int // attempts recorded; the newest is hist[(nHist-1)%MaxHistory]
-	// hour counts attempts per minute over the last hour.
-	hour [60]minuteCount
+	// hist is a ring of the newest attempts, the newest at
+	// hist[(nHist-1)%len(hist)]. It grows as attempts come, up to the
+	// depth the policy reads (Engine.histDepth, 10 by default, at most
+	// policy.MaxHistory): with ten thousand lines, a fixed ring of the
+	// most any policy may read was 30 MB of a 48 MB budget.
+	hist  []attempt
+	nHist int
+	// hour counts attempts per minute over the last hour; nil until the
+	// line's first outbound attempt.
+	hour *[60]minuteCount
 
 	coolUntil time.Time // pacing cool-down
 	coolTrip  trip      // what tripped it
@@ -56,20 +74,20 @@ type lineState struct {
 }
 
 type minuteCount struct {
-	minute int64
+	minute int32 // unix minute: good until the year 6053
 	n      uint16
 }
 
 // recent returns the i-th most recent attempt (0 the newest).
 func (ls *lineState) recent(i int) *attempt {
-	return &ls.hist[(ls.nHist-1-i)%policy.MaxHistory]
+	return &ls.hist[(ls.nHist-1-i)%len(ls.hist)]
 }
 
-func (ls *lineState) histLen() int { return min(ls.nHist, policy.MaxHistory) }
+func (ls *lineState) histLen() int { return min(ls.nHist, len(ls.hist)) }
 
 // candidate is the attempt an INVITE at `at` to callee would add.
 func (ls *lineState) candidate(at time.Time, callee string) attempt {
-	a := attempt{at: at, callee: digitsOf(callee)}
+	a := attempt{at: at.UnixNano(), callee: digitsOf(callee)}
 	if !ls.lastOutEnd.IsZero() && !ls.hasOutbound() && !at.Before(ls.lastOutEnd) {
 		redial := ls.nHist > 0 && a.callee != 0 && ls.recent(0).callee == a.callee
 		if !redial {
@@ -79,11 +97,29 @@ func (ls *lineState) candidate(at time.Time, callee string) attempt {
 	return a
 }
 
-// noteAttempt adds a (a candidate) to the history.
-func (ls *lineState) noteAttempt(a attempt) {
-	ls.hist[ls.nHist%policy.MaxHistory] = a
+// noteAttempt adds a (a candidate) to the history, which keeps the
+// newest depth attempts.
+func (ls *lineState) noteAttempt(a attempt, depth int) {
+	// A ring of another depth (the policy changed) is laid out anew;
+	// while it grows, nHist == len(hist) and attempts are appended.
+	if len(ls.hist) > depth || (len(ls.hist) < depth && ls.nHist > len(ls.hist)) {
+		ls.resize(depth)
+	}
+	if len(ls.hist) < depth {
+		if len(ls.hist) == cap(ls.hist) { // grow, never past depth
+			grown := make([]attempt, len(ls.hist), min(max(2*cap(ls.hist), 2), depth))
+			copy(grown, ls.hist)
+			ls.hist = grown
+		}
+		ls.hist = append(ls.hist, a)
+	} else {
+		ls.hist[ls.nHist%len(ls.hist)] = a
+	}
 	ls.nHist++
-	m := a.at.Unix() / 60
+	if ls.hour == nil {
+		ls.hour = new([60]minuteCount)
+	}
+	m := int32(a.at / int64(time.Minute))
 	b := &ls.hour[m%60]
 	if b.minute != m {
 		b.minute, b.n = m, 0
@@ -93,9 +129,23 @@ func (ls *lineState) noteAttempt(a attempt) {
 	}
 }
 
+// resize lays the history out oldest first in a ring of depth (a policy
+// changed how far back the rules look), keeping the newest attempts.
+func (ls *lineState) resize(depth int) {
+	n := min(ls.histLen(), depth)
+	out := make([]attempt, n, depth)
+	for i := 0; i < n; i++ {
+		out[n-1-i] = *ls.recent(i)
+	}
+	ls.hist, ls.nHist = out, n
+}
+
 // lastHour counts attempts in the hour up to at.
 func (ls *lineState) lastHour(at time.Time) int {
-	m := at.Unix() / 60
+	if ls.hour == nil {
+		return 0
+	}
+	m := int32(at.Unix() / 60)
 	n := 0
 	for i := range ls.hour {
 		if b := ls.hour[i]; b.minute > m-60 && b.minute <= m {
