@@ -59,9 +59,11 @@ type lineState struct {
 	// most any policy may read was 30 MB of a 48 MB budget.
 	hist  []attempt
 	nHist int
-	// hour counts attempts per minute over the last hour; nil until the
-	// line's first outbound attempt.
-	hour *[60]minuteCount
+	// hour counts attempts per minute over the hour up to hourAt (a unix
+	// minute): hour[m%60] is minute m's count for m in (hourAt-60,
+	// hourAt]. 124 bytes where a minute stamp per counter took 960.
+	hour   [60]uint16
+	hourAt int32 // good until the year 6053
 
 	coolUntil time.Time // pacing cool-down
 	coolTrip  trip      // what tripped it
@@ -71,11 +73,6 @@ type lineState struct {
 	quotaMonth   int // year*12 + month of quotaSecs
 	quotaSecs    float64
 	quotaNoticed int // month the breach was last observed
-}
-
-type minuteCount struct {
-	minute int32 // unix minute: good until the year 6053
-	n      uint16
 }
 
 // recent returns the i-th most recent attempt (0 the newest).
@@ -116,16 +113,19 @@ func (ls *lineState) noteAttempt(a attempt, depth int) {
 		ls.hist[ls.nHist%len(ls.hist)] = a
 	}
 	ls.nHist++
-	if ls.hour == nil {
-		ls.hour = new([60]minuteCount)
-	}
 	m := int32(a.at / int64(time.Minute))
-	b := &ls.hour[m%60]
-	if b.minute != m {
-		b.minute, b.n = m, 0
+	switch {
+	case m > ls.hourAt:
+		// Minutes since the last attempt start at zero.
+		for k := ls.hourAt + 1; k <= m && k <= ls.hourAt+60; k++ {
+			ls.hour[k%60] = 0
+		}
+		ls.hourAt = m
+	case m <= ls.hourAt-60:
+		return // older than the hour kept
 	}
-	if b.n < 65535 {
-		b.n++
+	if c := &ls.hour[m%60]; *c < 65535 {
+		*c++
 	}
 }
 
@@ -142,14 +142,11 @@ func (ls *lineState) resize(depth int) {
 
 // lastHour counts attempts in the hour up to at.
 func (ls *lineState) lastHour(at time.Time) int {
-	if ls.hour == nil {
-		return 0
-	}
-	m := int32(at.Unix() / 60)
+	q := int32(at.Unix() / 60)
 	n := 0
-	for i := range ls.hour {
-		if b := ls.hour[i]; b.minute > m-60 && b.minute <= m {
-			n += int(b.n)
+	for k := int32(0); k < 60; k++ {
+		if m := ls.hourAt - k; m > q-60 && m <= q {
+			n += int(ls.hour[m%60])
 		}
 	}
 	return n

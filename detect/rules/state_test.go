@@ -43,3 +43,33 @@ func TestHistoryDepth(t *testing.T) {
 		t.Errorf("attempts in the last hour = %d, want %d", got, n)
 	}
 }
+
+// TestLastHour: the per-minute counters cover the hour up to the newest
+// attempt, whatever gaps lie between attempts.
+func TestLastHour(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0).Truncate(time.Minute)
+	var ls lineState
+	for _, min := range []int{0, 0, 30, 59, 61, 125, 126, 126} {
+		ls.noteAttempt(attempt{at: t0.Add(time.Duration(min) * time.Minute).UnixNano()}, 10)
+	}
+	for _, tt := range []struct{ at, want int }{
+		{126, 3}, // 125, 126, 126
+		{120, 0}, // asked about a past hour, after later minutes replaced it
+		{185, 2}, // the hour (125, 185]: 126, 126
+		{186, 0},
+	} {
+		if got := ls.lastHour(t0.Add(time.Duration(tt.at) * time.Minute)); got != tt.want {
+			t.Errorf("attempts in the hour up to minute %d = %d, want %d", tt.at, got, tt.want)
+		}
+	}
+	var fresh lineState
+	for _, min := range []int{0, 0, 30, 59} {
+		fresh.noteAttempt(attempt{at: t0.Add(time.Duration(min) * time.Minute).UnixNano()}, 10)
+	}
+	if got := fresh.lastHour(t0.Add(59 * time.Minute)); got != 4 {
+		t.Errorf("attempts within one hour = %d, want 4", got)
+	}
+	if got := fresh.lastHour(t0.Add(60 * time.Minute)); got != 2 {
+		t.Errorf("an hour after the first two: %d, want 2", got)
+	}
+}
