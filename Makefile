@@ -39,7 +39,7 @@ bench: ## benchmarks: the store (ratios against raw bbolt) and a rules decision
 	scripts/bench-store.sh
 	go test ./detect/rules -run '^$$' -bench . -benchmem -benchtime 2s
 
-bench-proxy: ## SIP proxy call rate, latency, RSS against SIPp direct and kamailio
+bench-proxy: ## SIP proxy call rate, latency, memory, overload, idle cost against SIPp direct and kamailio
 	scripts/bench-proxy.sh
 
 bench-sync: ## MQTT drain to mosquitto against raw paho; erase with 1,000,000 records stored
