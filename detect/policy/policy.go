@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -32,6 +33,10 @@ const (
 	// RuleError is the kind of violation reported when a rule fails; it
 	// is not a rule and has no action.
 	RuleError = "agent.rule_error"
+	// SecurityScan is a source that tripped the per-source limits or looks
+	// like a SIP scanner: a violation of the device itself, not of a line.
+	// The SIP proxy enforces it (security section), not the rules engine.
+	SecurityScan = "security.scan"
 )
 
 // Rules lists every rule id. (The engine's order of precedence is in
@@ -70,6 +75,7 @@ type Policy struct {
 	Pacing     PacingRule `json:"pacing" yaml:"pacing"`
 	CallerID   CallerID   `json:"callerid" yaml:"callerid"`
 	Quota      Quota      `json:"quota" yaml:"quota"`
+	Security   Security   `json:"security" yaml:"security"`
 }
 
 // Forwarding covers the forwarding.* rules.
@@ -161,6 +167,43 @@ type Quota struct {
 	MonthlyMinutes int `json:"monthly_minutes" yaml:"monthly_minutes"`
 }
 
+// Security are the SIP proxy's limits on sources it does not know
+// (docs/sip.md, "Scanners and floods"). Known sources are the upstream,
+// sip.local, addresses holding a registration made through the agent,
+// and TrustedNetworks; they are not limited per source.
+type Security struct {
+	// Action: block (limits enforced, unknown sources answered by the
+	// agent), observe (counted and reported, everything relayed as
+	// before), off (no per-source state at all).
+	Action Action `json:"action" yaml:"action"`
+	// RequestsPerS and Burst: a token bucket per unknown source address;
+	// what comes faster is dropped without an answer.
+	RequestsPerS float64 `json:"requests_per_s" yaml:"requests_per_s"`
+	Burst        int     `json:"burst" yaml:"burst"`
+	// TrustedNetworks are CIDR prefixes whose sources are known.
+	TrustedNetworks []string `json:"trusted_networks" yaml:"trusted_networks"`
+	// MaxSources bounds the per-source table; a new source that finds it
+	// full of busy or penalised ones is dropped.
+	MaxSources int `json:"max_sources" yaml:"max_sources"`
+	// MaxAuthFailures registrations of a source refused by the upstream
+	// (401, 403, 404, 407) without one accepted penalise it for
+	// PenaltyS; 0 never penalises.
+	MaxAuthFailures int `json:"max_auth_failures" yaml:"max_auth_failures"`
+	PenaltyS        int `json:"penalty_s" yaml:"penalty_s"`
+	// ReportIntervalS: at most one security.scan violation per source in
+	// this many seconds, with the counts of the whole interval.
+	ReportIntervalS int `json:"report_interval_s" yaml:"report_interval_s"`
+}
+
+// DefaultTrustedNetworks are loopback, the private IPv4 ranges (RFC 1918),
+// IPv6 unique-local and link-local addresses: the PBX and phones of a LAN.
+// A scanner on the Internet cannot send from them (they are not routed
+// there), so they are known without registering. Where the LAN itself is
+// not to be trusted (a shared office, a hotel), set only loopback.
+var DefaultTrustedNetworks = []string{
+	"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10",
+}
+
 // DefaultFeatureCodes set up call forwarding on common PBXs (Asterisk and
 // FreePBX *72 all, *90 busy, *52 no answer; Cisco and Avaya variants) and
 // on GSM networks (MMI **21* unconditional, **61* no reply, **62* not
@@ -203,6 +246,16 @@ func Default() Policy {
 		},
 		CallerID: CallerID{Action: Block},
 		Quota:    Quota{Action: Observe},
+		Security: Security{
+			Action:          Block,
+			RequestsPerS:    10,
+			Burst:           20,
+			TrustedNetworks: slices.Clone(DefaultTrustedNetworks),
+			MaxSources:      1024,
+			MaxAuthFailures: 10,
+			PenaltyS:        600,
+			ReportIntervalS: 300,
+		},
 	}
 }
 
@@ -235,6 +288,8 @@ func (p *Policy) ActionOf(rule string) Action {
 		return p.CallerID.Action
 	case "quota":
 		return p.Quota.Action
+	case "security":
+		return p.Security.Action
 	}
 	return Off
 }
@@ -338,9 +393,30 @@ func (p *Policy) Problems() []Problem {
 	action("quota.action", p.Quota.Action)
 	atLeast("quota.monthly_minutes", p.Quota.MonthlyMinutes, 0)
 
+	sec := &p.Security
+	action("security.action", sec.Action)
+	between("security.requests_per_s", sec.RequestsPerS, 0.1, 10000)
+	atLeast("security.burst", sec.Burst, 1)
+	for i, n := range sec.TrustedNetworks {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			add(fmt.Sprintf("security.trusted_networks[%d]", i), "%q is not a network (want CIDR, e.g. \"192.168.0.0/16\" or \"fd00::/8\")", n)
+		}
+	}
+	atLeast("security.max_sources", sec.MaxSources, 16)
+	if sec.MaxSources > MaxSources {
+		add("security.max_sources", "%d is not allowed (want at most %d)", sec.MaxSources, MaxSources)
+	}
+	atLeast("security.max_auth_failures", sec.MaxAuthFailures, 0)
+	atLeast("security.penalty_s", sec.PenaltyS, 1)
+	atLeast("security.report_interval_s", sec.ReportIntervalS, 1)
+
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
 }
+
+// MaxSources bounds security.max_sources: at a few hundred bytes each,
+// the table stays within a few MB.
+const MaxSources = 16384
 
 // MaxHistory is how many recent attempts per line the pacing rule keeps.
 const MaxHistory = 32

@@ -16,6 +16,9 @@ func TestDefaultIsValid(t *testing.T) {
 			t.Errorf("default action of %s = %q, want block or observe", rule, a)
 		}
 	}
+	if p.ActionOf(SecurityScan) != Block || len(p.Security.TrustedNetworks) == 0 {
+		t.Errorf("security defaults to %q trusting %v, want block and the LAN", p.ActionOf(SecurityScan), p.Security.TrustedNetworks)
+	}
 	if p.ActionOf(QuotaMinutes) != Observe {
 		t.Errorf("quota.minutes defaults to %q, want observe", p.ActionOf(QuotaMinutes))
 	}
@@ -37,6 +40,7 @@ func TestActionOf(t *testing.T) {
 		{Pacing, Block},
 		{CallerIDMismatch, Block},
 		{QuotaMinutes, Observe},
+		{SecurityScan, Block},
 		{"no.such_rule", Off},
 	}
 	for _, tt := range tests {
@@ -78,6 +82,20 @@ func TestParse(t *testing.T) {
 		{"cv out of range", `{"pacing":{"regular_cv":2}}`, "pacing.regular_cv: 2 is not allowed", nil},
 		{"zero dialogs", `{"trunking":{"max_dialogs_per_line":0}}`, "trunking.max_dialogs_per_line: 0 is not allowed", nil},
 		{"negative quota", `{"quota":{"monthly_minutes":-5}}`, "quota.monthly_minutes: -5 is not allowed", nil},
+		{"security keys", `{"security":{"requests_per_s":2.5,"burst":5,"trusted_networks":["127.0.0.1/32"],"penalty_s":60}}`, "",
+			func(p Policy) bool {
+				s := p.Security
+				return s.RequestsPerS == 2.5 && s.Burst == 5 && len(s.TrustedNetworks) == 1 && s.PenaltyS == 60 &&
+					s.Action == Block && s.MaxSources == Default().Security.MaxSources
+			}},
+		{"no trusted network at all", `{"security":{"trusted_networks":[]}}`, "", func(p Policy) bool { return len(p.Security.TrustedNetworks) == 0 }},
+		{"trusted network not a prefix", `{"security":{"trusted_networks":["10.0.0.0/8","lan"]}}`, `security.trusted_networks[1]: "lan" is not a network`, nil},
+		{"bare address is not a network", `{"security":{"trusted_networks":["192.168.1.10"]}}`, `security.trusted_networks[0]`, nil},
+		{"zero rate", `{"security":{"requests_per_s":0}}`, "security.requests_per_s: 0 is not allowed", nil},
+		{"zero burst", `{"security":{"burst":0}}`, "security.burst: 0 is not allowed", nil},
+		{"table too small", `{"security":{"max_sources":1}}`, "security.max_sources: 1 is not allowed", nil},
+		{"table too large", `{"security":{"max_sources":1000000}}`, "security.max_sources: 1000000 is not allowed", nil},
+		{"zero penalty", `{"security":{"penalty_s":0}}`, "security.penalty_s: 0 is not allowed", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
