@@ -194,11 +194,15 @@ var (
 	mCommands      = prometheus.NewDesc("leadport_sync_commands_total", "Platform commands received.", nil, nil)
 	mCmdRejected   = prometheus.NewDesc("leadport_sync_commands_rejected_total", "Platform commands rejected.", nil, nil)
 	mUpstreamAlive = prometheus.NewDesc("leadport_sip_upstream_up", "1 when the upstream answered the last OPTIONS.", nil, nil)
+	mRefused       = prometheus.NewDesc("leadport_sip_refused_total", "New requests refused with 503 by admission control, by reason (queue, busy, memory, pending).", []string{"reason"}, nil)
+	mHeld          = prometheus.NewDesc("leadport_memory_held_bytes", "Live heap at the last collection plus goroutine stacks, as admission control samples it.", nil, nil)
+	mBudget        = prometheus.NewDesc("leadport_memory_budget_bytes", "The memory budget (memory_budget).", nil, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mCalls, mActive, mRequests, mSIPErrors, mBlocked, mObserved, mRuleErrors, mPolicy,
-		mPending, mOldest, mStoreSize, mStoreMax, mSyncUp, mSyncRecords, mSyncLast, mCommands, mCmdRejected, mUpstreamAlive} {
+		mPending, mOldest, mStoreSize, mStoreMax, mSyncUp, mSyncRecords, mSyncLast, mCommands, mCmdRejected, mUpstreamAlive,
+		mRefused, mHeld, mBudget} {
 		ch <- d
 	}
 }
@@ -222,6 +226,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			"decision_panic": s.DecisionPanics, "relay": s.RelayErrors, "overload": s.Overloaded} {
 			counter(mSIPErrors, float64(n), kind)
 		}
+		for _, reason := range []string{"queue", "busy", "memory", "pending"} {
+			counter(mRefused, float64(s.Shed[reason]), reason)
+		}
+		gauge(mHeld, float64(s.Held))
+		gauge(mBudget, float64(s.MemoryBudget))
 		a.mu.Lock()
 		up := a.upstream
 		a.mu.Unlock()
@@ -279,7 +288,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // runtime's.
 func (a *Agent) newAPI() *api.Server {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{a}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collector{a}, scanCollector{a}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return api.New(api.Options{
 		Source:      localSource{a},
 		Registry:    reg,

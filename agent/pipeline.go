@@ -92,6 +92,8 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 		MemoryBudget:   int64(a.cfg.MemoryBudget),
 		Tracker:        tracker,
 		Logger:         a.log,
+		Security:       securityOf(engine.Policy().Security),
+		OnScan:         a.onScan(sink),
 	})
 }
 
@@ -218,6 +220,7 @@ func (a *Agent) ApplyPolicy(p policy.Policy) error {
 		}
 		if a.proxy != nil {
 			a.proxy.SetLines(a.rules.Lines())
+			a.proxy.SetSecurity(securityOf(p.Security))
 		}
 	}
 	// Saved without the configured lines, so that a changed config's

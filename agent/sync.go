@@ -185,8 +185,9 @@ func (a *Agent) statusDoc() lpsync.Status {
 		}
 		a.mu.Unlock()
 		sip.Calls, sip.Blocks = s.CallsTotal, s.Blocked
+		sip.Security = securityStatus(s.Security)
 		sip.Admission = &lpsync.Admission{Refused: s.Overloaded, RefusedByReason: s.Shed, InHand: s.InHand,
-			Pending: s.Pending, HeapLiveBytes: s.HeapLive, MemoryBudgetBytes: s.MemoryBudget}
+			Pending: s.Pending, HeldBytes: s.Held, Runnable: s.Runnable, MemoryBudgetBytes: s.MemoryBudget}
 	} else {
 		sip.State = "off: sip.upstream is not set"
 	}

@@ -47,6 +47,7 @@ if [ "${SETUP_SIP:-1}" != 0 ]; then
     "secsipid.so kamailio-secsipid-modules - the edge that verifies the agent's Identity (TestSIPpIdentity)"
     "secsipidx secsipidx - the stock Identity verifier, against detect/passport"
     "openssl openssl - reading the call-signing key file as OpenSSL does"
+    "svwar sipvicious - SIP scanners (svmap, svwar, svcrack) against the agent (TestScanners)"
   )
 fi
 if [ "${SETUP_MQTT:-1}" != 0 ]; then

@@ -36,19 +36,36 @@ type SIPStatus struct {
 	Calls         uint64         `json:"calls"`  // since start
 	Blocks        uint64         `json:"blocks"` // since start
 	Admission     *Admission     `json:"admission,omitempty"`
+	Security      *SIPSecurity   `json:"security,omitempty"`
+}
+
+// SIPSecurity is what the proxy did with sources it does not know
+// (docs/sip.md, "Scanners and floods"), since start: sources tracked now,
+// messages dropped unanswered, requests refused, penalties, security.scan
+// reports, and the bytes from and to them (out never above in).
+type SIPSecurity struct {
+	Sources   int    `json:"sources"`
+	Dropped   uint64 `json:"dropped"`
+	Refused   uint64 `json:"refused"`
+	Penalised uint64 `json:"penalised"`
+	Scans     uint64 `json:"scans"`
+	BytesIn   uint64 `json:"bytes_in"`
+	BytesOut  uint64 `json:"bytes_out"`
 }
 
 // Admission is the proxy's overload control (docs/sip.md, "Overload"):
 // new requests it refused with 503 since start, by reason (queue: waited
-// too long in the socket buffer; busy: too many messages in hand; memory:
-// live objects past half the budget; pending: too many requests awaiting
-// their final response), and the figures it decides on.
+// too long in the socket buffer; busy: too many goroutines waiting for a
+// CPU; memory: live objects and stacks past half the budget; pending: too
+// many requests awaiting their final response), and the figures it
+// decides on (in_hand: goroutines at work or waiting for an answer).
 type Admission struct {
 	Refused           uint64            `json:"refused"`
 	RefusedByReason   map[string]uint64 `json:"refused_by_reason,omitempty"`
 	InHand            int64             `json:"in_hand"`
 	Pending           int64             `json:"pending"`
-	HeapLiveBytes     int64             `json:"heap_live_bytes"`
+	HeldBytes         int64             `json:"held_bytes"` // live heap and goroutine stacks
+	Runnable          int64             `json:"runnable"`   // goroutines waiting for a CPU
 	MemoryBudgetBytes int64             `json:"memory_budget_bytes"`
 }
 

@@ -23,9 +23,11 @@ import (
 //   - the datagram waited in the socket buffer longer than maxSojourn: the
 //     proxy is behind, and by the time it answered a new call its caller
 //     would be retransmitting (T1 is 500 ms), doubling the load;
-//   - more messages are in hand (read and not yet finished) than
-//     shedInHand: the backlog has moved from the kernel into goroutines;
-//   - the live heap passed the share of the memory budget kept for calls;
+//   - more than shedRunnable goroutines wait for a CPU: the backlog has
+//     moved from the kernel into the process (sipgo starts a goroutine
+//     for every message it reads);
+//   - live objects and goroutine stacks passed the share of the memory
+//     budget kept for calls;
 //   - MaxPending initial requests await their final response.
 //
 // Refusing costs a scan of the header bytes and one send, a few
@@ -39,8 +41,8 @@ type shedReason int
 
 const (
 	shedQueue   shedReason = iota // waited too long in the socket buffer
-	shedBusy                      // too many messages in hand
-	shedMemory                    // live heap past the budget's share
+	shedBusy                      // too many goroutines waiting for a CPU
+	shedMemory                    // live heap and stacks past the budget's share
 	shedPending                   // MaxPending initial requests in progress
 	shedReasons
 )
@@ -52,17 +54,18 @@ const (
 	// buffer and still be taken on: a fifth of T1, so a call admitted is
 	// answered before its caller retransmits.
 	maxSojourn = 100 * time.Millisecond
-	// shedInHand bounds the messages the library is working on, beside
-	// the requests waiting for their final response (which MaxPending
-	// bounds). At the proxy's top rate a few dozen are in hand.
-	shedInHand = 1000
-	// heapShare is the share of the memory budget that live objects may
-	// fill before new work is refused; the rest is the collector's room
-	// (garbage between two collections) and the runtime's own.
-	heapShare = 0.5
-	// heapSampleEvery: the live heap is read at most this often, only
-	// when a new request arrives (an idle proxy never looks).
-	heapSampleEvery = 20 * time.Millisecond
+	// shedRunnable bounds the goroutines waiting for a CPU: the backlog
+	// inside the process, one goroutine per message read. At the proxy's
+	// top rate a few dozen wait at a time; hundreds mean it reads faster
+	// than it works.
+	shedRunnable = 256
+	// heapShare is the share of the memory budget that live objects and
+	// goroutine stacks may fill before new work is refused; the rest is the
+	// collector's room (garbage between two collections) and the runtime's
+	// own.
+	heapShare = 0.6
+	// sampleEvery: the runtime's figures are read at most this often.
+	sampleEvery = 10 * time.Millisecond
 	// retryAfter is the Retry-After of a refusal, in seconds.
 	retryAfter = "1"
 	// shedTag is the To tag of the agent's stateless refusals: the ACK
@@ -70,39 +73,50 @@ const (
 	shedTag = "lp-overload"
 )
 
-// admission holds the memory side of the decision.
+// admission holds the runtime's figures the decision reads, sampled at
+// most every sampleEvery and only when a new request arrives (an idle
+// proxy never looks).
 type admission struct {
 	budget    atomic.Int64 // bytes; 0: no memory check
-	heapLive  atomic.Int64
+	held      atomic.Int64 // live heap at the last collection, plus goroutine stacks
+	runnable  atomic.Int64 // goroutines waiting for a CPU
 	sampledAt atomic.Int64 // unix ns
 	mu        sync.Mutex
 	sample    []metrics.Sample
 }
 
+const (
+	mLive = iota
+	mStacks
+	mRunnable
+)
+
 func newAdmission(budget int64) *admission {
-	a := &admission{sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	a := &admission{sample: []metrics.Sample{
+		mLive:     {Name: "/gc/heap/live:bytes"},
+		mStacks:   {Name: "/memory/classes/heap/stacks:bytes"},
+		mRunnable: {Name: "/sched/goroutines/runnable:goroutines"},
+	}}
 	a.budget.Store(budget)
 	return a
 }
 
-// live returns the heap's live bytes as of the last collection, sampled
-// at most every heapSampleEvery.
-func (a *admission) live(now time.Time) int64 {
-	if now.UnixNano()-a.sampledAt.Load() < int64(heapSampleEvery) {
-		return a.heapLive.Load()
-	}
-	if !a.mu.TryLock() {
-		return a.heapLive.Load() // another reader is sampling
+// refresh samples the runtime's figures unless they are fresh.
+func (a *admission) refresh(now time.Time) {
+	if now.UnixNano()-a.sampledAt.Load() < int64(sampleEvery) || !a.mu.TryLock() {
+		return // fresh, or another reader is sampling
 	}
 	defer a.mu.Unlock()
 	metrics.Read(a.sample)
-	v := int64(0)
-	if a.sample[0].Value.Kind() == metrics.KindUint64 {
-		v = int64(a.sample[0].Value.Uint64())
+	u := func(i int) int64 {
+		if a.sample[i].Value.Kind() == metrics.KindUint64 {
+			return int64(a.sample[i].Value.Uint64())
+		}
+		return 0
 	}
-	a.heapLive.Store(v)
+	a.held.Store(u(mLive) + u(mStacks))
+	a.runnable.Store(u(mRunnable))
 	a.sampledAt.Store(now.UnixNano())
-	return v
 }
 
 // overloaded says why new work must be refused now, or -1.
@@ -110,10 +124,11 @@ func (p *Proxy) overloaded(waited time.Duration) shedReason {
 	if waited > maxSojourn {
 		return shedQueue
 	}
-	if p.inHand() > shedInHand {
+	p.admit.refresh(time.Now())
+	if p.admit.runnable.Load() > shedRunnable {
 		return shedBusy
 	}
-	if b := p.admit.budget.Load(); b > 0 && float64(p.admit.live(time.Now())) > heapShare*float64(b) {
+	if b := p.admit.budget.Load(); b > 0 && float64(p.admit.held.Load()) > heapShare*float64(b) {
 		return shedMemory
 	}
 	if p.pending.Load() >= int64(p.opts.MaxPending) {
@@ -122,9 +137,10 @@ func (p *Proxy) overloaded(waited time.Duration) shedReason {
 	return -1
 }
 
-// inHand estimates the messages being worked on: sipgo runs each in a
-// goroutine of its own; the requests awaiting a final response hold
-// theirs for the transaction's life and are counted apart.
+// inHand estimates the messages being worked on or waiting for an answer:
+// sipgo runs each in a goroutine of its own; the initial requests awaiting
+// a final response hold theirs for the transaction's life and are counted
+// apart.
 func (p *Proxy) inHand() int64 { return int64(runtime.NumGoroutine()) - p.pending.Load() }
 
 // admitDatagram is admission control for one UDP datagram; false means it

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -78,6 +79,10 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	p.c.request(req.Method)
 	if p.opts.testHook != nil {
 		p.opts.testHook(req)
+	}
+	tx, pass := p.gateRequest(in, req, tx)
+	if !pass {
+		return // an unknown source's request, answered or dropped (gate.go)
 	}
 	if req.IsAck() {
 		p.relayAck(in, req)
@@ -468,9 +473,18 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 				p.strayResponse(out, res)
 			}
 		})
+		// The server transaction keeps its cancel hook until it ends, past
+		// this function: the hook reaches the relayed request through a
+		// pointer dropped on return, so the request (a few KB, signed) is
+		// not kept for the transaction's linger.
+		cancelTarget := new(atomic.Pointer[sip.Request])
+		cancelTarget.Store(fwd)
+		defer cancelTarget.Store(nil)
 		tx.OnCancel(func(*sip.Request) {
 			p.tracker.Cancel(rc.callID, p.now())
-			p.sendCancel(out, fwd)
+			if f := cancelTarget.Load(); f != nil {
+				p.sendCancel(out, f)
+			}
 		})
 	}
 	serverDone := tx.Done()

@@ -3,7 +3,6 @@ package sipproxy
 import (
 	"bytes"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -32,19 +31,19 @@ func (p *Proxy) readFilter(s *side, info sip.TransportReadProps, data []byte) []
 	return data
 }
 
-// throttle holds the reading goroutine while too many messages are being
+// throttle holds the reading goroutine while too many messages wait to be
 // handled. sipgo starts a goroutine for every message it reads, with no
-// bound: when calls arrive faster than the device can relay them, those
-// goroutines pile up (a gigabyte in half a minute at twice the capacity)
-// until the process is killed. Holding the reader instead leaves the
-// excess in the socket buffer, where the kernel drops what does not fit
-// and senders retransmit: overload then costs latency, not the agent.
-//
-// Requests waiting for their final response are not counted: MaxPending
-// bounds them, and new ones past it are refused with a cheap 503, which
-// needs the reader running.
+// bound; admission control (admit.go) refuses new work long before that
+// matters, but responses and requests inside dialogs always pass it. When
+// even those arrive faster than the device can relay them, holding the
+// reader leaves the excess in the socket buffer, where the kernel drops
+// what does not fit and senders retransmit: overload then costs latency,
+// not the agent's memory.
 func (p *Proxy) throttle() {
-	busy := func() bool { return int64(runtime.NumGoroutine())-p.pending.Load() > maxInHand }
+	busy := func() bool {
+		p.admit.refresh(time.Now())
+		return p.admit.runnable.Load() > maxRunnable
+	}
 	if !busy() {
 		return
 	}
@@ -55,10 +54,9 @@ func (p *Proxy) throttle() {
 	}
 }
 
-// maxInHand is how many goroutines, besides pending requests, the proxy
-// lets the library start before its readers wait: about a second of
-// messages at the device's top call rate.
-const maxInHand = 4000
+// maxRunnable is how many goroutines may wait for a CPU before the
+// readers wait: four times the bound at which new work is refused.
+const maxRunnable = 4 * shedRunnable
 
 // udpSlot is the last datagram a UDP listener read, valid while sipgo
 // parses it.

@@ -101,6 +101,11 @@ type Options struct {
 	Logger      *slog.Logger
 	// Now is the clock for call times; default time.Now.
 	Now func() time.Time
+	// Security limits the sources the proxy does not know (gate.go);
+	// zero: off. OnScan is told of each source reported (nil: counted
+	// only).
+	Security Security
+	OnScan   func(ScanReport)
 
 	// testHook, when set by a test, runs first for every request.
 	testHook func(*sip.Request)
@@ -127,6 +132,7 @@ type Proxy struct {
 	// large request: until then such requests go over UDP directly.
 	udpOnlyUntil atomic.Int64
 	ready        chan struct{}
+	gate         gate // per-source limits (gate.go)
 }
 
 type deciderBox struct{ d detect.Decider }
@@ -155,25 +161,36 @@ func init() {
 	// left to IP fragmentation rather than failing the call.
 	sip.UDPMTUSize = 65535
 	// A transaction lingers after its final response to absorb
-	// retransmissions: RFC 3261 says 64*T1 (32 s). On a busy PBX that
-	// keeps every call's INVITE and BYE, with their messages, in memory
-	// for half a minute, most of the proxy's heap. Kamailio's tm lingers
-	// 5 s (wait_timer); this proxy 2 s (lingerAfterFinal): retransmissions stop long
-	// before (a UAC stops retransmitting an INVITE at the first provisional
-	// response, and a non-INVITE request has been resent three times by
-	// 3.5 s); a later one is relayed again and the next hop answers it.
-	// The same holds for Timer D (a client INVITE transaction after a
-	// failure answer, 32 s: every busy, declined or cancelled call) and
-	// Timer I (a server INVITE transaction after the ACK of a failure
-	// answer, T4 = 5 s): a late retransmitted failure answer is dropped
-	// as stray, a late ACK relayed or dropped, and nobody waits on either.
-	sip.Timer_J, sip.Timer_L, sip.Timer_M = lingerAfterFinal, lingerAfterFinal, lingerAfterFinal
-	sip.Timer_D, sip.Timer_I = lingerAfterFinal, lingerAfterFinal
+	// retransmissions: RFC 3261 says 32 s for most; kamailio's tm lingers
+	// 5 s (wait_timer). What lingers is the parsed request and its answer,
+	// some 4-8 KB a call with sipgo's message objects: at 2,000 calls/s,
+	// 2 s of linger held 60 MB, most of the proxy's heap. This proxy
+	// lingers half a second (lingerAfterFinal): a request whose answer was
+	// lost is retransmitted T1 (500 ms) after it was sent, and the answer
+	// comes within milliseconds on the networks the agent sits in. A
+	// retransmission that comes later is relayed again as a new
+	// transaction and the next hop answers it (its own transaction keeps
+	// the answer 32 s); nothing waits on it. That covers Timers J
+	// (non-INVITE server), L (INVITE server after a 2xx, RFC 6026), I
+	// (INVITE server after the ACK of a failure) and M (INVITE client after
+	// a 2xx; later 2xx retransmissions are relayed statelessly, see
+	// strayResponse). Timer D (INVITE client after a failure answer) is
+	// moot: the proxy ends its client transactions once the final answer
+	// is relayed, the ACK for a failure already sent; it is cut to 2 s all
+	// the same.
+	//
+	// The agent's branches stay random. Deriving them from the incoming
+	// request (as a stateless proxy does, so that a late retransmission
+	// reuses its branch) crashed sipgo 1.7.3 under load: a late answer to
+	// the earlier transaction arrived while the new one with the same key
+	// was in the map but not yet started, and its state machine was nil.
+	sip.Timer_J, sip.Timer_L, sip.Timer_M, sip.Timer_I = lingerAfterFinal, lingerAfterFinal, lingerAfterFinal, lingerAfterFinal
+	sip.Timer_D = 2 * time.Second
 }
 
 // lingerAfterFinal is how long a transaction stays after its final
-// response; see New.
-const lingerAfterFinal = 2 * time.Second
+// response; see init.
+const lingerAfterFinal = 500 * time.Millisecond
 
 // udpBuffer is the socket buffer asked for each UDP listener: a burst of
 // calls (a PBX re-registering every phone after a restart) must not
@@ -267,7 +284,8 @@ func (p *Proxy) Stats() Stats {
 	s := p.c.snapshot()
 	s.Pending = p.pending.Load()
 	s.InHand = p.inHand()
-	s.HeapLive = p.admit.heapLive.Load()
+	s.Held = p.admit.held.Load()
+	s.Runnable = p.admit.runnable.Load()
 	s.MemoryBudget = p.admit.budget.Load()
 	ts := p.tracker.Stats()
 	s.CallsActive, s.CallsTotal, s.CallsOverflow = ts.Active, ts.Total, ts.Overflow
@@ -473,6 +491,7 @@ func (p *Proxy) expireLoop(ctx context.Context) {
 	every(ctx, time.Second, func() {
 		p.tracker.Expire(p.now())
 		p.regs.expire(p.now())
+		p.gateSweep(p.now())
 	})
 }
 

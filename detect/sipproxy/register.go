@@ -96,6 +96,7 @@ func (p *Proxy) registered(line string, req *sip.Request, res *sip.Response, at 
 		bs = append(bs, Binding{Line: line, Contact: c.Address.String(), Expires: at.Add(time.Duration(exp) * time.Second), uri: *c.Address.Clone()})
 		p.regs.touchAlias(c.Address, at.Add(time.Duration(exp)*time.Second+time.Minute))
 	}
+	p.gateRegistered(req, bs)
 	if line == "" {
 		return
 	}

@@ -48,6 +48,7 @@ type counters struct {
 	durableN   atomic.Uint64 // BYE answers held until the call's record was stored
 	durableNs  atomic.Uint64
 	durableTO  atomic.Uint64 // ... relayed after DurableWait without it
+	gate       gateCounters  // unknown sources (gate.go)
 }
 
 func (c *counters) signed(d time.Duration, err error) {
@@ -104,9 +105,11 @@ type Stats struct {
 	DurableWaits   uint64            // BYE answers held until the call's record was stored
 	DurableTime    time.Duration     // total time they were held
 	DurableTimeout uint64            // held DurableWait and relayed without it
+	Security       SecurityStats     // unknown sources: limits, refusals, reports
 	Pending        int64             // initial requests awaiting a final response
-	InHand         int64             // messages being worked on (estimate)
-	HeapLive       int64             // live heap bytes at the last collection (sampled)
+	InHand         int64             // goroutines at work or waiting for an answer (estimate)
+	Held           int64             // bytes: live heap at the last collection and goroutine stacks (sampled)
+	Runnable       int64             // goroutines waiting for a CPU (sampled)
 	MemoryBudget   int64             // bytes; 0: none
 	CallsActive    int
 	CallsTotal     uint64
@@ -139,6 +142,7 @@ func (c *counters) snapshot() Stats {
 		DurableWaits:   c.durableN.Load(),
 		DurableTime:    time.Duration(c.durableNs.Load()),
 		DurableTimeout: c.durableTO.Load(),
+		Security:       c.gate.snapshot(),
 	}
 	for r := range c.shed {
 		if n := c.shed[r].Load(); n > 0 {

@@ -179,6 +179,10 @@ func printStatus(w io.Writer, st lpsync.Status, ok bool, checks map[string]strin
 	}
 	fmt.Fprintf(w, "  Lines:   %s\n", strings.Join(lines, ", "))
 	fmt.Fprintf(w, "  Calls:   %d active, %d since start, %d blocked; policy version %d\n", len(calls), sip.Calls, sip.Blocks, st.PolicyVersion)
+	if sec := sip.Security; sec != nil && sec.Dropped+sec.Refused+sec.Scans > 0 {
+		fmt.Fprintf(w, "  Unknown: %d sources tracked; %d messages dropped, %d requests refused, %d penalties, %d security.scan reports\n",
+			sec.Sources, sec.Dropped, sec.Refused, sec.Penalised, sec.Scans)
+	}
 	syncLine := "no broker configured: records wait in the store"
 	if sy := st.Sync; sy != nil && sy.Configured {
 		if sy.Connected {
