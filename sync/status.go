@@ -56,7 +56,7 @@ type SIPSecurity struct {
 // Admission is the proxy's overload control (docs/sip.md, "Overload"):
 // new requests it refused with 503 since start, by reason (queue: waited
 // too long in the socket buffer; busy: too many goroutines waiting for a
-// CPU; memory: live objects and stacks past half the budget; pending: too
+// CPU; memory: live objects and stacks past 60 % of the budget; pending: too
 // many requests awaiting their final response), and the figures it
 // decides on (in_hand: goroutines at work or waiting for an answer).
 type Admission struct {

@@ -29,8 +29,8 @@ type Config struct {
 	DefaultCountry string `yaml:"default_country"`
 	// MemoryBudget is the memory the agent may use: the Go runtime's soft
 	// limit (GOMEMLIMIT, unless that is set) and the proxy's admission
-	// control, which refuses new calls with 503 once live objects fill
-	// half of it (docs/sip.md, "Overload").
+	// control, which refuses new calls with 503 once live objects and
+	// goroutine stacks fill 60 % of it (docs/sip.md, "Overload").
 	MemoryBudget ByteSize `yaml:"memory_budget"`
 
 	Store    Store    `yaml:"store"`

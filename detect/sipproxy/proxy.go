@@ -80,8 +80,8 @@ type Options struct {
 	// progress keep being served. Default 2,000.
 	MaxPending int
 	// MemoryBudget is the memory the process may use, in bytes: once live
-	// objects fill half of it, new requests get 503 with Retry-After (see
-	// admit.go). 0: no memory check.
+	// objects and goroutine stacks fill 60 % of it, new requests get 503
+	// with Retry-After (see admit.go). 0: no memory check.
 	MemoryBudget int64
 
 	Lines   *detect.Lines

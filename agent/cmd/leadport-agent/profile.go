@@ -17,9 +17,9 @@ import (
 // is the configured memory budget (memory_budget, 48 MiB by default): the
 // heap may grow to three times what is live while that fits, and the
 // collector works harder instead once it does not. It never has to work
-// much harder: the proxy refuses new calls once live objects fill half the
-// budget (admission control), so what is live stays well below the limit
-// at any offered load. (Before the budget, the limit was a quarter of the
+// much harder: the proxy refuses new calls once live objects and stacks
+// fill 60 % of the budget (admission control), so what is live stays below
+// the limit at any offered load. (Before the budget, the limit was a quarter of the
 // device's memory up to 1 GiB, and twice the proxy's capacity offered
 // took the process past 1 GB.)
 func tuneGC(budget int64) {
