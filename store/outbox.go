@@ -102,11 +102,21 @@ func (s *Store) Append(ctx context.Context, ps ...Payload) ([]string, error) {
 		s.closeMu.RUnlock()
 		return nil, ErrClosed
 	}
-	select {
-	case s.appendCh <- req:
-	case <-ctx.Done():
-		s.closeMu.RUnlock()
-		return nil, ctx.Err()
+	if s.appending.Load() == 1 && len(s.appendCh) == 0 && s.commitMu.TryLock() {
+		// The only appender, and the committer idle: it would take this
+		// request and commit it at once, with nobody to gather, two
+		// goroutine hand-offs later. Each hand-off wakes a sleeping
+		// thread, which at a few commits a second (the agent's record
+		// writer, alone here) cost more than the commit's own work.
+		s.commit([]*appendReq{req})
+		s.commitMu.Unlock()
+	} else {
+		select {
+		case s.appendCh <- req:
+		case <-ctx.Done():
+			s.closeMu.RUnlock()
+			return nil, ctx.Err()
+		}
 	}
 	s.closeMu.RUnlock()
 	// Once queued, the record may be committed whatever ctx says, so wait
@@ -204,13 +214,18 @@ func (s *Store) committer() {
 			for {
 				select {
 				case r := <-s.appendCh:
+					s.commitMu.Lock()
 					s.commit([]*appendReq{r})
+					s.commitMu.Unlock()
 				default:
 					return
 				}
 			}
 		}
-		s.commit(s.gather(batch))
+		batch = s.gather(batch)
+		s.commitMu.Lock()
+		s.commit(batch)
+		s.commitMu.Unlock()
 	}
 }
 

@@ -94,9 +94,13 @@ type Store struct {
 	mu sync.RWMutex
 	db *bolt.DB
 
-	// closeMu guards closed; Append holds it shared while it queues.
+	// closeMu guards closed; Append holds it shared while it queues (or
+	// commits, see commitMu).
 	closeMu sync.RWMutex
 	closed  bool
+	// commitMu is held by whoever commits: the committer, or a lone
+	// appender that commits its own request (see Append).
+	commitMu sync.Mutex
 
 	appendCh  chan *appendReq
 	appending atomic.Int64  // callers inside Append; see gather
