@@ -50,7 +50,11 @@ type callCheckpoint struct {
 	failed  bool
 }
 
-func (c *callCheckpoint) save(final bool) {
+// save writes the checkpoint when it is due. It returns, when there is
+// nothing to checkpoint (no call tracked and none in the stored checkpoint),
+// a channel closed at the next call, until which the sink need not call it
+// again (see Tracker.Idle); nil otherwise.
+func (c *callCheckpoint) save(final bool) <-chan struct{} {
 	now := time.Now()
 	cur := map[string]dialog.Saved{}
 	for _, s := range c.tracker.Snapshot() {
@@ -61,7 +65,7 @@ func (c *callCheckpoint) save(final bool) {
 	changed := c.last == nil || !maps.Equal(cur, c.last)
 	stale := len(cur) > 0 && now.Sub(c.at) >= checkpointRefresh
 	if !changed && !stale && !final {
-		return
+		return c.idle()
 	}
 	docs := make(map[string][]byte, len(cur))
 	for id, s := range cur {
@@ -81,7 +85,7 @@ func (c *callCheckpoint) save(final bool) {
 			c.log.Error("calls in progress not checkpointed; a crash now would leave them unmetered", "calls", len(cur), "err", err)
 		}
 		c.failed = true
-		return
+		return nil
 	}
 	if c.failed {
 		c.log.Info("calls in progress checkpointed again", "calls", len(cur))
@@ -92,6 +96,15 @@ func (c *callCheckpoint) save(final bool) {
 	} else {
 		c.log.Debug("calls in progress checkpointed", "calls", len(cur))
 	}
+	return c.idle()
+}
+
+// idle is Tracker.Idle once the stored checkpoint holds no call.
+func (c *callCheckpoint) idle() <-chan struct{} {
+	if len(c.last) > 0 || c.failed {
+		return nil
+	}
+	return c.tracker.Idle()
 }
 
 // savedCalls is what agents before the checkpoint kept at a clean stop.

@@ -110,3 +110,81 @@ func TestUsageOf(t *testing.T) {
 		t.Errorf("duration %v, want 1.235 (ms precision)", got)
 	}
 }
+
+// TestRecordSinkDurableSpacing: a record someone waits for, after a quiet
+// spell, is stored by a commit of its own at once; those that follow
+// within durableEvery share the next commit, durableEvery after it.
+func TestRecordSinkDurableSpacing(t *testing.T) {
+	db := storetest.Open(t)
+	k := newRecordSink(db.Store, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); k.wait(10 * time.Second) }()
+	go k.run(ctx)
+	commits := func() uint64 {
+		t.Helper()
+		st, err := db.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Commits
+	}
+	wait := func(chs ...<-chan struct{}) {
+		t.Helper()
+		for _, ch := range chs {
+			if ch == nil {
+				t.Fatal("record dropped")
+			}
+			select {
+			case <-ch:
+			case <-time.After(10 * time.Second):
+				t.Fatal("record not stored within 10 s")
+			}
+		}
+	}
+	c0 := commits()
+	wait(k.PutDurable(usageOf(call(0))))
+	first := k.lastFlush
+	if n := commits() - c0; n != 1 {
+		t.Fatalf("first record: %d commits, want 1", n)
+	}
+	a, b := k.PutDurable(usageOf(call(1))), k.PutDurable(usageOf(call(2)))
+	wait(a, b)
+	if n := commits() - c0; n != 2 {
+		t.Errorf("two more records: %d commits in all, want 2 (one shared)", n)
+	}
+	if gap := k.lastFlush.Sub(first); gap < durableEvery {
+		t.Errorf("second commit %v after the first, want >= %v", gap, durableEvery)
+	}
+}
+
+// TestCheckpointResumes: with no call the writer stops checkpointing (no
+// wake-ups for nothing); the next call starts it again.
+func TestCheckpointResumes(t *testing.T) {
+	db := storetest.Open(t)
+	tr := dialog.New(dialog.Options{})
+	k := newRecordSink(db.Store, quiet)
+	cp := &callCheckpoint{store: db.Store, tracker: tr, log: quiet}
+	k.setCheckpoint(cp.save)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); k.wait(10 * time.Second) }()
+	go k.run(ctx)
+	// The first tick writes the empty checkpoint, then the ticker stops.
+	time.Sleep(checkpointEvery + checkpointEvery/2)
+	now := time.Now()
+	tr.Restore([]dialog.Saved{{CallID: "a@pbx", Line: "+15551230001", Direction: detect.Outbound, State: dialog.Confirmed,
+		StartedAt: now.Add(-time.Minute), AnsweredAt: now.Add(-50 * time.Second)}})
+	deadline := time.Now().Add(5 * checkpointEvery)
+	for {
+		c, err := db.CallsInProgress()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Calls) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("call not checkpointed within %v of its start", 5*checkpointEvery)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

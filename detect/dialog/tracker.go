@@ -134,6 +134,9 @@ type Tracker struct {
 	mu    sync.Mutex
 	calls map[string]*Call
 	stats Stats
+	// woken is closed at the next call taken while the tracker was
+	// empty; nil until Idle asks for it.
+	woken chan struct{}
 }
 
 // New returns an empty tracker.
@@ -167,7 +170,32 @@ func (t *Tracker) Begin(c Call) bool {
 	c.lastRefresh = c.StartedAt
 	t.calls[c.CallID] = &c
 	t.stats.Total++
+	t.wakeLocked()
 	return true
+}
+
+// Idle returns, when the tracker holds no call, a channel closed once it
+// takes one (Begin, Restore); nil while it holds calls. Periodic work on the
+// calls in progress (the checkpoint) stops while there are none, so an
+// agent without calls is not woken for nothing; the check and the channel
+// are one step, so a call that comes meanwhile is never missed.
+func (t *Tracker) Idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.calls) > 0 {
+		return nil
+	}
+	if t.woken == nil {
+		t.woken = make(chan struct{})
+	}
+	return t.woken
+}
+
+func (t *Tracker) wakeLocked() {
+	if t.woken != nil {
+		close(t.woken)
+		t.woken = nil
+	}
 }
 
 // Response records a response to the initial INVITE. sessionExpires is the
@@ -420,6 +448,9 @@ func (t *Tracker) Restore(saved []Saved) []Call {
 		t.calls[c.CallID] = c
 		t.stats.Total++
 		out = append(out, *c)
+	}
+	if len(out) > 0 {
+		t.wakeLocked()
 	}
 	return out
 }

@@ -180,3 +180,40 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Errorf("expired %d calls past the session timer, want 1 (the answered one)", n)
 	}
 }
+
+// TestIdle: an empty tracker hands out a channel that its next call
+// closes (Begin or Restore); with calls held there is none.
+func TestIdle(t *testing.T) {
+	tr := New(Options{})
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	ch := tr.Idle()
+	if ch == nil || closed(ch) {
+		t.Fatal("empty tracker: want an open channel")
+	}
+	if tr.Idle() != ch {
+		t.Error("a second Idle gave another channel")
+	}
+	tr.Begin(Call{CallID: "a", StartedAt: t0})
+	if !closed(ch) {
+		t.Error("Begin did not close the idle channel")
+	}
+	if tr.Idle() != nil {
+		t.Error("a call is held: want no channel")
+	}
+	tr.Fail("a", 503, t0)
+	ch = tr.Idle()
+	if ch == nil || closed(ch) {
+		t.Fatal("empty again: want an open channel")
+	}
+	tr.Restore([]Saved{{CallID: "b", State: Confirmed, StartedAt: t0, AnsweredAt: t0}})
+	if !closed(ch) {
+		t.Error("Restore did not close the idle channel")
+	}
+}
