@@ -83,6 +83,9 @@ type SIP struct {
 	RegisterMode string `yaml:"register_mode"`
 	// MaxCallS ends a call with no BYE after this many seconds.
 	MaxCallS int `yaml:"max_call_s"`
+	// TransactionLingerMS is how long a transaction stays after its final
+	// response to absorb retransmissions (sipproxy.SetTransactionLinger).
+	TransactionLingerMS int `yaml:"transaction_linger_ms"`
 	// Identity is "sign" (an RFC 8224 Identity header, signed with the
 	// device's call-signing key, on every call the rules let out) or
 	// "off" (for an edge that does not verify them yet).
@@ -96,6 +99,11 @@ const (
 	IdentitySign = "sign"
 	IdentityOff  = "off"
 )
+
+// TransactionLinger is TransactionLingerMS as a duration.
+func (s SIP) TransactionLinger() time.Duration {
+	return time.Duration(s.TransactionLingerMS) * time.Millisecond
+}
 
 // MaxCall is MaxCallS as a duration.
 func (s SIP) MaxCall() time.Duration { return time.Duration(s.MaxCallS) * time.Second }
@@ -247,10 +255,11 @@ func base() *Config {
 				{Transport: "udp", Host: "0.0.0.0", Port: 5060},
 				{Transport: "tcp", Host: "0.0.0.0", Port: 5060},
 			},
-			UpstreamListen: []Endpoint{},
-			RegisterMode:   "path",
-			MaxCallS:       4 * 3600,
-			Identity:       IdentitySign,
+			UpstreamListen:      []Endpoint{},
+			RegisterMode:        "path",
+			MaxCallS:            4 * 3600,
+			TransactionLingerMS: 100,
+			Identity:            IdentitySign,
 		},
 		Policy:   policy.Default(),
 		MQTT:     MQTT{Brokers: []string{}, TopicPrefix: DefaultTopicPrefix, StatusIntervalS: 60},

@@ -167,6 +167,9 @@ func (c *Config) checkSIP(ck *checker) {
 	if s.MaxCallS < 60 || s.MaxCallS > 7*86400 {
 		ck.add("sip.max_call_s", "%d is not allowed (want seconds, 60 to 604800)", s.MaxCallS)
 	}
+	if s.TransactionLingerMS < 0 || s.TransactionLingerMS > 32000 {
+		ck.add("sip.transaction_linger_ms", "%d is not allowed (want milliseconds, 0 to 32000)", s.TransactionLingerMS)
+	}
 	if s.Advertise != "" {
 		if err := checkHost(s.Advertise); err != nil {
 			ck.add("sip.advertise", "%v", err)

@@ -201,6 +201,9 @@ type decision struct {
 	// toward the line's history, so a dialer hammering a blocked line does
 	// not extend its own block.
 	cooling bool
+	// repeat: the line's newest attempt again (same Call-ID); it is not
+	// counted twice.
+	repeat bool
 	// att is the attempt the pacing rule measured, which begin then
 	// records (hasAtt: it did).
 	att    attempt
@@ -419,7 +422,7 @@ func (e *Engine) begin(d *decision, ls *lineState) {
 			break
 		}
 	}
-	if ev.Direction == detect.Outbound && !d.cooling {
+	if ev.Direction == detect.Outbound && !d.cooling && !d.repeat {
 		a := d.att
 		if !d.hasAtt {
 			a = ls.candidate(ev.At, ev.Remote)

@@ -161,3 +161,36 @@ func TestConcurrentUse(t *testing.T) {
 		t.Errorf("decisions %d, calls held %d; want 1600, 0", s.Decisions, s.Calls)
 	}
 }
+
+// TestSameCallIDOneAttempt: an INVITE seen again with the Call-ID of the
+// line's newest attempt (re-sent with credentials after a 407, or a
+// retransmission relayed once the proxy's transaction ended) is the same
+// attempt; the pacing rule counts it once. Distinct calls at the same pace
+// trip it.
+func TestSameCallIDOneAttempt(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		callID    func(i int) string
+		wantBlock bool
+	}{
+		{"same Call-ID", func(int) string { return "auth-retry" }, false},
+		{"distinct calls", func(i int) string { return fmt.Sprintf("c%d", i) }, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEngine(t, policy.Default(), rules.Options{DefaultCountry: "1"})
+			blocked := false
+			for i := 0; i < 20 && !blocked; i++ {
+				at := t0.Add(time.Duration(i) * 2 * time.Second)
+				callee := "+15557654321"
+				id := tt.callID(i)
+				v := e.Decide(&detect.Event{At: at, Direction: detect.Outbound, Line: line, Remote: callee, Request: invite(id, line, callee, detect.Outbound)})
+				blocked = v.Block
+				e.CallEnded(dialog.Call{CallID: id, Line: line, Direction: detect.Outbound, Remote: callee,
+					StartedAt: at, EndedAt: at.Add(time.Second), Disposition: dialog.Failed})
+			}
+			if blocked != tt.wantBlock {
+				t.Errorf("blocked = %v after 20 INVITEs 2 s apart, want %v", blocked, tt.wantBlock)
+			}
+		})
+	}
+}

@@ -27,6 +27,14 @@ func (e *Engine) pacing(d *decision, ls *lineState) {
 		d.add(t)
 		return
 	}
+	if ls.nHist > 0 && ls.recent(0).id == idOf(callID(d.ev.Request)) {
+		// The newest attempt again (same Call-ID): a retransmission the
+		// proxy relays anew once its transaction has ended, or the INVITE
+		// re-sent with credentials after a 401/407. One attempt, measured
+		// once.
+		d.repeat = true
+		return
+	}
 	a := ls.candidate(at, d.ev.Remote)
 	d.att, d.hasAtt = a, true
 	ev, numbers := e.pacingSignal(d, ls, &a)

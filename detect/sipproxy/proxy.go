@@ -160,37 +160,44 @@ func init() {
 	// the way its request came, so UDP responses of any size are sent and
 	// left to IP fragmentation rather than failing the call.
 	sip.UDPMTUSize = 65535
-	// A transaction lingers after its final response to absorb
-	// retransmissions: RFC 3261 says 32 s for most; kamailio's tm lingers
-	// 5 s (wait_timer). What lingers is the parsed request and its answer,
-	// some 4-8 KB a call with sipgo's message objects: at 2,000 calls/s,
-	// 2 s of linger held 60 MB, most of the proxy's heap. This proxy
-	// lingers half a second (lingerAfterFinal): a request whose answer was
-	// lost is retransmitted T1 (500 ms) after it was sent, and the answer
-	// comes within milliseconds on the networks the agent sits in. A
-	// retransmission that comes later is relayed again as a new
-	// transaction and the next hop answers it (its own transaction keeps
-	// the answer 32 s); nothing waits on it. That covers Timers J
-	// (non-INVITE server), L (INVITE server after a 2xx, RFC 6026), I
-	// (INVITE server after the ACK of a failure) and M (INVITE client after
-	// a 2xx; later 2xx retransmissions are relayed statelessly, see
-	// strayResponse). Timer D (INVITE client after a failure answer) is
-	// moot: the proxy ends its client transactions once the final answer
-	// is relayed, the ACK for a failure already sent; it is cut to 2 s all
-	// the same.
-	//
-	// The agent's branches stay random. Deriving them from the incoming
-	// request (as a stateless proxy does, so that a late retransmission
-	// reuses its branch) crashed sipgo 1.7.3 under load: a late answer to
-	// the earlier transaction arrived while the new one with the same key
-	// was in the map but not yet started, and its state machine was nil.
-	sip.Timer_J, sip.Timer_L, sip.Timer_M, sip.Timer_I = lingerAfterFinal, lingerAfterFinal, lingerAfterFinal, lingerAfterFinal
+	SetTransactionLinger(DefaultTransactionLinger)
 	sip.Timer_D = 2 * time.Second
 }
 
-// lingerAfterFinal is how long a transaction stays after its final
-// response; see init.
-const lingerAfterFinal = 500 * time.Millisecond
+// DefaultTransactionLinger is how long a transaction stays after its final
+// response, absorbing retransmissions; see SetTransactionLinger.
+const DefaultTransactionLinger = 100 * time.Millisecond
+
+// SetTransactionLinger sets how long transactions stay after their final
+// response (Timers J, L, I and M) for the whole process: sipgo keeps its
+// timers in package variables, read by every transaction. Call it once,
+// before any proxy runs.
+//
+// RFC 3261 says 32 s for most; kamailio's tm lingers 5 s (wait_timer).
+// What lingers is the parsed request and its answer, several KB a call
+// with sipgo's message objects: 2 s held 60 MB at 2,000 calls/s, 500 ms
+// still most of a small device's memory budget, and that bound the call
+// rate the budget admits. A retransmission only comes after the final
+// answer when that answer was lost on the way (a request answered slower
+// than T1 is retransmitted while its transaction is still there), which
+// on the LAN or loopback the agent sits on is rare. One that comes after
+// the linger is relayed again as a new transaction: the next hop answers
+// it from its own, or with 481 for a BYE whose dialog is gone, and the
+// sender takes either as the end; the rules count an INVITE with the
+// Call-ID of the line's newest attempt once. Later 2xx retransmissions are
+// relayed statelessly (strayResponse, RFC 6026). Timer D (INVITE client
+// after a failure answer) is moot: client transactions end once their
+// final answer is relayed, the ACK for a failure already sent; it is cut
+// to 2 s all the same.
+//
+// The agent's branches stay random. Deriving them from the incoming
+// request, as a stateless proxy does so that a late retransmission reuses
+// its branch, crashed sipgo 1.7.3 under load: a late answer to the earlier
+// transaction reached a new one with the same key while it was in the map
+// but not yet started, and its state machine was nil.
+func SetTransactionLinger(d time.Duration) {
+	sip.Timer_J, sip.Timer_L, sip.Timer_M, sip.Timer_I = d, d, d, d
+}
 
 // udpBuffer is the socket buffer asked for each UDP listener: a burst of
 // calls (a PBX re-registering every phone after a restart) must not

@@ -10,6 +10,7 @@ import (
 	"github.com/leadport/leadport-agent/agent"
 	"github.com/leadport/leadport-agent/agent/config"
 	"github.com/leadport/leadport-agent/agent/service"
+	"github.com/leadport/leadport-agent/detect/sipproxy"
 )
 
 func runCmd(args []string, stdout, stderr io.Writer) error {
@@ -35,6 +36,8 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if *path == "" {
 		log.Info("no configuration file: running on built-in defaults", "data_dir", cfg.DataDir)
 	}
+	// sipgo's timers are the process's: set before the proxy exists.
+	sipproxy.SetTransactionLinger(cfg.SIP.TransactionLinger())
 	a, err := agent.Open(cfg, log)
 	if err != nil {
 		return err
