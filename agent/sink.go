@@ -25,14 +25,10 @@ type recordSink struct {
 	mu    sync.Mutex
 	queue []queued
 	// urgent: a record someone waits for is queued; the writer stores it
-	// without letting others gather first (within durableEvery).
+	// without letting others gather first.
 	urgent bool
-	// waiting is what the writer's timer waits for (see put).
-	waiting waitFor
-	// lastFlush is when the last flush began; only run touches it.
-	lastFlush time.Time
-	wake      chan struct{}
-	done      chan struct{}
+	wake   chan struct{}
+	done   chan struct{}
 	// onFlush, when set, is told that records were stored (the uploader
 	// looks at the outbox at once).
 	onFlush func()
@@ -49,15 +45,6 @@ type recordSink struct {
 	// store fell behind the signalling path (docs/sip.md).
 	highWater atomic.Int64
 }
-
-// waitFor is what the writer waits for while records gather.
-type waitFor uint8
-
-const (
-	waitNone    waitFor = iota // not waiting: storing, or idle
-	waitGather                 // gatherFor after the first record
-	waitDurable                // durableEvery after the last commit
-)
 
 // maxQueuedRecords is about ten minutes of a busy PBX's calls, and 2 MB.
 const maxQueuedRecords = 10_000
@@ -79,8 +66,7 @@ func (k *recordSink) Put(p store.Payload) { k.put(queued{p: p}) }
 // PutDurable queues a record and returns a channel closed once it is
 // durable in the store; nil when the queue was full and the record was
 // dropped. It never blocks; the writer stores such a record at once,
-// without the gathering delay (or with the records of the last
-// durableEvery, see there), since someone waits for it (the BYE's
+// without the gathering delay, since someone waits for it (the BYE's
 // answer: a call the caller saw end must not be lost to a crash).
 func (k *recordSink) PutDurable(p store.Payload) <-chan struct{} {
 	q := queued{p: p, done: make(chan struct{})}
@@ -106,16 +92,10 @@ func (k *recordSink) put(q queued) bool {
 	if n := int64(len(k.queue)); n > k.highWater.Load() {
 		k.highWater.Store(n) // under mu: no lost update
 	}
-	// The writer, waiting for the mark of the records someone waits for,
-	// stores this one then too: no need to wake it (a wake-up per call
-	// was a fair part of the writer's cost).
-	wake := k.waiting != waitDurable || len(k.queue) >= 256
 	k.mu.Unlock()
-	if wake {
-		select {
-		case k.wake <- struct{}{}:
-		default:
-		}
+	select {
+	case k.wake <- struct{}{}:
+	default:
 	}
 	return true
 }
@@ -144,24 +124,11 @@ func (k *recordSink) saveCheckpoint(final bool) <-chan struct{} {
 // stored, so the delay loses nothing.
 const gatherFor = 100 * time.Millisecond
 
-// durableEvery spaces the commits of records someone waits for (a BYE's
-// answer, see PutDurable): such a record is stored at once when the last
-// commit began at least this long ago, else at that mark, with the others
-// that came meanwhile. A PBX ending fewer than 1/durableEvery answered
-// calls a second thus waits one commit, as before; past that rate the
-// commits stop following the calls. A commit's fsyncs, and the wake-ups
-// of the Go scheduler while the writer blocks in them, were most of the
-// agent's CPU per call at 100 calls/s (about 0.9 of 2.4 ms: a commit per
-// BYE); at 20 ms (at most 50 commits/s) two calls share one, at the cost
-// of at most 20 ms more before the BYE's answer, far inside its 500 ms
-// retransmission timer (T1).
-const durableEvery = 20 * time.Millisecond
-
 // run appends queued records until ctx ends, then writes what is left.
 func (k *recordSink) run(ctx context.Context) {
 	defer close(k.done)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	gather := time.NewTimer(time.Hour)
+	gather.Stop()
 	tick := time.NewTicker(checkpointEvery)
 	defer tick.Stop()
 	// idle, when set, is the checkpoint's word that no call is up: the
@@ -182,62 +149,46 @@ func (k *recordSink) run(ctx context.Context) {
 			idle = nil
 			tick.Reset(checkpointEvery)
 		case <-k.wake:
-			k.gather(ctx, timer)
+			if k.queued() == 0 {
+				continue // already written by the flush that just ran
+			}
+			if k.queued() >= 256 || k.isUrgent() {
+				k.flush()
+				continue
+			}
+			gather.Reset(gatherFor)
+		gathering:
+			for {
+				select {
+				case <-gather.C:
+					break gathering
+				case <-k.wake:
+					// A record someone waits for ends the gathering.
+					if k.isUrgent() || k.queued() >= 256 {
+						gather.Stop()
+						break gathering
+					}
+				case <-ctx.Done():
+					gather.Stop()
+					break gathering
+				}
+			}
+			k.flush()
 		}
 	}
 }
 
-// gather waits until what is queued is due (gatherFor after the first
-// record, durableEvery after the last commit began for a record someone
-// waits for, or at once for a full batch), then stores it.
-func (k *recordSink) gather(ctx context.Context, timer *time.Timer) {
-	start := time.Now()
-	for {
-		k.mu.Lock()
-		n, urgent := len(k.queue), k.urgent
-		var due time.Time
-		due, k.waiting = start.Add(gatherFor), waitGather
-		if d := k.lastFlush.Add(durableEvery); urgent && d.Before(due) {
-			due, k.waiting = d, waitDurable
-		}
-		wait := time.Until(due)
-		if n == 0 || n >= 256 || wait <= 0 {
-			k.waiting = waitNone
-		}
-		k.mu.Unlock()
-		if n == 0 {
-			return // already written by the flush that just ran
-		}
-		if n >= 256 || wait <= 0 {
-			k.flush()
-			return
-		}
-		// Since Go 1.23 Reset discards a value the timer sent but nobody
-		// received, so a stale expiry cannot end the next wait early.
-		timer.Reset(wait)
-		select {
-		case <-timer.C:
-			k.flush()
-			return
-		case <-k.wake:
-			// More records, perhaps one someone waits for: due again.
-			timer.Stop()
-		case <-ctx.Done():
-			timer.Stop()
-			k.mu.Lock()
-			k.waiting = waitNone
-			k.mu.Unlock()
-			return // run writes what is left
-		}
-	}
+func (k *recordSink) isUrgent() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.urgent
 }
 
 func (k *recordSink) flush() {
-	k.lastFlush = time.Now()
 	for {
 		k.mu.Lock()
 		batch := k.queue
-		k.queue, k.urgent, k.waiting = nil, false, waitNone
+		k.queue, k.urgent = nil, false
 		k.mu.Unlock()
 		if len(batch) == 0 {
 			return

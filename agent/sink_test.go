@@ -111,52 +111,6 @@ func TestUsageOf(t *testing.T) {
 	}
 }
 
-// TestRecordSinkDurableSpacing: a record someone waits for, after a quiet
-// spell, is stored by a commit of its own at once; those that follow
-// within durableEvery share the next commit, durableEvery after it.
-func TestRecordSinkDurableSpacing(t *testing.T) {
-	db := storetest.Open(t)
-	k := newRecordSink(db.Store, quiet)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() { cancel(); k.wait(10 * time.Second) }()
-	go k.run(ctx)
-	commits := func() uint64 {
-		t.Helper()
-		st, err := db.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.Commits
-	}
-	wait := func(chs ...<-chan struct{}) {
-		t.Helper()
-		for _, ch := range chs {
-			if ch == nil {
-				t.Fatal("record dropped")
-			}
-			select {
-			case <-ch:
-			case <-time.After(10 * time.Second):
-				t.Fatal("record not stored within 10 s")
-			}
-		}
-	}
-	c0 := commits()
-	wait(k.PutDurable(usageOf(call(0))))
-	first := k.lastFlush
-	if n := commits() - c0; n != 1 {
-		t.Fatalf("first record: %d commits, want 1", n)
-	}
-	a, b := k.PutDurable(usageOf(call(1))), k.PutDurable(usageOf(call(2)))
-	wait(a, b)
-	if n := commits() - c0; n != 2 {
-		t.Errorf("two more records: %d commits in all, want 2 (one shared)", n)
-	}
-	if gap := k.lastFlush.Sub(first); gap < durableEvery {
-		t.Errorf("second commit %v after the first, want >= %v", gap, durableEvery)
-	}
-}
-
 // TestCheckpointResumes: with no call the writer stops checkpointing (no
 // wake-ups for nothing); the next call starts it again.
 func TestCheckpointResumes(t *testing.T) {
