@@ -46,6 +46,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := service.Context(context.Background())
 	defer stop()
 	tuneGC(int64(cfg.MemoryBudget))
+	go adaptProcs(ctx, log)
 	stopProfile, err := startProfiles(log)
 	if err != nil {
 		return err
