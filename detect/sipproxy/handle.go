@@ -596,6 +596,9 @@ func (p *Proxy) relayResponse(out *side, req, fwd *sip.Request, tx sip.ServerTra
 	case req.Method == sip.REGISTER && status >= 200 && status < 300:
 		p.registered(rc.line, req, res, at)
 	}
+	if req.Method == sip.REGISTER && status >= 200 {
+		p.registerAnswered(rc.line, fwd, res, at)
+	}
 	if req.Method == sip.BYE && status >= 200 && status < 300 {
 		p.awaitRecord(rc.callID)
 	}

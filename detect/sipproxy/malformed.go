@@ -39,6 +39,9 @@ func (p *Proxy) readFilter(s *side, info sip.TransportReadProps, data []byte) []
 // reader leaves the excess in the socket buffer, where the kernel drops
 // what does not fit and senders retransmit: overload then costs latency,
 // not the agent's memory.
+//
+// Memory is not a reason to hold the reader: the answers that end the
+// transactions holding it come through the same socket.
 func (p *Proxy) throttle() {
 	busy := func() bool {
 		p.admit.refresh(time.Now())

@@ -33,7 +33,12 @@ type peer struct {
 
 	// answer plays the callee's part for an initial INVITE; default: 200.
 	answer func(s *sipgo.DialogServerSession, tx sip.ServerTransaction)
-	mu     sync.Mutex
+	// pathPolicy is the registrar's way with Path: "" echoes it in the 200
+	// (RFC 3327), "ignore" leaves it out, "420" refuses it unless the
+	// request announces Supported: path (kamailio's path_mode 2), "420
+	// always" refuses any Path.
+	pathPolicy string
+	mu         sync.Mutex
 	seen   map[sip.RequestMethod][]*sip.Request // every request received
 	took   map[sip.RequestMethod]int            // how many wantRequest returned
 }
@@ -158,7 +163,21 @@ func (p *peer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 // with them.
 func (p *peer) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	p.record(req)
+	p.mu.Lock()
+	policy := p.pathPolicy
+	p.mu.Unlock()
+	if req.GetHeader("Path") != nil && (policy == "420 always" || policy == "420" && !headerHasTag(req, "Supported", "path")) {
+		res := sip.NewResponseFromRequest(req, 420, "Bad Extension", nil)
+		res.AppendHeader(sip.NewHeader("Unsupported", "path"))
+		tx.Respond(res)
+		return
+	}
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	if policy != "ignore" {
+		for _, h := range req.GetHeaders("Path") {
+			res.AppendHeader(sip.HeaderClone(h))
+		}
+	}
 	for _, h := range req.GetHeaders("Contact") {
 		c := h.(*sip.ContactHeader).Clone()
 		if _, ok := c.Params.Get("expires"); !ok {

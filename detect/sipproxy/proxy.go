@@ -131,8 +131,11 @@ type Proxy struct {
 	// udpOnlyUntil (unix ns) is set when the upstream refused TCP for a
 	// large request: until then such requests go over UDP directly.
 	udpOnlyUntil atomic.Int64
-	ready        chan struct{}
-	gate         gate // per-source limits (gate.go)
+	// pathRefused is set once the registrar has refused or ignored a Path:
+	// registrations go in contact mode from then on (registerAnswered).
+	pathRefused atomic.Bool
+	ready       chan struct{}
+	gate        gate // per-source limits (gate.go)
 }
 
 type deciderBox struct{ d detect.Decider }
@@ -162,6 +165,17 @@ func init() {
 	sip.UDPMTUSize = 65535
 	SetTransactionLinger(DefaultTransactionLinger)
 	sip.Timer_D = 2 * time.Second
+	// A request whose next hop does not answer at all (a BYE, above all;
+	// or an INVITE without even a 100) is given up after 8 s rather than
+	// 64*T1 = 32 s, and its sender answered 408. Its goroutine and
+	// transactions, about 20 KB, are held meanwhile: when an overloaded
+	// UAS gave up its calls and no longer answered their BYEs, 32 s of
+	// them at 1,700 calls/s were half a gigabyte. The sender's own
+	// transaction gives up at 32 s; a UAC takes any final answer to its
+	// BYE as the end of the call. sipgo 1.7.3 times out every client
+	// transaction by Timer B (Timer F is declared, not used); an INVITE
+	// that had a provisional answer is no longer subject to it.
+	sip.Timer_B, sip.Timer_F = 8*time.Second, 8*time.Second
 }
 
 // DefaultTransactionLinger is how long a transaction stays after its final
@@ -299,6 +313,13 @@ func (p *Proxy) Stats() Stats {
 	s.Registrations = p.regs.count(p.now())
 	return s
 }
+
+// RegisterResults returns the registrar's last final answer per line.
+func (p *Proxy) RegisterResults() map[string]RegisterResult { return p.regs.resultsSnapshot() }
+
+// RegisterModeInForce is the register mode used now: the configured one,
+// or contact once the registrar refused or ignored a Path.
+func (p *Proxy) RegisterModeInForce() RegisterMode { return p.registerMode() }
 
 // Registrations returns the contacts bound per line through the agent.
 func (p *Proxy) Registrations() map[string][]Binding { return p.regs.snapshot(p.now()) }

@@ -2,6 +2,7 @@ package sipproxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -428,6 +429,70 @@ func TestRegisterThenInbound(t *testing.T) {
 			c := r.wantCall()
 			if c.Direction != detect.Inbound || c.Line != line || c.Remote != callee || c.Disposition != dialog.Answered {
 				t.Errorf("inbound call = %+v", c)
+			}
+		})
+	}
+}
+
+// TestRegisterPathStrictRegistrars: in path mode the agent announces Path
+// support on the phone's behalf, so a strict registrar (kamailio's
+// path_mode 2) takes it; a registrar that refuses Path (420) or ignores
+// it (no Path in its 200) would never route calls through the agent, so
+// the agent goes on in contact mode, and the phone's next REGISTER
+// succeeds that way. Each line's last answer is kept.
+func TestRegisterPathStrictRegistrars(t *testing.T) {
+	tests := []struct {
+		policy       string
+		firstStatus  int
+		wantFallback bool
+	}{
+		{"", 200, false},
+		{"420", 200, false},
+		{"ignore", 200, true},
+		{"420 always", 420, true},
+	}
+	for _, tt := range tests {
+		t.Run("registrar "+cmp.Or(tt.policy, "echoes Path"), func(t *testing.T) {
+			r := newRig(t, "udp", func(o *Options, _ *rig) { o.RegisterMode = RegisterPath })
+			r.edge.mu.Lock()
+			r.edge.pathPolicy = tt.policy
+			r.edge.mu.Unlock()
+			register := func() int {
+				t.Helper()
+				reg := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: "edge.invalid"})
+				aor := sip.Uri{Scheme: "sip", User: line, Host: "edge.invalid"}
+				reg.AppendHeader(&sip.FromHeader{Address: aor, Params: tagParams()})
+				reg.AppendHeader(&sip.ToHeader{Address: aor})
+				reg.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: line, Host: "127.0.0.1", Port: r.phone.port}})
+				reg.AppendHeader(sip.NewHeader("Route", fmt.Sprintf("<sip:127.0.0.1:%d;lr>", r.port("udp"))))
+				res, err := r.phone.cli.Do(ctxT(t), reg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res.StatusCode
+			}
+			if got := register(); got != tt.firstStatus {
+				t.Fatalf("first REGISTER: %d, want %d", got, tt.firstStatus)
+			}
+			first := r.edge.wantRequest(sip.REGISTER)
+			if first.GetHeader("Path") == nil || !headerHasTag(first, "Supported", "path") {
+				t.Fatalf("registrar got Path %v, Supported %v; want both", first.GetHeader("Path"), first.GetHeader("Supported"))
+			}
+			if got := r.p.RegisterModeInForce() == RegisterContact; got != tt.wantFallback {
+				t.Fatalf("fell back to contact mode: %v, want %v", got, tt.wantFallback)
+			}
+			if got := register(); got != 200 {
+				t.Fatalf("second REGISTER: %d, want 200", got)
+			}
+			second := r.edge.wantRequest(sip.REGISTER)
+			hasPath := second.GetHeader("Path") != nil
+			alias := second.Contact() != nil && strings.HasPrefix(second.Contact().Address.User, aliasPrefix)
+			if hasPath == tt.wantFallback || alias != tt.wantFallback {
+				t.Errorf("second REGISTER: Path %v, contact alias %v; want the fallback %v", hasPath, alias, tt.wantFallback)
+			}
+			res := r.p.RegisterResults()[line]
+			if res.Status != 200 || res.Failing() {
+				t.Errorf("the line's last answer = %+v, want a 200", res)
 			}
 		})
 	}

@@ -22,10 +22,24 @@ type Binding struct {
 // registrations remembers, per line, the contacts the registrar accepted,
 // and in contact mode the agent's aliases for them.
 type registrations struct {
-	mu     sync.Mutex
-	lines  map[string][]Binding
-	tokens map[string]alias
+	mu      sync.Mutex
+	lines   map[string][]Binding
+	tokens  map[string]alias
+	results map[string]RegisterResult // by line; only configured lines
 }
+
+// RegisterResult is the last final answer the registrar gave a line's
+// REGISTER, and how many non-2xx answers came in a row. An authenticated
+// registration is a 401 or 407 and then a 2xx, so one is normal; two or
+// more mean the line is not registered (Failing).
+type RegisterResult struct {
+	Status   int
+	At       time.Time
+	Failures int
+}
+
+// Failing tells a line whose registrations do not succeed.
+func (r RegisterResult) Failing() bool { return r.Failures >= 2 }
 
 type alias struct {
 	uri     sip.Uri
@@ -36,17 +50,27 @@ type alias struct {
 const aliasPrefix = "lpa-"
 
 func newRegistrations() *registrations {
-	return &registrations{lines: map[string][]Binding{}, tokens: map[string]alias{}}
+	return &registrations{lines: map[string][]Binding{}, tokens: map[string]alias{}, results: map[string]RegisterResult{}}
 }
 
 // prepareRegister makes calls to the registering phone come back through
 // the agent: a Path entry naming the agent's upstream-facing address, or
 // each Contact replaced by an alias at that address.
+//
+// In path mode the agent also adds the "path" option tag to Supported on
+// the phone's behalf. RFC 3327 has a registrar refuse a Path (420) when
+// the registering UA did not announce Path support, and a strict one
+// (kamailio's default path_mode 2) does, while most phones never announce
+// it. The tag says the UA understands the Path in the registrar's answer;
+// the phone never has to: the route the Path builds ends at the agent,
+// which relays the phone's calls from it as from any other hop, and the
+// Path header in the 200 is information the phone may ignore.
 func (p *Proxy) prepareRegister(out *side, fwd *sip.Request) {
 	tp := strings.ToLower(fwd.Transport())
 	rr := rrHeader(out, tp)
-	if p.opts.RegisterMode == RegisterPath {
+	if p.registerMode() == RegisterPath {
 		fwd.PrependHeader(sip.NewHeader("Path", "<"+rr.Address.String()+">"))
+		addOptionTag(fwd, "Supported", "path")
 		return
 	}
 	for _, h := range fwd.GetHeaders("Contact") {
@@ -63,6 +87,69 @@ func (p *Proxy) prepareRegister(out *side, fwd *sip.Request) {
 		c.Address = sip.Uri{Scheme: "sip", User: token, Host: out.host, Port: rr.Address.Port,
 			UriParams: sip.HeaderParams{{K: "transport", V: tp}}}
 	}
+}
+
+// addOptionTag adds tag to the header name (Supported, Require) unless it
+// is there, creating the header if need be.
+func addOptionTag(req *sip.Request, name, tag string) {
+	for _, h := range req.GetHeaders(name) {
+		for _, t := range strings.Split(h.Value(), ",") {
+			if strings.EqualFold(strings.TrimSpace(t), tag) {
+				return
+			}
+		}
+	}
+	if h := req.GetHeader(name); h != nil {
+		v := h.Value()
+		req.RemoveHeader(name)
+		req.AppendHeader(sip.NewHeader(name, v+", "+tag))
+		return
+	}
+	req.AppendHeader(sip.NewHeader(name, tag))
+}
+
+// registerMode is the mode in force: the configured one, or contact once
+// the registrar has shown it does not take a Path (pathRefused).
+func (p *Proxy) registerMode() RegisterMode {
+	if p.opts.RegisterMode == RegisterPath && p.pathRefused.Load() {
+		return RegisterContact
+	}
+	return p.opts.RegisterMode
+}
+
+// registerAnswered notes the registrar's final answer to a REGISTER: the
+// line's registration state, and whether the registrar takes a Path. A
+// 420 naming "path" in Unsupported, or a 2xx that does not echo the Path
+// the agent inserted (RFC 3327 5.3: a registrar that supports Path returns
+// it), means calls to the phone would never be routed through the agent:
+// from then on REGISTERs go in contact mode, which needs nothing of the
+// registrar. The phone's next attempt or refresh takes the new mode.
+func (p *Proxy) registerAnswered(line string, fwd *sip.Request, res *sip.Response, at time.Time) {
+	p.regs.result(line, res.StatusCode, at)
+	if fwd.GetHeader("Path") == nil || p.pathRefused.Load() {
+		return
+	}
+	why := ""
+	switch {
+	case res.StatusCode == sip.StatusBadExtension && headerHasTag(res, "Unsupported", "path"):
+		why = "the registrar refuses Path (420 Unsupported: path)"
+	case res.StatusCode >= 200 && res.StatusCode < 300 && res.GetHeader("Path") == nil && len(res.GetHeaders("Contact")) > 0:
+		why = "the registrar ignores Path (no Path in its 200)"
+	}
+	if why != "" && p.pathRefused.CompareAndSwap(false, true) {
+		p.log.Warn("registrations go in contact mode from now on: "+why, "register_mode", string(RegisterContact))
+	}
+}
+
+func headerHasTag(m interface{ GetHeaders(string) []sip.Header }, name, tag string) bool {
+	for _, h := range m.GetHeaders(name) {
+		for _, t := range strings.Split(h.Value(), ",") {
+			if strings.EqualFold(strings.TrimSpace(t), tag) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // registered records the registrar's 2xx: the contacts now bound to the
@@ -107,6 +194,34 @@ func (p *Proxy) registered(line string, req *sip.Request, res *sip.Response, at 
 		p.regs.lines[line] = bs
 	}
 	p.regs.mu.Unlock()
+}
+
+// result notes a final answer to a line's REGISTER. Answers for numbers
+// that are not lines are not kept: the map stays bounded by the lines.
+func (r *registrations) result(line string, status int, at time.Time) {
+	if line == "" || status < 200 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := r.results[line]
+	if status < 300 {
+		res.Failures = 0
+	} else {
+		res.Failures++
+	}
+	res.Status, res.At = status, at
+	r.results[line] = res
+}
+
+func (r *registrations) resultsSnapshot() map[string]RegisterResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]RegisterResult, len(r.results))
+	for l, v := range r.results {
+		out[l] = v
+	}
+	return out
 }
 
 func (r *registrations) alias(user string) (sip.Uri, bool) {
