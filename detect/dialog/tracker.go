@@ -91,7 +91,16 @@ type Call struct {
 	lastRefresh    time.Time
 	sessionExpires time.Duration
 	cancelled      bool
+	// challengedAt is set while the call's INVITE was answered 401 or 407
+	// and its retry with credentials is awaited (challengeWait).
+	challengedAt time.Time
 }
+
+// challengeWait is how long a call whose INVITE was challenged (401, 407)
+// waits for the INVITE re-sent with credentials (same Call-ID, RFC 3261
+// 22.2) before it ends as failed. User agents re-send at once; a
+// challenge they cannot answer ends the call then.
+const challengeWait = 32 * time.Second
 
 // Duration is the answered time, the figure billing uses.
 func (c *Call) Duration() time.Duration {
@@ -156,11 +165,20 @@ func New(opts Options) *Tracker {
 // Begin starts tracking a call at its initial INVITE. It returns false when
 // the call is already tracked (a retransmission or a second branch) or the
 // tracker is full.
+//
+// An INVITE with the Call-ID of a call whose INVITE was challenged (401,
+// 407) is that call's retry with credentials: the call goes on, one call
+// with one usage record, and Begin returns true.
 func (t *Tracker) Begin(c Call) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.calls[c.CallID]; ok {
-		return false
+	if held, ok := t.calls[c.CallID]; ok {
+		if held.challengedAt.IsZero() {
+			return false
+		}
+		held.challengedAt = time.Time{}
+		held.State, held.FinalStatus, held.Disposition = Attempt, 0, ""
+		return true
 	}
 	if len(t.calls) >= t.opts.MaxCalls {
 		t.stats.Overflow++
@@ -221,6 +239,11 @@ func (t *Tracker) Response(callID string, status int, at time.Time, sessionExpir
 		}
 		c.lastRefresh = at
 		c.sessionExpires = sessionExpires
+	case (status == 401 || status == 407) && c.State != Confirmed && !c.cancelled:
+		// Challenged: the call goes on if the caller re-sends with
+		// credentials (Begin); Expire ends it if not.
+		c.FinalStatus = status
+		c.challengedAt = at
 	default:
 		if c.State == Confirmed {
 			break // another fork's failure after one answered
@@ -339,7 +362,10 @@ func (t *Tracker) Expire(now time.Time) int {
 				ended = append(ended, t.endLocked(c, c.AnsweredAt.Add(t.opts.MaxDuration)))
 			}
 		case Attempt, Early:
-			if now.Sub(c.StartedAt) > t.opts.SetupTimeout {
+			if !c.challengedAt.IsZero() && now.Sub(c.challengedAt) > challengeWait {
+				c.Disposition = DispositionOf(c.FinalStatus)
+				ended = append(ended, t.endLocked(c, c.challengedAt))
+			} else if now.Sub(c.StartedAt) > t.opts.SetupTimeout {
 				c.Expired = true
 				c.FinalStatus = 408
 				c.Disposition = Failed

@@ -76,6 +76,12 @@ func TestTracker(t *testing.T) {
 		{"events for unknown calls change nothing", []step{resp("x", 200, 1), bye("x", 2), expire(99999)}, nil},
 		{"retransmitted INVITE does not start a second call", []step{begin("a", 0), begin("a", 0.5), resp("a", 200, 1), bye("a", 3)},
 			&Call{Disposition: Answered, FinalStatus: 200, AnsweredAt: at(1), EndedAt: at(3)}},
+		{"challenged INVITE and its retry with credentials are one call", []step{begin("a", 0), resp("a", 407, 0.01), begin("a", 0.02), resp("a", 180, 1), resp("a", 200, 5), bye("a", 65)},
+			&Call{Disposition: Answered, FinalStatus: 200, AnsweredAt: at(5), EndedAt: at(65)}},
+		{"challenged twice (401 then 407) is still one call", []step{begin("a", 0), resp("a", 401, 0.01), begin("a", 0.02), resp("a", 407, 0.03), begin("a", 0.04), resp("a", 486, 1)},
+			&Call{Disposition: Busy, FinalStatus: 486, EndedAt: at(1)}},
+		{"a challenge nobody answers ends the call at it", []step{begin("a", 0), resp("a", 407, 0.01), expire(30), expire(33)},
+			&Call{Disposition: Failed, FinalStatus: 407, EndedAt: at(0.01)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
