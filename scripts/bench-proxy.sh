@@ -90,6 +90,9 @@
 #   BENCH_OVERLOAD_TARGETS  paths given the overload runs, of those searched
 #                       ["agent kamailio"] (empty: skip)
 #   BENCH_OVERLOAD_FACTORS  multiples of the capacity offered ["2 3"]
+#   BENCH_CAPACITY      "target=rate ..." skips the search for those targets
+#                       and takes the rate as their capacity (to rerun the
+#                       later parts against a capacity measured before)
 #   BENCH_OVERLOAD_SECONDS  length of each overload run [60]
 #   BENCH_PROBE_PERCENT rate of the recovery probe, % of the capacity [10]
 #   BENCH_PROBE_SECONDS how long the probe runs past the overload's end [5]
@@ -533,6 +536,12 @@ search() {
 # --- 1. highest sustained call rate ------------------------------------------------
 declare -A best best_cpu best_queue best_status
 for t in $targets; do
+  known=$(tr ' ' '\n' <<<"${BENCH_CAPACITY:-}" | sed -n "s/^$t=//p" | head -n 1)
+  if [ -n "$known" ]; then
+    log "== $t: capacity taken as $known calls/s (BENCH_CAPACITY), no search"
+    best[$t]=$known best_cpu[$t]=- best_queue[$t]=- best_status[$t]=-
+    continue
+  fi
   log "== $t: searching the highest rate with < 0.1% failed calls"
   st_summary=-
   search "$t"
