@@ -39,8 +39,8 @@ type peer struct {
 	// always" refuses any Path.
 	pathPolicy string
 	mu         sync.Mutex
-	seen   map[sip.RequestMethod][]*sip.Request // every request received
-	took   map[sip.RequestMethod]int            // how many wantRequest returned
+	seen       map[sip.RequestMethod][]*sip.Request // every request received
+	took       map[sip.RequestMethod]int            // how many wantRequest returned
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
