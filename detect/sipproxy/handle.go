@@ -154,7 +154,17 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		}
 		rc.verdict = v
 	}
+	if p.looped(req) {
+		p.reply(tx, req, sip.StatusLoopDetected, "", "")
+		return
+	}
 	if err := p.route(rc, fwd); err != nil {
+		if errors.Is(err, errToSelf) {
+			// Addressed to the agent itself inside a dialog, with nowhere
+			// further to go: the agent holds no dialog to answer it from.
+			p.reply(tx, req, sip.StatusCallTransactionDoesNotExists, "", "")
+			return
+		}
 		// Still a call on the line: it gets its usage record, and the
 		// rules, which counted it live when they allowed it, hear it end.
 		if req.IsInvite() && !inDialog && rc.line != "" &&
@@ -337,6 +347,9 @@ func (p *Proxy) route(rc *reqCtx, fwd *sip.Request) error {
 		fwd.Recipient = orig
 	}
 	if rc.inDialog || fwd.Route() != nil {
+		if fwd.Route() == nil && p.isOurs(&fwd.Recipient) {
+			return errToSelf
+		}
 		setNextHop(fwd)
 		return nil
 	}
@@ -357,6 +370,35 @@ func (p *Proxy) route(rc *reqCtx, fwd *sip.Request) error {
 	}
 	setNextHop(fwd)
 	return nil
+}
+
+// errToSelf: the request's next hop would be the agent itself.
+var errToSelf = errors.New("request addressed to the agent itself")
+
+// looped reports a request that has already passed the agent twice (two
+// of its Vias name the agent): a routing loop, answered 482 (RFC 3261
+// 16.3 step 4) rather than relayed until Max-Forwards runs out, each hop
+// a transaction held for seconds. A call from one of the device's lines
+// to another passes the agent twice legitimately, once each way, and
+// carries one Via of the agent when it comes back.
+func (p *Proxy) looped(req *sip.Request) bool {
+	n := 0
+	for _, h := range req.GetHeaders("Via") {
+		v, ok := h.(*sip.ViaHeader)
+		if !ok {
+			continue
+		}
+		for _, s := range []*side{p.local, p.up} {
+			if strings.EqualFold(bareHost(v.Host), s.host) && v.Port == s.ports[strings.ToLower(v.Transport)] {
+				n++
+				break
+			}
+		}
+		if n >= 2 {
+			return true
+		}
+	}
+	return false
 }
 
 func setEndpoint(req *sip.Request, e Endpoint) {
@@ -766,6 +808,8 @@ func reasonPhrase(status int) string {
 		return "Temporarily Unavailable"
 	case 481:
 		return "Call/Transaction Does Not Exist"
+	case 482:
+		return "Loop Detected"
 	case 483:
 		return "Too Many Hops"
 	case 486:
