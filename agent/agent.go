@@ -39,6 +39,11 @@ type Agent struct {
 	sipUp    bool        // the proxy's listeners are up
 	sipErr   string      // why the proxy stopped
 	upstream *upstreamCheck
+
+	// OnBacklog, when set before Run, is called when work waits for a
+	// CPU (sipproxy.Options.OnBacklog): run gives the scheduler its
+	// processors back at once.
+	OnBacklog func()
 }
 
 // Open brings the agent up to the point where it can serve: the store is

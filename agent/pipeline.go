@@ -90,6 +90,7 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 		Signer:         signer,
 		Recorded:       a.durable.take,
 		MemoryBudget:   int64(a.cfg.MemoryBudget),
+		OnBacklog:      a.OnBacklog,
 		Tracker:        tracker,
 		Logger:         a.log,
 		Security:       securityOf(engine.Policy().Security),

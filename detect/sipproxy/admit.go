@@ -81,6 +81,7 @@ type admission struct {
 	held      atomic.Int64 // live heap at the last collection, plus goroutine stacks
 	runnable  atomic.Int64 // goroutines waiting for a CPU
 	sampledAt atomic.Int64 // unix ns
+	onBacklog func()       // Options.OnBacklog
 	mu        sync.Mutex
 	sample    []metrics.Sample
 }
@@ -91,13 +92,14 @@ const (
 	mRunnable
 )
 
-func newAdmission(budget int64) *admission {
+func newAdmission(budget int64, onBacklog func()) *admission {
 	a := &admission{sample: []metrics.Sample{
 		mLive:     {Name: "/gc/heap/live:bytes"},
 		mStacks:   {Name: "/memory/classes/heap/stacks:bytes"},
 		mRunnable: {Name: "/sched/goroutines/runnable:goroutines"},
 	}}
 	a.budget.Store(budget)
+	a.onBacklog = onBacklog
 	return a
 }
 
@@ -117,7 +119,14 @@ func (a *admission) refresh(now time.Time) {
 	a.held.Store(u(mLive) + u(mStacks))
 	a.runnable.Store(u(mRunnable))
 	a.sampledAt.Store(now.UnixNano())
+	if a.onBacklog != nil && u(mRunnable) > backlogHint {
+		a.onBacklog()
+	}
 }
+
+// backlogHint runnable goroutines call Options.OnBacklog: far below
+// shedRunnable, so that processors come back before anything is refused.
+const backlogHint = 16
 
 // overloaded says why new work must be refused now, or -1.
 func (p *Proxy) overloaded(waited time.Duration) shedReason {

@@ -83,6 +83,11 @@ type Options struct {
 	// objects and goroutine stacks fill 60 % of it, new requests get 503
 	// with Retry-After (see admit.go). 0: no memory check.
 	MemoryBudget int64
+	// OnBacklog is called, at most every 10 ms, while goroutines wait for
+	// a CPU; it must not block. The agent gives the Go scheduler back the
+	// processors it took away from an idle agent, so a burst of calls on a
+	// quiet device is not refused for lack of them.
+	OnBacklog func()
 
 	Lines   *detect.Lines
 	Decider detect.Decider // default detect.AllowAll
@@ -263,7 +268,7 @@ func New(opts Options) (*Proxy, error) {
 		now:     opts.Now,
 		tracker: opts.Tracker,
 		regs:    newRegistrations(),
-		admit:   newAdmission(opts.MemoryBudget),
+		admit:   newAdmission(opts.MemoryBudget, opts.OnBacklog),
 		ready:   make(chan struct{}),
 	}
 	p.lines.Store(opts.Lines)

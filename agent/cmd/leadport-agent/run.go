@@ -46,7 +46,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := service.Context(context.Background())
 	defer stop()
 	tuneGC(int64(cfg.MemoryBudget))
-	go adaptProcs(ctx, log)
+	procs := newProcs()
+	a.OnBacklog = procs.wake
+	go procs.run(ctx, log)
 	stopProfile, err := startProfiles(log)
 	if err != nil {
 		return err
