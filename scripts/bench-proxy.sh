@@ -90,6 +90,7 @@
 #   BENCH_OVERLOAD_TARGETS  paths given the overload runs, of those searched
 #                       ["agent kamailio"] (empty: skip)
 #   BENCH_OVERLOAD_FACTORS  multiples of the capacity offered ["2 3"]
+#   BENCH_MEMORY_BUDGET the agent's memory_budget [its default, 48MiB]
 #   BENCH_CAPACITY      "target=rate ..." skips the search for those targets
 #                       and takes the rate as their capacity (to rerun the
 #                       later parts against a capacity measured before)
@@ -294,6 +295,7 @@ start_proxy() { # target dir
     [ "$1" = agent-unsigned ] && identity=off
     {
       echo "data_dir: $2/data"
+      [ -n "${BENCH_MEMORY_BUDGET:-}" ] && echo "memory_budget: $BENCH_MEMORY_BUDGET"
       if [ "$1" = agent-bare ]; then
         echo 'lines: ["+15551230001"]'
       else

@@ -173,7 +173,8 @@ const (
 	DefaultSocketRoot  = "/run/leadport-agent/api.sock"
 	DefaultMaxSize     = 256 * MiB
 	// DefaultMemoryBudget fits beside a PBX on a 512 MB appliance: the
-	// process stays under 64 MB resident at any offered load.
+	// process stays at 57-64 MB resident up to its capacity and 74-77 MB
+	// with three times that offered (docs/sip.md, "Figures").
 	DefaultMemoryBudget = 48 * MiB
 	// MinMemoryBudget: below it the runtime and the store's working set
 	// alone fill the budget and every call would be refused.

@@ -16,12 +16,11 @@ import (
 // CPU under load; GOGC=200 halves the collections. The soft memory limit
 // is the configured memory budget (memory_budget, 48 MiB by default): the
 // heap may grow to three times what is live while that fits, and the
-// collector works harder instead once it does not. It never has to work
-// much harder: the proxy refuses new calls once live objects and stacks
-// fill 60 % of the budget (admission control), so what is live stays below
-// the limit at any offered load. (Before the budget, the limit was a quarter of the
-// device's memory up to 1 GiB, and twice the proxy's capacity offered
-// took the process past 1 GB.)
+// collector works harder instead once it does not. The proxy refuses new
+// calls once live objects and stacks fill 60 % of the budget (admission
+// control), so what is live stays near it even under overload. (Before
+// the budget, the limit was a quarter of the device's memory up to 1 GiB,
+// and twice the proxy's capacity offered took the process past 1 GB.)
 func tuneGC(budget int64) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(200)
