@@ -197,12 +197,14 @@ var (
 	mRefused       = prometheus.NewDesc("leadport_sip_refused_total", "New requests refused with 503 by admission control, by reason (queue, busy, memory, pending).", []string{"reason"}, nil)
 	mHeld          = prometheus.NewDesc("leadport_memory_held_bytes", "Live heap at the last collection plus goroutine stacks, as admission control samples it.", nil, nil)
 	mBudget        = prometheus.NewDesc("leadport_memory_budget_bytes", "The memory budget (memory_budget).", nil, nil)
+	mRegFailing    = prometheus.NewDesc("leadport_sip_register_failing_lines", "Lines whose registrations through the agent fail (two or more non-2xx answers in a row).", nil, nil)
+	mRegFallback   = prometheus.NewDesc("leadport_sip_register_fallback", "1 when path mode is configured and the registrar refused or ignored Path, so contact mode is in force.", nil, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mCalls, mActive, mRequests, mSIPErrors, mBlocked, mObserved, mRuleErrors, mPolicy,
 		mPending, mOldest, mStoreSize, mStoreMax, mSyncUp, mSyncRecords, mSyncLast, mCommands, mCmdRejected, mUpstreamAlive,
-		mRefused, mHeld, mBudget} {
+		mRefused, mHeld, mBudget, mRegFailing, mRegFallback} {
 		ch <- d
 	}
 }
@@ -231,6 +233,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(mHeld, float64(s.Held))
 		gauge(mBudget, float64(s.MemoryBudget))
+		reg := a.registerStatus()
+		fallback := 0.0
+		if reg.Fallback {
+			fallback = 1
+		}
+		gauge(mRegFailing, float64(len(reg.LinesFailing)))
+		gauge(mRegFallback, fallback)
 		a.mu.Lock()
 		up := a.upstream
 		a.mu.Unlock()

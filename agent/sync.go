@@ -19,7 +19,9 @@ import (
 
 	"github.com/leadport/leadport-agent/agent/config"
 	"github.com/leadport/leadport-agent/detect/policy"
+	"github.com/leadport/leadport-agent/detect/sipproxy"
 	"github.com/leadport/leadport-agent/store"
+	"github.com/leadport/leadport-agent/store/phone"
 	lpsync "github.com/leadport/leadport-agent/sync"
 	"github.com/leadport/leadport-agent/sync/command"
 )
@@ -186,6 +188,7 @@ func (a *Agent) statusDoc() lpsync.Status {
 		a.mu.Unlock()
 		sip.Calls, sip.Blocks = s.CallsTotal, s.Blocked
 		sip.Security = securityStatus(s.Security)
+		sip.Register = a.registerStatus()
 		sip.Admission = &lpsync.Admission{Refused: s.Overloaded, RefusedByReason: s.Shed, InHand: s.InHand,
 			Pending: s.Pending, HeldBytes: s.Held, Runnable: s.Runnable, MemoryBudgetBytes: s.MemoryBudget}
 	} else {
@@ -242,3 +245,19 @@ func hostFigures(dataDir string) *lpsync.HostStatus {
 func ptr[T any](v T) *T { return &v }
 
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
+
+// registerStatus is the registrations' part of the status; line numbers
+// masked, as everywhere the agent shows them.
+func (a *Agent) registerStatus() *lpsync.Register {
+	r := &lpsync.Register{Mode: string(a.proxy.RegisterModeInForce())}
+	r.Fallback = a.cfg.SIP.RegisterMode == string(sipproxy.RegisterPath) && r.Mode == string(sipproxy.RegisterContact)
+	for line, res := range a.proxy.RegisterResults() {
+		if res.Failing() {
+			if r.LinesFailing == nil {
+				r.LinesFailing = map[string]int{}
+			}
+			r.LinesFailing[phone.Mask(line)] = res.Status
+		}
+	}
+	return r
+}

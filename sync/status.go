@@ -37,6 +37,17 @@ type SIPStatus struct {
 	Blocks        uint64         `json:"blocks"` // since start
 	Admission     *Admission     `json:"admission,omitempty"`
 	Security      *SIPSecurity   `json:"security,omitempty"`
+	Register      *Register      `json:"register,omitempty"`
+}
+
+// Register is the registrations made through the agent: the register
+// mode in force (the configured one, or "contact" once the registrar
+// refused or ignored a Path) and the lines whose registrations fail (two
+// or more non-2xx answers in a row; masked), with the last status each got.
+type Register struct {
+	Mode         string         `json:"mode"`
+	Fallback     bool           `json:"fallback,omitempty"` // path configured, contact in force
+	LinesFailing map[string]int `json:"lines_failing,omitempty"`
 }
 
 // SIPSecurity is what the proxy did with sources it does not know

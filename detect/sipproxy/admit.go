@@ -50,8 +50,8 @@ const (
 var shedNames = [shedReasons]string{"queue", "busy", "memory", "pending"}
 
 const (
-	// maxSojourn is the longest a new request may wait in the socket
-	// buffer and still be taken on: a fifth of T1, so a call admitted is
+	// maxSojourn is the default of Options.MaxQueueDelay: the longest a
+	// new request may wait in the socket buffer and still be taken on: a fifth of T1, so a call admitted is
 	// answered before its caller retransmits.
 	maxSojourn = 100 * time.Millisecond
 	// shedRunnable bounds the goroutines waiting for a CPU: the backlog
@@ -130,7 +130,7 @@ const backlogHint = 16
 
 // overloaded says why new work must be refused now, or -1.
 func (p *Proxy) overloaded(waited time.Duration) shedReason {
-	if waited > maxSojourn {
+	if waited > p.opts.MaxQueueDelay {
 		return shedQueue
 	}
 	p.admit.refresh(time.Now())
@@ -172,7 +172,7 @@ func (p *Proxy) admitDatagram(c *udpConn, data []byte, from *net.UDPAddr, rx tim
 	}
 	p.c.shed[r].Add(1)
 	p.c.overload.Add(1)
-	if reply := refusal(data); reply != nil {
+	if reply := refusal(data, r); reply != nil {
 		if _, err := c.WriteTo(reply, from); err == nil {
 			p.c.response(503)
 		}
@@ -237,7 +237,7 @@ func tagOf(value []byte) []byte {
 // refusal builds a stateless 503 for a new request (RFC 3261 8.2.6: its
 // Via, From, To with a tag of ours, Call-ID and CSeq), with Retry-After;
 // nil when the request lacks what the sender needs to match it.
-func refusal(data []byte) []byte {
+func refusal(data []byte, r shedReason) []byte {
 	head := data
 	if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
 		head = data[:i+2]
@@ -281,6 +281,6 @@ func refusal(data []byte) []byte {
 	if !hasVia || !hasTo {
 		return nil
 	}
-	b.WriteString("Retry-After: " + retryAfter + "\r\nServer: leadport-agent\r\nContent-Length: 0\r\n\r\n")
+	b.WriteString("Retry-After: " + retryAfter + "\r\nWarning: 399 leadport-agent \"overload: " + shedNames[r] + "\"\r\nServer: leadport-agent\r\nContent-Length: 0\r\n\r\n")
 	return b.Bytes()
 }

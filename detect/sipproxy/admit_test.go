@@ -52,7 +52,7 @@ func TestRefusal(t *testing.T) {
 		"Contact: <sip:+15551230001@10.0.0.1>\r\n" +
 		"Content-Type: application/sdp\r\n" +
 		"Content-Length: 4\r\n\r\nv=0\n"
-	out := refusal([]byte(req))
+	out := refusal([]byte(req), shedQueue)
 	msg, err := sip.NewParser().ParseSIP(out)
 	if err != nil {
 		t.Fatalf("refusal does not parse: %v\n%s", err, out)
@@ -76,7 +76,10 @@ func TestRefusal(t *testing.T) {
 	if bytes.Contains(out, []byte("Contact")) || bytes.Contains(out, []byte("v=0")) {
 		t.Errorf("refusal carries more than it needs:\n%s", out)
 	}
-	if refusal([]byte("INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n")) != nil {
+	if w := res.GetHeader("Warning"); w == nil || !strings.Contains(w.Value(), "overload: queue") {
+		t.Errorf("Warning = %v, want the reason", w)
+	}
+	if refusal([]byte("INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n"), shedBusy) != nil {
 		t.Error("a request without Via got a refusal nobody can match")
 	}
 }
@@ -90,7 +93,7 @@ func FuzzPeekRequest(f *testing.F) {
 		if !ok && (m != nil || tag != nil) {
 			t.Fatal("not a request, yet a method or tag")
 		}
-		out := refusal(data)
+		out := refusal(data, shedMemory)
 		if out != nil && (!bytes.HasPrefix(out, []byte("SIP/2.0 503 ")) || !bytes.HasSuffix(out, []byte("\r\n\r\n"))) {
 			t.Fatalf("refusal is not a whole 503: %q", out)
 		}

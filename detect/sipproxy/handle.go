@@ -209,6 +209,7 @@ func (p *Proxy) refuse(tx sip.ServerTransaction, req *sip.Request, r shedReason)
 	p.c.overload.Add(1)
 	res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Service Unavailable", nil)
 	res.AppendHeader(sip.NewHeader("Retry-After", retryAfter))
+	res.AppendHeader(sip.NewHeader("Warning", `399 leadport-agent "overload: `+shedNames[r]+`"`))
 	p.respond(tx, req, res)
 }
 

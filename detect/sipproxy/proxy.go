@@ -83,6 +83,10 @@ type Options struct {
 	// objects and goroutine stacks fill 60 % of it, new requests get 503
 	// with Retry-After (see admit.go). 0: no memory check.
 	MemoryBudget int64
+	// MaxQueueDelay is the longest a new request may wait in a UDP
+	// socket's buffer and still be taken on (admission control's "queue"
+	// reason); default 100 ms.
+	MaxQueueDelay time.Duration
 	// OnBacklog is called, at most every 10 ms, while goroutines wait for
 	// a CPU; it must not block. The agent gives the Go scheduler back the
 	// processors it took away from an idle agent, so a burst of calls on a
@@ -248,6 +252,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 2000
+	}
+	if opts.MaxQueueDelay <= 0 {
+		opts.MaxQueueDelay = maxSojourn
 	}
 	if opts.Tracker == nil {
 		opts.Tracker = dialog.New(dialog.Options{})

@@ -73,6 +73,10 @@ func newRigAt(t testing.TB, host, upTransport string, mod func(*Options, *rig)) 
 		Upstream: Endpoint{upTransport, host, r.edge.port},
 		Lines:    lines,
 		Tracker:  dialog.New(dialog.Options{OnEnd: func(c dialog.Call) { r.ended <- c }}),
+		// A test machine running packages in parallel under -race can
+		// leave a datagram in the buffer for over 100 ms; the admission
+		// tests set their reasons themselves.
+		MaxQueueDelay: 10 * time.Second,
 		// Debug, so the library's chatter is checked for numbers too.
 		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: logLevel(t)})),
 	}

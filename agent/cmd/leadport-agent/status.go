@@ -179,6 +179,21 @@ func printStatus(w io.Writer, st lpsync.Status, ok bool, checks map[string]strin
 	}
 	fmt.Fprintf(w, "  Lines:   %s\n", strings.Join(lines, ", "))
 	fmt.Fprintf(w, "  Calls:   %d active, %d since start, %d blocked; policy version %d\n", len(calls), sip.Calls, sip.Blocks, st.PolicyVersion)
+	if reg := sip.Register; reg != nil && (reg.Fallback || len(reg.LinesFailing) > 0) {
+		line := "  Registrations: mode " + reg.Mode
+		if reg.Fallback {
+			line += " (the registrar refused or ignored Path)"
+		}
+		if len(reg.LinesFailing) > 0 {
+			var ls []string
+			for l, status := range reg.LinesFailing {
+				ls = append(ls, fmt.Sprintf("%s (%d)", l, status))
+			}
+			sort.Strings(ls)
+			line += "; failing: " + strings.Join(ls, ", ")
+		}
+		fmt.Fprintln(w, line)
+	}
 	if sec := sip.Security; sec != nil && sec.Dropped+sec.Refused+sec.Scans > 0 {
 		fmt.Fprintf(w, "  Unknown: %d sources tracked; %d messages dropped, %d requests refused, %d penalties, %d security.scan reports\n",
 			sec.Sources, sec.Dropped, sec.Refused, sec.Penalised, sec.Scans)
