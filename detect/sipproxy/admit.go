@@ -192,29 +192,39 @@ func peekRequest(data []byte) (method, toTag []byte, ok bool) {
 	if sp <= 0 || sp > 16 {
 		return nil, nil, false
 	}
-	method = data[:sp]
+	eachHeaderLine(data, func(name, value, _ []byte) bool {
+		if bytes.EqualFold(name, []byte("To")) || bytes.EqualFold(name, []byte("t")) {
+			toTag = tagOf(value)
+			return false
+		}
+		return true
+	})
+	return data[:sp], toTag, true
+}
+
+// eachHeaderLine calls fn with the name (trimmed), value and whole line of
+// each header line of a raw message, the start line and lines without a
+// colon left out, until fn returns false or the header section ends.
+func eachHeaderLine(data []byte, fn func(name, value, line []byte) bool) {
 	head := data
 	if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
 		head = data[:i+2]
 	}
-	for len(head) > 0 {
+	i := bytes.Index(head, []byte("\r\n"))
+	if i < 0 {
+		return
+	}
+	for head = head[i+2:]; len(head) > 0; {
 		i := bytes.Index(head, []byte("\r\n"))
 		if i < 0 {
-			break
+			return
 		}
 		line := head[:i]
 		head = head[i+2:]
-		name, value, found := bytes.Cut(line, []byte(":"))
-		if !found {
-			continue
+		if name, value, found := bytes.Cut(line, []byte(":")); found && !fn(bytes.TrimSpace(name), value, line) {
+			return
 		}
-		name = bytes.TrimSpace(name)
-		if !bytes.EqualFold(name, []byte("To")) && !bytes.EqualFold(name, []byte("t")) {
-			continue
-		}
-		return method, tagOf(value), true
 	}
-	return method, nil, true
 }
 
 // tagOf returns the tag parameter of a To header's value, or nil.
@@ -238,33 +248,14 @@ func tagOf(value []byte) []byte {
 // Via, From, To with a tag of ours, Call-ID and CSeq), with Retry-After;
 // nil when the request lacks what the sender needs to match it.
 func refusal(data []byte, r shedReason) []byte {
-	head := data
-	if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
-		head = data[:i+2]
-	}
 	var b bytes.Buffer
-	b.Grow(len(head) + 128)
+	b.Grow(len(data) + 128)
 	b.WriteString("SIP/2.0 503 Service Unavailable\r\n")
 	hasVia, hasTo := false, false
-	first := true
-	for len(head) > 0 {
-		i := bytes.Index(head, []byte("\r\n"))
-		if i < 0 {
-			break
-		}
-		line := head[:i]
-		head = head[i+2:]
-		if first {
-			first = false // the request line
-			continue
-		}
-		name, _, found := bytes.Cut(line, []byte(":"))
-		if !found {
-			continue
-		}
-		n := string(bytes.ToLower(bytes.TrimSpace(name)))
+	eachHeaderLine(data, func(name, _, line []byte) bool {
+		n := string(bytes.ToLower(name))
 		if !salvage[n] {
-			continue
+			return true
 		}
 		switch n {
 		case "via", "v":
@@ -273,11 +264,12 @@ func refusal(data []byte, r shedReason) []byte {
 			hasTo = true
 			b.Write(bytes.TrimRight(line, " \t"))
 			b.WriteString(";tag=" + shedTag + "-" + strconv.FormatUint(uint64(time.Now().UnixNano()&0xffffff), 36) + "\r\n")
-			continue
+			return true
 		}
 		b.Write(line)
 		b.WriteString("\r\n")
-	}
+		return true
+	})
 	if !hasVia || !hasTo {
 		return nil
 	}
