@@ -227,13 +227,16 @@ func eachHeaderLine(data []byte, fn func(name, value, line []byte) bool) {
 	}
 }
 
-// tagOf returns the tag parameter of a To header's value, or nil.
+// tagOf returns the tag parameter of a To header's value, or nil. It runs
+// for every datagram, so it walks the parameters without allocating.
 func tagOf(value []byte) []byte {
 	// Parameters follow the address: after a closing '>' when there is one.
 	if i := bytes.LastIndexByte(value, '>'); i >= 0 {
 		value = value[i+1:]
 	}
-	for _, param := range bytes.Split(value, []byte(";")) {
+	for rest := value; len(rest) > 0; {
+		var param []byte
+		param, rest, _ = bytes.Cut(rest, []byte(";"))
 		k, v, _ := bytes.Cut(param, []byte("="))
 		if bytes.EqualFold(bytes.TrimSpace(k), []byte("tag")) {
 			if v = bytes.TrimSpace(v); len(v) > 0 {

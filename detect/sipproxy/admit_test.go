@@ -181,3 +181,15 @@ func TestOverloadKeepsCallsInProgress(t *testing.T) {
 		})
 	}
 }
+
+// TestPeekAllocates nothing: it runs for every datagram the proxy reads.
+func TestPeekAllocatesNothing(t *testing.T) {
+	msg := []byte("BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>;x=1;tag=xy\r\nCall-ID: c\r\n\r\n")
+	if n := testing.AllocsPerRun(100, func() {
+		if _, tag, _ := peekRequest(msg); string(tag) != "xy" {
+			t.Fatalf("tag %q", tag)
+		}
+	}); n != 0 {
+		t.Errorf("peekRequest allocates %v times a datagram", n)
+	}
+}

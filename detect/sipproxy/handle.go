@@ -390,12 +390,27 @@ func (p *Proxy) looped(req *sip.Request) bool {
 			continue
 		}
 		for _, s := range []*side{p.local, p.up} {
-			if strings.EqualFold(bareHost(v.Host), s.host) && v.Port == s.ports[strings.ToLower(v.Transport)] {
+			if s.listensAt(v) {
 				n++
 				break
 			}
 		}
 		if n >= 2 {
+			return true
+		}
+	}
+	return false
+}
+
+// listensAt tells a Via that names this side: its advertised host and
+// the port it listens on for the Via's transport. It allocates nothing:
+// it runs for every Via of every request.
+func (s *side) listensAt(v *sip.ViaHeader) bool {
+	if !strings.EqualFold(bareHost(v.Host), s.host) {
+		return false
+	}
+	for tp, port := range s.ports {
+		if port == v.Port && strings.EqualFold(tp, v.Transport) {
 			return true
 		}
 	}
