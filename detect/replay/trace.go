@@ -76,7 +76,20 @@ type Call struct {
 	// ReferAfter, when non-zero, sends a REFER inside the dialog this long
 	// after the answer (a transfer).
 	ReferAfter time.Duration
+	// Bye says who ends an answered call: ByeCaller (the default when
+	// empty) or ByeCallee. Who hangs up, and when, is a pacing signal:
+	// a dialer's answering-machine detection ends calls from the caller's
+	// side seconds after the answer.
+	Bye Party
 }
+
+// Party is one end of a call.
+type Party string
+
+const (
+	ByeCaller Party = "caller"
+	ByeCallee Party = "callee"
+)
 
 // Register is one REGISTER through the agent.
 type Register struct {
@@ -122,6 +135,7 @@ type jsonCall struct {
 	EarlyDiversion bool             `json:"early_diversion,omitempty"`
 	Talk           string           `json:"talk,omitempty"`
 	ReferAfter     string           `json:"refer_after,omitempty"`
+	Bye            Party            `json:"bye,omitempty"`
 }
 
 func durString(d time.Duration) string {
@@ -145,7 +159,7 @@ func (c Call) MarshalJSON() ([]byte, error) {
 		Start: start, Direction: c.Direction, Line: c.Line, Remote: c.Remote, From: c.From, PAI: c.PAI,
 		RPID: c.RPID, Diversion: c.Diversion, HistoryInfo: c.HistoryInfo, Source: c.Source,
 		Ring: c.Ring.String(), Status: c.Status, Early: c.Early, EarlyDiversion: c.EarlyDiversion,
-		Talk: durString(c.Talk), ReferAfter: durString(c.ReferAfter),
+		Talk: durString(c.Talk), ReferAfter: durString(c.ReferAfter), Bye: c.Bye,
 	})
 }
 
@@ -157,7 +171,7 @@ func (c *Call) UnmarshalJSON(b []byte) error {
 	}
 	*c = Call{Direction: j.Direction, Line: j.Line, Remote: j.Remote, From: j.From, PAI: j.PAI, RPID: j.RPID,
 		Diversion: j.Diversion, HistoryInfo: j.HistoryInfo, Source: j.Source, Status: j.Status,
-		Early: j.Early, EarlyDiversion: j.EarlyDiversion}
+		Early: j.Early, EarlyDiversion: j.EarlyDiversion, Bye: j.Bye}
 	var err error
 	for _, f := range []struct {
 		dst *time.Duration
