@@ -160,7 +160,10 @@ func (e *Engine) bridge(d *decision, ls *lineState) {
 			continue
 		}
 		n, ok := e.lines.Normalize(u)
-		if !ok || e.inbound[n] == 0 {
+		// A line presenting its own number presents no one else's: in a
+		// call between two of the device's lines, the second leg is an
+		// inbound call from the first line, which may go on dialing.
+		if !ok || e.inbound[n] == 0 || n == ev.Line {
 			continue
 		}
 		for l, s := range e.state {
