@@ -59,7 +59,7 @@ func (c *callCheckpoint) save(final bool) <-chan struct{} {
 	cur := map[string]dialog.Saved{}
 	for _, s := range c.tracker.Snapshot() {
 		if final || s.State == dialog.Confirmed && now.Sub(s.AnsweredAt) >= checkpointEvery {
-			cur[s.CallID] = s
+			cur[store.CallKey(s.CallID, s.Hairpin)] = s
 		}
 	}
 	changed := c.last == nil || !maps.Equal(cur, c.last)
@@ -126,7 +126,7 @@ func (a *Agent) resumeCalls(sink *recordSink) {
 	at, calls := cp.At, make([]dialog.Saved, 0, len(cp.Calls))
 	for id, doc := range cp.Calls {
 		var s dialog.Saved
-		if err := json.Unmarshal(doc, &s); err != nil || s.CallID != id {
+		if err := json.Unmarshal(doc, &s); err != nil || store.CallKey(s.CallID, s.Hairpin) != id {
 			a.log.Error("call in progress not read", "err", err)
 			continue
 		}

@@ -62,7 +62,7 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 			// its record; a dialer's failed attempts, by the thousand a
 			// second, are left to gather into one commit.
 			if c.Disposition == dialog.Answered && !c.Expired {
-				a.durable.add(c.CallID, sink.PutDurable(usageOf(c)))
+				a.durable.add(c.Key(), sink.PutDurable(usageOf(c)))
 				return
 			}
 			sink.Put(usageOf(c))

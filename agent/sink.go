@@ -257,6 +257,7 @@ func usageOf(c dialog.Call) *store.Usage {
 		Disposition: string(c.Disposition),
 		FinalStatus: c.FinalStatus,
 		BlockedBy:   c.BlockedBy,
+		Hairpin:     c.Hairpin,
 	}
 }
 

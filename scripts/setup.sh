@@ -48,6 +48,7 @@ if [ "${SETUP_SIP:-1}" != 0 ]; then
     "secsipidx secsipidx - the stock Identity verifier, against detect/passport"
     "openssl openssl - reading the call-signing key file as OpenSSL does"
     "svwar sipvicious - SIP scanners (svmap, svwar, svcrack) against the agent (TestScanners)"
+    "baresip baresip-core - real softphones registering and calling through the agent (TestRealPhones)"
   )
 fi
 if [ "${SETUP_MQTT:-1}" != 0 ]; then

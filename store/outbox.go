@@ -137,7 +137,7 @@ func (s *Store) Append(ctx context.Context, ps ...Payload) ([]string, error) {
 func (s *Store) prepare(now time.Time, p Payload) (pendingRec, error) {
 	r, err := s.sealRecord(now, p)
 	if u, ok := p.(*Usage); ok {
-		r.callID = u.CallID
+		r.callID = CallKey(u.CallID, u.Hairpin)
 	}
 	return r, err
 }

@@ -96,6 +96,21 @@ type Usage struct {
 	FinalStatus int       `json:"final_status,omitempty"`
 	BlockedBy   string    `json:"blocked_by,omitempty"`
 	CallID      string    `json:"call_id,omitempty"` // the SIP Call-ID, to match the PBX's own records
+	// Hairpin marks the second leg of a call between two of the device's
+	// lines: one Call-ID, two usage records (the caller's line outbound,
+	// the callee's line inbound), told apart by line and direction.
+	Hairpin bool `json:"hairpin,omitempty"`
+}
+
+// CallKey is the key of a call in progress in the store's checkpoint
+// (SaveCallsInProgress): its Call-ID, with a suffix no Call-ID carries for
+// the second leg of a hairpin call, whose Call-ID is the first leg's.
+// Storing a usage record removes the checkpoint entry of its call.
+func CallKey(callID string, hairpin bool) string {
+	if !hairpin {
+		return callID
+	}
+	return callID + "\x00hairpin"
 }
 
 // Consent is a data subject's consent (or its withdrawal) for a purpose.

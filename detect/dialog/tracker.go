@@ -87,6 +87,11 @@ type Call struct {
 	// Expired is set when the call ended by timeout (longest call or a
 	// lapsed session timer) rather than a BYE.
 	Expired bool
+	// Hairpin marks the second leg of a call that passes the agent twice
+	// with one Call-ID: from one of the device's lines out to the edge and
+	// back in to another of its lines. Each leg is a call on its own line,
+	// with its own usage record; the tracker keys this one by LegKey.
+	Hairpin bool
 
 	lastRefresh    time.Time
 	sessionExpires time.Duration
@@ -101,6 +106,20 @@ type Call struct {
 // 22.2) before it ends as failed. User agents re-send at once; a
 // challenge they cannot answer ends the call then.
 const challengeWait = 32 * time.Second
+
+// Key is the call's key in the tracker: its Call-ID, or for the second
+// leg of a hairpin call LegKey(CallID, true).
+func (c *Call) Key() string { return LegKey(c.CallID, c.Hairpin) }
+
+// LegKey is the tracker's key for a leg of a call: the Call-ID for the
+// first (or only) pass through the agent, the Call-ID with a suffix no
+// Call-ID can carry (a NUL) for the second leg of a hairpin call.
+func LegKey(callID string, hairpin bool) string {
+	if !hairpin {
+		return callID
+	}
+	return callID + "\x00hairpin"
+}
 
 // Duration is the answered time, the figure billing uses.
 func (c *Call) Duration() time.Duration {
@@ -137,7 +156,9 @@ type Stats struct {
 	Overflow uint64 // calls not tracked because MaxCalls was reached
 }
 
-// Tracker holds the calls in progress, keyed by Call-ID.
+// Tracker holds the calls in progress, keyed by Call-ID (Call.Key). The
+// methods that take a key take the Call-ID, or LegKey for a hairpin's
+// second leg.
 type Tracker struct {
 	opts  Options
 	mu    sync.Mutex
@@ -172,7 +193,7 @@ func New(opts Options) *Tracker {
 func (t *Tracker) Begin(c Call) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if held, ok := t.calls[c.CallID]; ok {
+	if held, ok := t.calls[c.Key()]; ok {
 		if held.challengedAt.IsZero() {
 			return false
 		}
@@ -186,7 +207,7 @@ func (t *Tracker) Begin(c Call) bool {
 	}
 	c.State = Attempt
 	c.lastRefresh = c.StartedAt
-	t.calls[c.CallID] = &c
+	t.calls[c.Key()] = &c
 	t.stats.Total++
 	t.wakeLocked()
 	return true
@@ -218,11 +239,11 @@ func (t *Tracker) wakeLocked() {
 
 // Response records a response to the initial INVITE. sessionExpires is the
 // Session-Expires of a 2xx (RFC 4028), zero when absent.
-func (t *Tracker) Response(callID string, status int, at time.Time, sessionExpires time.Duration) {
+func (t *Tracker) Response(key string, status int, at time.Time, sessionExpires time.Duration) {
 	var ended *Call
 	var answered Call
 	t.mu.Lock()
-	c := t.calls[callID]
+	c := t.calls[key]
 	switch {
 	case c == nil || c.State == Terminated:
 	case status < 200:
@@ -264,9 +285,9 @@ func (t *Tracker) Response(callID string, status int, at time.Time, sessionExpir
 
 // Cancel notes a CANCEL for the call at `at`; the 487 that follows ends it
 // as cancelled.
-func (t *Tracker) Cancel(callID string, at time.Time) {
+func (t *Tracker) Cancel(key string, at time.Time) {
 	t.mu.Lock()
-	if c := t.calls[callID]; c != nil && !c.cancelled {
+	if c := t.calls[key]; c != nil && !c.cancelled {
 		c.cancelled = true
 		c.CancelledAt = at
 	}
@@ -274,10 +295,10 @@ func (t *Tracker) Cancel(callID string, at time.Time) {
 }
 
 // Block ends a call the decision function refused.
-func (t *Tracker) Block(callID, rule string, status int, at time.Time) {
+func (t *Tracker) Block(key, rule string, status int, at time.Time) {
 	var ended *Call
 	t.mu.Lock()
-	if c := t.calls[callID]; c != nil && c.State != Confirmed && c.State != Terminated {
+	if c := t.calls[key]; c != nil && c.State != Confirmed && c.State != Terminated {
 		c.FinalStatus = status
 		c.Disposition = Blocked
 		c.BlockedBy = rule
@@ -289,10 +310,10 @@ func (t *Tracker) Block(callID, rule string, status int, at time.Time) {
 
 // Fail ends a call whose INVITE got no final response: the transaction
 // timed out or the next hop could not be reached.
-func (t *Tracker) Fail(callID string, status int, at time.Time) {
+func (t *Tracker) Fail(key string, status int, at time.Time) {
 	var ended *Call
 	t.mu.Lock()
-	if c := t.calls[callID]; c != nil && c.State != Confirmed && c.State != Terminated {
+	if c := t.calls[key]; c != nil && c.State != Confirmed && c.State != Terminated {
 		c.FinalStatus = status
 		c.Disposition = Failed
 		if c.cancelled {
@@ -305,10 +326,10 @@ func (t *Tracker) Fail(callID string, status int, at time.Time) {
 }
 
 // Bye ends a call by a BYE from either side.
-func (t *Tracker) Bye(callID string, at time.Time) {
+func (t *Tracker) Bye(key string, at time.Time) {
 	var ended *Call
 	t.mu.Lock()
-	if c := t.calls[callID]; c != nil && c.State != Terminated {
+	if c := t.calls[key]; c != nil && c.State != Terminated {
 		if c.State != Confirmed {
 			// BYE on an early dialog (RFC 3261 15): the caller gave up.
 			c.Disposition = Cancelled
@@ -321,9 +342,9 @@ func (t *Tracker) Bye(callID string, at time.Time) {
 
 // Refresh notes a successful in-dialog refresh (re-INVITE or UPDATE 2xx),
 // which restarts its session timer.
-func (t *Tracker) Refresh(callID string, at time.Time, sessionExpires time.Duration) {
+func (t *Tracker) Refresh(key string, at time.Time, sessionExpires time.Duration) {
 	t.mu.Lock()
-	if c := t.calls[callID]; c != nil && c.State == Confirmed {
+	if c := t.calls[key]; c != nil && c.State == Confirmed {
 		c.lastRefresh = at
 		if sessionExpires > 0 {
 			c.sessionExpires = sessionExpires
@@ -333,10 +354,10 @@ func (t *Tracker) Refresh(callID string, at time.Time, sessionExpires time.Durat
 }
 
 // Get returns a copy of a tracked call.
-func (t *Tracker) Get(callID string) (Call, bool) {
+func (t *Tracker) Get(key string) (Call, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if c := t.calls[callID]; c != nil {
+	if c := t.calls[key]; c != nil {
 		return *c, true
 	}
 	return Call{}, false
@@ -386,7 +407,7 @@ func (t *Tracker) endLocked(c *Call, at time.Time) *Call {
 	if c.Disposition == "" {
 		c.Disposition = Answered
 	}
-	delete(t.calls, c.CallID)
+	delete(t.calls, c.Key())
 	t.stats.Ended++
 	if c.Expired {
 		t.stats.Expired++
@@ -437,6 +458,7 @@ type Saved struct {
 	SessionExpires time.Duration    `json:"session_expires,omitempty"`
 	Cancelled      bool             `json:"cancelled,omitempty"`
 	CancelledAt    time.Time        `json:"cancelled_at,omitzero"`
+	Hairpin        bool             `json:"hairpin,omitempty"`
 }
 
 // Snapshot returns the calls in progress, for keeping across a restart.
@@ -447,7 +469,7 @@ func (t *Tracker) Snapshot() []Saved {
 	for _, c := range t.calls {
 		out = append(out, Saved{CallID: c.CallID, Line: c.Line, Direction: c.Direction, State: c.State,
 			StartedAt: c.StartedAt, AnsweredAt: c.AnsweredAt, LastRefresh: c.lastRefresh,
-			SessionExpires: c.sessionExpires, Cancelled: c.cancelled, CancelledAt: c.CancelledAt})
+			SessionExpires: c.sessionExpires, Cancelled: c.cancelled, CancelledAt: c.CancelledAt, Hairpin: c.Hairpin})
 	}
 	return out
 }
@@ -462,16 +484,16 @@ func (t *Tracker) Restore(saved []Saved) []Call {
 		if s.CallID == "" || s.State == Terminated {
 			continue
 		}
-		if _, ok := t.calls[s.CallID]; ok || len(t.calls) >= t.opts.MaxCalls {
+		if _, ok := t.calls[LegKey(s.CallID, s.Hairpin)]; ok || len(t.calls) >= t.opts.MaxCalls {
 			continue
 		}
 		c := &Call{CallID: s.CallID, Line: s.Line, Direction: s.Direction, State: s.State,
 			StartedAt: s.StartedAt, AnsweredAt: s.AnsweredAt, lastRefresh: s.LastRefresh,
-			sessionExpires: s.SessionExpires, cancelled: s.Cancelled, CancelledAt: s.CancelledAt}
+			sessionExpires: s.SessionExpires, cancelled: s.Cancelled, CancelledAt: s.CancelledAt, Hairpin: s.Hairpin}
 		if c.lastRefresh.IsZero() {
 			c.lastRefresh = c.StartedAt
 		}
-		t.calls[c.CallID] = c
+		t.calls[c.Key()] = c
 		t.stats.Total++
 		out = append(out, *c)
 	}

@@ -51,6 +51,10 @@ type reqCtx struct {
 	tracked  bool // an initial INVITE of a line call
 	verdict  detect.Verdict
 	callID   string
+	// key is the call's key in the tracker: the Call-ID, or for the
+	// second leg of a hairpin call (dialog.Call.Hairpin) dialog.LegKey.
+	key     string
+	hairpin bool
 	// finalSent is set once the server transaction has its final response
 	// (relayed or made by the agent).
 	finalSent bool
@@ -136,14 +140,28 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	// 487), so it must stay as received: the relayed copy is fwd.
 	fwd := req.Clone()
 	restoreMethod(fwd)
-	p.stripOwnRoutes(fwd)
+	routedHairpin := p.stripOwnRoutes(fwd)
 	if req.Method == sip.OPTIONS && !inDialog && fwd.Route() == nil && p.isOurs(&req.Recipient) && req.Recipient.User == "" {
 		p.answerOptions(tx, req)
 		return
 	}
 	rc := &reqCtx{at: at, inDialog: inDialog, callID: callID(req)}
+	ownVias := p.ownVias(req)
+	if ownVias >= 2 {
+		p.reply(tx, req, sip.StatusLoopDetected, "", "")
+		return
+	}
+	// A request that already carries the agent's Via is on its second
+	// pass: a call from one of the device's lines to another, routed out
+	// to the edge and back. In a dialog, the agent's Record-Route for that
+	// leg says so (hairpinParam).
+	rc.hairpin = routedHairpin
+	if !inDialog {
+		rc.hairpin = ownVias == 1
+	}
+	rc.key = dialog.LegKey(rc.callID, rc.hairpin)
 	rc.dir = p.direction(in, req)
-	rc.line, rc.remote = p.classify(rc.dir, req, inDialog)
+	rc.line, rc.remote = p.classify(rc.dir, req, rc.key, inDialog)
 	out := p.egress(rc.dir)
 
 	if decidable(req.Method) {
@@ -153,10 +171,6 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 		rc.verdict = v
-	}
-	if p.looped(req) {
-		p.reply(tx, req, sip.StatusLoopDetected, "", "")
-		return
 	}
 	if err := p.route(rc, fwd); err != nil {
 		if errors.Is(err, errToSelf) {
@@ -168,8 +182,8 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		// Still a call on the line: it gets its usage record, and the
 		// rules, which counted it live when they allowed it, hear it end.
 		if req.IsInvite() && !inDialog && rc.line != "" &&
-			p.tracker.Begin(dialog.Call{CallID: rc.callID, Line: rc.line, Direction: rc.dir, Remote: rc.remote, StartedAt: at}) {
-			p.tracker.Fail(rc.callID, sip.StatusTemporarilyUnavailable, p.now())
+			p.tracker.Begin(rc.call()) {
+			p.tracker.Fail(rc.key, sip.StatusTemporarilyUnavailable, p.now())
 		}
 		p.reply(tx, req, sip.StatusTemporarilyUnavailable, "", "")
 		return
@@ -182,14 +196,14 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	switch {
 	case req.IsInvite() && !inDialog && rc.line != "":
-		rc.tracked = p.tracker.Begin(dialog.Call{CallID: rc.callID, Line: rc.line, Direction: rc.dir, Remote: rc.remote, StartedAt: at})
+		rc.tracked = p.tracker.Begin(rc.call())
 	case req.Method == sip.BYE:
-		p.tracker.Bye(rc.callID, at)
+		p.tracker.Bye(rc.key, at)
 	case req.Method == sip.REGISTER:
 		p.prepareRegister(out, fwd)
 	}
 	if !inDialog && dialogCreating(req.Method) {
-		p.recordRoute(in, out, req, fwd)
+		p.recordRoute(in, out, req, fwd, rc.hairpin)
 	}
 	if rc.dir == detect.Outbound {
 		if n := stripIdentity(fwd); n > 0 {
@@ -252,9 +266,9 @@ func (p *Proxy) egress(dir detect.Direction) *side {
 
 // classify finds the line and the other party (detect.Classify); in-dialog
 // requests of a tracked call take the call's.
-func (p *Proxy) classify(dir detect.Direction, req *sip.Request, inDialog bool) (line, remote string) {
+func (p *Proxy) classify(dir detect.Direction, req *sip.Request, key string, inDialog bool) (line, remote string) {
 	if inDialog {
-		if c, ok := p.tracker.Get(callID(req)); ok {
+		if c, ok := p.tracker.Get(key); ok {
 			return c.Line, c.Remote
 		}
 	}
@@ -286,10 +300,10 @@ func (p *Proxy) block(tx sip.ServerTransaction, req *sip.Request, rc *reqCtx, v 
 	p.c.blocked.Add(1)
 	if req.IsInvite() && !rc.inDialog && rc.line != "" {
 		if !rc.tracked {
-			rc.tracked = p.tracker.Begin(dialog.Call{CallID: rc.callID, Line: rc.line, Direction: rc.dir, Remote: rc.remote, StartedAt: rc.at})
+			rc.tracked = p.tracker.Begin(rc.call())
 		}
 		if rc.tracked {
-			p.tracker.Block(rc.callID, v.Rule, status, p.now())
+			p.tracker.Block(rc.key, v.Rule, status, p.now())
 		}
 	}
 	p.reply(tx, req, status, v.Reason, v.Rule)
@@ -328,15 +342,32 @@ func (p *Proxy) answerOptions(tx sip.ServerTransaction, req *sip.Request) {
 }
 
 // stripOwnRoutes removes the Route entries that name the agent (its own
-// Record-Route coming back, or a phone's outbound-proxy route).
-func (p *Proxy) stripOwnRoutes(req *sip.Request) {
+// Record-Route coming back, or a phone's outbound-proxy route), and
+// reports whether one of them was the agent's Record-Route for the second
+// leg of a hairpin call.
+func (p *Proxy) stripOwnRoutes(req *sip.Request) (hairpin bool) {
 	for {
 		r := req.Route()
 		if r == nil || !p.isOurs(&r.Address) {
-			return
+			return hairpin
+		}
+		if _, ok := r.Address.UriParams.Get(hairpinParam); ok {
+			hairpin = true
 		}
 		req.RemoveHeader("Route")
 	}
+}
+
+// hairpinParam marks the agent's Record-Route on the second leg of a
+// hairpin call. Both legs carry the same Call-ID and the same tags (the
+// edge between them is a proxy), so the route a request comes back on is
+// the only sign of which leg it belongs to: a BYE passes the agent once
+// for each leg, and each pass pops the agent's entries of one leg.
+const hairpinParam = "lpleg"
+
+// call is the tracker's view of an initial INVITE.
+func (rc *reqCtx) call() dialog.Call {
+	return dialog.Call{CallID: rc.callID, Line: rc.line, Direction: rc.dir, Remote: rc.remote, StartedAt: rc.at, Hairpin: rc.hairpin}
 }
 
 // route sets where fwd goes next: the first Route or the Request-URI for
@@ -376,15 +407,16 @@ func (p *Proxy) route(rc *reqCtx, fwd *sip.Request) error {
 // errToSelf: the request's next hop would be the agent itself.
 var errToSelf = errors.New("request addressed to the agent itself")
 
-// looped reports a request that has already passed the agent twice (two
-// of its Vias name the agent): a routing loop, answered 482 (RFC 3261
-// 16.3 step 4) rather than relayed until Max-Forwards runs out, each hop
-// a transaction held for seconds. A call from one of the device's lines
-// to another passes the agent twice legitimately, once each way, and
-// carries one Via of the agent when it comes back.
-func (p *Proxy) looped(req *sip.Request) bool {
+// ownVias counts the Vias of m that name the agent, up to two. A request
+// with two has already passed the agent twice: a routing loop, answered
+// 482 (RFC 3261 16.3 step 4) rather than relayed until Max-Forwards runs
+// out, each hop a transaction held for seconds. A call from one of the
+// device's lines to another passes the agent twice legitimately, once each
+// way, and carries one Via of the agent when it comes back; a response
+// with two is one to that second leg.
+func (p *Proxy) ownVias(m sip.Message) int {
 	n := 0
-	for _, h := range req.GetHeaders("Via") {
+	for _, h := range m.GetHeaders("Via") {
 		v, ok := h.(*sip.ViaHeader)
 		if !ok {
 			continue
@@ -396,21 +428,23 @@ func (p *Proxy) looped(req *sip.Request) bool {
 			}
 		}
 		if n >= 2 {
-			return true
+			break
 		}
 	}
-	return false
+	return n
 }
 
-// listensAt tells a Via that names this side: its advertised host and
-// the port it listens on for the Via's transport. It allocates nothing:
-// it runs for every Via of every request.
+// listensAt tells a Via that names this side: its advertised host and a
+// port it listens on. The transport is not compared: a request the agent
+// sends over TCP from a side that listens on UDP only (a signed INVITE too
+// large for UDP) carries the UDP listener's port in its Via. It allocates
+// nothing: it runs for every Via of every request.
 func (s *side) listensAt(v *sip.ViaHeader) bool {
 	if !strings.EqualFold(bareHost(v.Host), s.host) {
 		return false
 	}
-	for tp, port := range s.ports {
-		if port == v.Port && strings.EqualFold(tp, v.Transport) {
+	for _, port := range s.ports {
+		if port == v.Port {
 			return true
 		}
 	}
@@ -445,11 +479,15 @@ func setNextHop(req *sip.Request) {
 // recordRoute adds the agent to the route set: one entry when the request
 // leaves as it came (same socket and transport), else two (RFC 5658), the
 // egress one on top so each side's first hop is the address it can reach.
-func (p *Proxy) recordRoute(in, out *side, req, fwd *sip.Request) {
+func (p *Proxy) recordRoute(in, out *side, req, fwd *sip.Request, hairpin bool) {
 	inTp := strings.ToLower(req.Transport())
 	outTp := strings.ToLower(fwd.Transport())
 	inRR := rrHeader(in, inTp)
 	outRR := rrHeader(out, outTp)
+	if hairpin {
+		inRR.Address.UriParams.Add(hairpinParam, "2")
+		outRR.Address.UriParams.Add(hairpinParam, "2")
+	}
 	if in == out && inTp == outTp {
 		fwd.PrependHeader(inRR)
 		return
@@ -516,7 +554,7 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 		p.c.relayErrs.Add(1)
 		p.log.Warn("next hop unreachable", "call_id", rc.callID, "method", string(req.Method), "err", MaskNumbers(err.Error()))
 		if rc.tracked {
-			p.tracker.Fail(rc.callID, sip.StatusServiceUnavailable, p.now())
+			p.tracker.Fail(rc.key, sip.StatusServiceUnavailable, p.now())
 		}
 		p.reply(tx, req, sip.StatusServiceUnavailable, "", "")
 		return
@@ -539,7 +577,7 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 		cancelTarget.Store(fwd)
 		defer cancelTarget.Store(nil)
 		tx.OnCancel(func(*sip.Request) {
-			p.tracker.Cancel(rc.callID, p.now())
+			p.tracker.Cancel(rc.key, p.now())
 			if f := cancelTarget.Load(); f != nil {
 				p.sendCancel(out, f)
 			}
@@ -569,7 +607,7 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 			rc.finalSent = true
 		case <-clTx.Done():
 			if rc.finalSent && rc.tracked {
-				p.tracker.Fail(rc.callID, sip.StatusRequestTerminated, p.now())
+				p.tracker.Fail(rc.key, sip.StatusRequestTerminated, p.now())
 			}
 			if !rc.finalSent {
 				status := sip.StatusRequestTimeout
@@ -579,7 +617,7 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 				p.c.relayErrs.Add(1)
 				p.log.Debug("no final response from the next hop", "call_id", rc.callID, "method", string(req.Method), "err", clTx.Err())
 				if rc.tracked {
-					p.tracker.Fail(rc.callID, status, p.now())
+					p.tracker.Fail(rc.key, status, p.now())
 				}
 				p.reply(tx, req, status, "", "")
 			}
@@ -625,7 +663,7 @@ func (p *Proxy) relayResponse(out *side, req, fwd *sip.Request, tx sip.ServerTra
 		// Blocked or cancelled while ringing: the CANCEL is out, wait
 		// for the end.
 		if rc.tracked && status >= 200 {
-			p.tracker.Response(rc.callID, status, at, 0)
+			p.tracker.Response(rc.key, status, at, 0)
 		}
 		if status >= 200 && status < 300 && req.IsInvite() {
 			p.log.Warn("blocked call answered before the CANCEL arrived", "call_id", rc.callID)
@@ -647,10 +685,10 @@ func (p *Proxy) relayResponse(out *side, req, fwd *sip.Request, tx sip.ServerTra
 	switch {
 	case req.IsInvite() && !rc.inDialog:
 		if rc.tracked {
-			p.tracker.Response(rc.callID, status, at, sessionExpires(res))
+			p.tracker.Response(rc.key, status, at, sessionExpires(res))
 		}
 	case (req.IsInvite() || req.Method == sip.UPDATE) && status >= 200 && status < 300:
-		p.tracker.Refresh(rc.callID, at, sessionExpires(res))
+		p.tracker.Refresh(rc.key, at, sessionExpires(res))
 	case req.Method == sip.REGISTER && status >= 200 && status < 300:
 		p.registered(rc.line, req, res, at)
 	}
@@ -658,7 +696,7 @@ func (p *Proxy) relayResponse(out *side, req, fwd *sip.Request, tx sip.ServerTra
 		p.registerAnswered(rc.line, fwd, res, at)
 	}
 	if req.Method == sip.BYE && status >= 200 && status < 300 {
-		p.awaitRecord(rc.callID)
+		p.awaitRecord(rc.key)
 	}
 	// RFC 3581: back to the request's source. sipgo would derive it from
 	// the Via and get an IPv6 received= wrong.
@@ -771,13 +809,14 @@ func (p *Proxy) strayResponse(s *side, res *sip.Response) {
 		p.c.badResps.Add(1)
 		return
 	}
+	key := dialog.LegKey(callID(res), p.ownVias(res) == 2)
 	res.RemoveHeader("Via")
 	if res.Via() == nil {
 		return
 	}
 	p.c.response(res.StatusCode)
 	if res.IsSuccess() && res.CSeq() != nil && res.CSeq().MethodName == sip.INVITE {
-		p.tracker.Response(callID(res), res.StatusCode, p.now(), sessionExpires(res))
+		p.tracker.Response(key, res.StatusCode, p.now(), sessionExpires(res))
 	}
 	// sipgo's own Destination() drops the brackets of an IPv6 received=.
 	next := res.Via()
