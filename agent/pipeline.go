@@ -156,6 +156,7 @@ func violationOf(v rules.Violation) *store.Violation {
 	return &store.Violation{
 		Rule: v.Rule, Line: v.Line, Action: string(v.Action), At: v.At.UTC(),
 		CallID: v.CallID, Evidence: ev, Numbers: v.Numbers,
+		Confidence: string(v.Confidence), Score: v.Score,
 	}
 }
 

@@ -147,6 +147,13 @@ type Violation struct {
 	// Numbers are the parties the violation concerns (callees of a dialing
 	// run, a forwarding target); each is personal data of its own subject.
 	Numbers []string `json:"numbers,omitempty"`
+	// Confidence is "certain" (the rule is sure; only these block) or
+	// "suspect" (evidence building, not yet proof; action observed).
+	// Empty in records kept before it existed: read as certain.
+	Confidence string `json:"confidence,omitempty"`
+	// Score is a suspect report's evidence measured against the block
+	// threshold of its signal: 0 to 1, 1 where it would block.
+	Score float64 `json:"score,omitempty"`
 }
 
 // Receipt answers one platform command.
@@ -286,6 +293,9 @@ func (v *Violation) split() (any, []Field, error) {
 	}
 	if len(v.Evidence) > 0 && !json.Valid(v.Evidence) {
 		return nil, nil, invalid(TypeViolation, "evidence is not valid JSON")
+	}
+	if !oneOf(v.Confidence, "", "certain", "suspect") {
+		return nil, nil, invalid(TypeViolation, "confidence %q is not certain or suspect", v.Confidence)
 	}
 	pub := *v
 	pub.ID, pub.Type, pub.Numbers = "", "", nil

@@ -87,6 +87,11 @@ type Call struct {
 	// Expired is set when the call ended by timeout (longest call or a
 	// lapsed session timer) rather than a BYE.
 	Expired bool
+	// EndedBy is the party whose BYE ended the call; empty when the BYE's
+	// sender is not known (Bye) or no BYE ended it. Who hangs up, and how
+	// soon after the answer, is one of the pacing rule's signs of a
+	// dialer's answering-machine detection.
+	EndedBy Party
 	// Hairpin marks the second leg of a call that passes the agent twice
 	// with one Call-ID: from one of the device's lines out to the edge and
 	// back in to another of its lines. Each leg is a call on its own line,
@@ -325,8 +330,20 @@ func (t *Tracker) Fail(key string, status int, at time.Time) {
 	t.report(ended)
 }
 
-// Bye ends a call by a BYE from either side.
-func (t *Tracker) Bye(key string, at time.Time) {
+// Party is one end of a call.
+type Party string
+
+// The parties of a call.
+const (
+	Caller Party = "caller" // the side that sent the initial INVITE
+	Callee Party = "callee"
+)
+
+// Bye ends a call by a BYE from a side the source did not tell.
+func (t *Tracker) Bye(key string, at time.Time) { t.ByeFrom(key, at, "") }
+
+// ByeFrom ends a call by a BYE that `from` sent (empty: not known).
+func (t *Tracker) ByeFrom(key string, at time.Time, from Party) {
 	var ended *Call
 	t.mu.Lock()
 	if c := t.calls[key]; c != nil && c.State != Terminated {
@@ -334,6 +351,7 @@ func (t *Tracker) Bye(key string, at time.Time) {
 			// BYE on an early dialog (RFC 3261 15): the caller gave up.
 			c.Disposition = Cancelled
 		}
+		c.EndedBy = from
 		ended = t.endLocked(c, at)
 	}
 	t.mu.Unlock()

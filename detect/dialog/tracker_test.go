@@ -25,7 +25,10 @@ func resp(id string, status int, s float64) step {
 func respSE(id string, status int, s float64, se time.Duration) step {
 	return func(tr *Tracker) { tr.Response(id, status, at(s), se) }
 }
-func bye(id string, s float64) step     { return func(tr *Tracker) { tr.Bye(id, at(s)) } }
+func bye(id string, s float64) step { return func(tr *Tracker) { tr.Bye(id, at(s)) } }
+func byeFrom(id string, s float64, from Party) step {
+	return func(tr *Tracker) { tr.ByeFrom(id, at(s), from) }
+}
 func cancel(id string) step             { return func(tr *Tracker) { tr.Cancel(id, t0) } }
 func expire(s float64) step             { return func(tr *Tracker) { tr.Expire(at(s)) } }
 func refresh(id string, s float64) step { return func(tr *Tracker) { tr.Refresh(id, at(s), 0) } }
@@ -45,6 +48,10 @@ func TestTracker(t *testing.T) {
 	}{
 		{"answered then BYE", []step{begin("a", 0), resp("a", 180, 1), resp("a", 200, 5), bye("a", 65.5)},
 			&Call{Disposition: Answered, FinalStatus: 200, AnsweredAt: at(5), EndedAt: at(65.5)}},
+		{"answered, the callee hangs up", []step{begin("a", 0), resp("a", 200, 5), byeFrom("a", 9, Callee)},
+			&Call{Disposition: Answered, FinalStatus: 200, AnsweredAt: at(5), EndedAt: at(9), EndedBy: Callee}},
+		{"answered, the caller hangs up", []step{begin("a", 0), resp("a", 200, 5), byeFrom("a", 7.5, Caller)},
+			&Call{Disposition: Answered, FinalStatus: 200, AnsweredAt: at(5), EndedAt: at(7.5), EndedBy: Caller}},
 		{"busy", []step{begin("a", 0), resp("a", 486, 1)},
 			&Call{Disposition: Busy, FinalStatus: 486, EndedAt: at(1)}},
 		{"declined everywhere", []step{begin("a", 0), resp("a", 600, 1)},
@@ -101,10 +108,10 @@ func TestTracker(t *testing.T) {
 			}
 			c, w := got[0], tt.want
 			if c.Disposition != w.Disposition || c.FinalStatus != w.FinalStatus || c.BlockedBy != w.BlockedBy ||
-				!c.AnsweredAt.Equal(w.AnsweredAt) || !c.EndedAt.Equal(w.EndedAt) || c.Expired != w.Expired {
-				t.Errorf("got  %s %d %q answered %v ended %v expired %v\nwant %s %d %q answered %v ended %v expired %v",
-					c.Disposition, c.FinalStatus, c.BlockedBy, c.AnsweredAt, c.EndedAt, c.Expired,
-					w.Disposition, w.FinalStatus, w.BlockedBy, w.AnsweredAt, w.EndedAt, w.Expired)
+				!c.AnsweredAt.Equal(w.AnsweredAt) || !c.EndedAt.Equal(w.EndedAt) || c.Expired != w.Expired || c.EndedBy != w.EndedBy {
+				t.Errorf("got  %s %d %q answered %v ended %v by %q expired %v\nwant %s %d %q answered %v ended %v by %q expired %v",
+					c.Disposition, c.FinalStatus, c.BlockedBy, c.AnsweredAt, c.EndedAt, c.EndedBy, c.Expired,
+					w.Disposition, w.FinalStatus, w.BlockedBy, w.AnsweredAt, w.EndedAt, w.EndedBy, w.Expired)
 			}
 			if c.State != Terminated || !c.StartedAt.Equal(t0) || c.Line != "+15551230001" {
 				t.Errorf("call = %+v", c)

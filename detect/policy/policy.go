@@ -152,7 +152,68 @@ type PacingRule struct {
 	// CooldownS: once tripped, new outbound attempts on the line are
 	// blocked (or observed) for this long.
 	CooldownS int `json:"cooldown_s" yaml:"cooldown_s"`
+
+	// The signals below survive random gaps (docs/rules.md, "Signals that
+	// survive random gaps"). Each has a block threshold and a suspect
+	// threshold (Suspect...): a suspect report is a violation with
+	// confidence suspect that never blocks. 0 turns either off.
+
+	// SequentialWideStep: a callee 1 to this far above the previous one
+	// continues a wide run; SequentialWideRun such attempts in a row block.
+	SequentialWideStep       int `json:"sequential_wide_step" yaml:"sequential_wide_step"`
+	SequentialWideRun        int `json:"sequential_wide_run" yaml:"sequential_wide_run"`
+	SuspectSequentialWideRun int `json:"suspect_sequential_wide_run" yaml:"suspect_sequential_wide_run"`
+	// ConversationS: an answered outbound call at least this long is a
+	// conversation, after which a person does after-call work. Of the
+	// line's last Conversations conversations, FastAfterConversation
+	// followed by the next attempt in under MinGapAfterConversationS
+	// block (a dialer's gap ignores how the last call ended).
+	ConversationS int `json:"conversation_s" yaml:"conversation_s"`
+	// BusyHourAttempts: conversations count only while the line made at
+	// least this many attempts in the hour before: a person returning a
+	// few calls one after another does no after-call work either, a
+	// dialer keeps its pace.
+	BusyHourAttempts             int     `json:"busy_hour_attempts" yaml:"busy_hour_attempts"`
+	Conversations                int     `json:"conversations" yaml:"conversations"`
+	MinGapAfterConversationS     float64 `json:"min_gap_after_conversation_s" yaml:"min_gap_after_conversation_s"`
+	FastAfterConversation        int     `json:"fast_after_conversation" yaml:"fast_after_conversation"`
+	SuspectFastAfterConversation int     `json:"suspect_fast_after_conversation" yaml:"suspect_fast_after_conversation"`
+	// AnsweredWindow: the line's last answered outbound calls that the
+	// hang-up signals read. ShortHangups of them ended by the caller 1 to
+	// 6 s after the answer (answering-machine detection); HangupSpike of
+	// those within 0.3 s either way of one value (a fixed analysis time).
+	AnsweredWindow      int `json:"answered_window" yaml:"answered_window"`
+	ShortHangups        int `json:"short_hangups" yaml:"short_hangups"`
+	SuspectShortHangups int `json:"suspect_short_hangups" yaml:"suspect_short_hangups"`
+	HangupSpike         int `json:"hangup_spike" yaml:"hangup_spike"`
+	SuspectHangupSpike  int `json:"suspect_hangup_spike" yaml:"suspect_hangup_spike"`
+	// InvalidWindow: the line's last ended outbound attempts; InvalidNumbers
+	// of them answered 404 or 484 (numbers not in service, as a dialer
+	// walking a number block meets them).
+	InvalidWindow         int `json:"invalid_window" yaml:"invalid_window"`
+	InvalidNumbers        int `json:"invalid_numbers" yaml:"invalid_numbers"`
+	SuspectInvalidNumbers int `json:"suspect_invalid_numbers" yaml:"suspect_invalid_numbers"`
+	// PauseS: a line idle this long (from the end of its last call to the
+	// next attempt) paused. SustainedAttempts attempts in a row without a
+	// pause: people's gaps are bursty (notes, interruptions, breaks), a
+	// dialer keeps its pace for hours.
+	PauseS                   int `json:"pause_s" yaml:"pause_s"`
+	SustainedAttempts        int `json:"sustained_attempts" yaml:"sustained_attempts"`
+	SuspectSustainedAttempts int `json:"suspect_sustained_attempts" yaml:"suspect_sustained_attempts"`
+	// Suspect thresholds of the signals above the new ones.
+	SuspectSameRingTimeouts int `json:"suspect_same_ring_timeouts" yaml:"suspect_same_ring_timeouts"`
+	SuspectSequentialRun    int `json:"suspect_sequential_run" yaml:"suspect_sequential_run"`
+	// SuspectIntervalS: at most one suspect report per line in this many
+	// seconds, so that a line under suspicion does not flood the outbox.
+	SuspectIntervalS int `json:"suspect_interval_s" yaml:"suspect_interval_s"`
 }
+
+// Windows of the signals that read fixed rings per line.
+const (
+	MaxAnsweredWindow = 16
+	MaxConversations  = 16
+	MaxInvalidWindow  = 64
+)
 
 // CallerID is the callerid.mismatch rule.
 type CallerID struct {
@@ -243,6 +304,30 @@ func Default() Policy {
 			SequentialStep:       1,
 			SequentialRun:        5,
 			CooldownS:            900,
+
+			SequentialWideStep:           10,
+			SequentialWideRun:            20,
+			SuspectSequentialWideRun:     10,
+			ConversationS:                90,
+			BusyHourAttempts:             10,
+			Conversations:                8,
+			MinGapAfterConversationS:     10,
+			FastAfterConversation:        4,
+			SuspectFastAfterConversation: 2,
+			AnsweredWindow:               16,
+			ShortHangups:                 0,
+			SuspectShortHangups:          0,
+			HangupSpike:                  0,
+			SuspectHangupSpike:           14,
+			InvalidWindow:                32,
+			InvalidNumbers:               0,
+			SuspectInvalidNumbers:        10,
+			PauseS:                       60,
+			SustainedAttempts:            0,
+			SuspectSustainedAttempts:     150,
+			SuspectSameRingTimeouts:      4,
+			SuspectSequentialRun:         4,
+			SuspectIntervalS:             86400,
 		},
 		CallerID: CallerID{Action: Block},
 		Quota:    Quota{Action: Observe},
@@ -388,6 +473,7 @@ func (p *Policy) Problems() []Problem {
 		add("pacing.sequential_run", "%d is not allowed (want at most %d)", g.SequentialRun, MaxHistory)
 	}
 	atLeast("pacing.cooldown_s", g.CooldownS, 1)
+	g.signalProblems(atLeast, add)
 
 	action("callerid.action", p.CallerID.Action)
 	action("quota.action", p.Quota.Action)
@@ -458,4 +544,51 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// signalProblems checks the keys of the signals that survive random
+// gaps: thresholds >= 0 within their windows, a suspect threshold below
+// its block threshold (else it would never report before the block).
+func (g *PacingRule) signalProblems(atLeast func(string, int, int), add func(string, string, ...any)) {
+	window := func(key string, v, hi int) {
+		if v < 1 || v > hi {
+			add(key, "%d is not allowed (want 1 to %d)", v, hi)
+		}
+	}
+	pair := func(key string, block, suspect, within int) {
+		atLeast("pacing."+key, block, 0)
+		atLeast("pacing.suspect_"+key, suspect, 0)
+		if within > 0 && block > within {
+			add("pacing."+key, "%d is more than its window (%d)", block, within)
+		}
+		if within > 0 && suspect > within {
+			add("pacing.suspect_"+key, "%d is more than its window (%d)", suspect, within)
+		}
+		if block > 0 && suspect >= block {
+			add("pacing.suspect_"+key, "%d is not below %s (%d): it would never report before the block", suspect, key, block)
+		}
+	}
+	atLeast("pacing.sequential_wide_step", g.SequentialWideStep, 0)
+	pair("sequential_wide_run", g.SequentialWideRun, g.SuspectSequentialWideRun, 0)
+	atLeast("pacing.conversation_s", g.ConversationS, 1)
+	window("pacing.conversations", g.Conversations, MaxConversations)
+	if math.IsNaN(g.MinGapAfterConversationS) || g.MinGapAfterConversationS < 0 || g.MinGapAfterConversationS > 600 {
+		add("pacing.min_gap_after_conversation_s", "%v is not allowed (want a number from 0 to 600)", g.MinGapAfterConversationS)
+	}
+	pair("fast_after_conversation", g.FastAfterConversation, g.SuspectFastAfterConversation, g.Conversations)
+	window("pacing.answered_window", g.AnsweredWindow, MaxAnsweredWindow)
+	pair("short_hangups", g.ShortHangups, g.SuspectShortHangups, g.AnsweredWindow)
+	pair("hangup_spike", g.HangupSpike, g.SuspectHangupSpike, g.AnsweredWindow)
+	window("pacing.invalid_window", g.InvalidWindow, MaxInvalidWindow)
+	pair("invalid_numbers", g.InvalidNumbers, g.SuspectInvalidNumbers, g.InvalidWindow)
+	atLeast("pacing.pause_s", g.PauseS, 1)
+	atLeast("pacing.busy_hour_attempts", g.BusyHourAttempts, 0)
+	pair("sustained_attempts", g.SustainedAttempts, g.SuspectSustainedAttempts, 0)
+	if n := g.SuspectSameRingTimeouts; n == 1 || n > g.RecentAttempts || (g.SameRingTimeouts > 0 && n >= g.SameRingTimeouts) {
+		add("pacing.suspect_same_ring_timeouts", "%d is not allowed (want 0 to turn it off, or 2 to below same_ring_timeouts and at most recent_attempts)", n)
+	}
+	if n := g.SuspectSequentialRun; n < 0 || n == 1 || n > MaxHistory || (g.SequentialRun > 0 && n >= g.SequentialRun) {
+		add("pacing.suspect_sequential_run", "%d is not allowed (want 0 to turn it off, or 2 to below sequential_run)", n)
+	}
+	atLeast("pacing.suspect_interval_s", g.SuspectIntervalS, 1)
 }

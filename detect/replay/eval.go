@@ -23,17 +23,32 @@ type EvalOptions struct {
 	Line                      string
 }
 
-// Targets are what the evaluation must show (issue 4).
+// Targets are what the evaluation must show (issues 4 and 15).
 const (
+	// Machines that do not hide their pacing: blocked by then.
 	TargetMedianAttempts = 3
 	TargetWorstAttempts  = 10
+	// Machines that hide it: every session detected (a suspect report or
+	// a block) within TargetHidingDetect attempts, the first report at a
+	// median of TargetHidingSuspect, the block at a median of
+	// TargetHidingBlock.
+	TargetHidingDetect  = 200
+	TargetHidingSuspect = 10
+	TargetHidingBlock   = 40
+	// People: agent-days with a suspect report, at most this share (in
+	// hundredths of a percent: 100 is 1 %).
+	TargetSuspectDaysBP = 100
 )
+
+// never stands for "not within the session" in attempt counts.
+const never = 1 << 30
 
 // ModelReport is one model's figures.
 type ModelReport struct {
 	Model  string
 	Class  Class
 	Rule   string
+	Hides  bool
 	Traces int
 	// People: traces (agent-days) with any block, which are all false,
 	// and the rules that made them.
@@ -46,12 +61,26 @@ type ModelReport struct {
 	ToDetect    []int
 	FirstBlocks map[string]int // first blocking rule per trace ("" none)
 	Signals     map[string]int // pacing signal that caught a machine
+	// Suspect reports: people's agent-days with one (all false) and the
+	// signals; for machines the attempt of the first report and of the
+	// first pacing block per session (never when none), and the first
+	// detection, whichever came first.
+	SuspectDays    int
+	SuspectBy      map[string]int
+	ToSuspect      []int
+	ToBlock        []int
+	ToFirst        []int
+	SuspectSignals map[string]int
 }
 
 // Median, P95 and Worst of the attempts until detection.
 func (m *ModelReport) Median() int { return pct(m.ToDetect, 50) }
 func (m *ModelReport) P95() int    { return pct(m.ToDetect, 95) }
 func (m *ModelReport) Worst() int  { return pct(m.ToDetect, 100) }
+
+// SuspectShareBP is the share of agent-days with a suspect report, in
+// hundredths of a percent.
+func (m *ModelReport) SuspectShareBP() int { return 10000 * m.SuspectDays / max(m.Traces, 1) }
 
 func pct(xs []int, p int) int {
 	if len(xs) == 0 {
@@ -67,8 +96,12 @@ func pct(xs []int, p int) int {
 func (m *ModelReport) Pass() bool {
 	switch m.Class {
 	case Human, Honest:
-		return m.FalseBlocked == 0
+		return m.FalseBlocked == 0 && 10000*m.SuspectDays <= TargetSuspectDaysBP*m.Traces
 	case Machine:
+		if m.Hides {
+			return pct(m.ToFirst, 100) <= TargetHidingDetect && pct(m.ToFirst, 50) <= TargetHidingSuspect &&
+				pct(m.ToBlock, 50) <= TargetHidingBlock
+		}
 		return m.Detected == m.Traces && m.Median() <= TargetMedianAttempts && m.Worst() <= TargetWorstAttempts
 	}
 	return m.Detected == m.Traces
@@ -108,7 +141,8 @@ func Evaluate(models []Model, pol policy.Policy, o EvalOptions) (*Report, error)
 		case Machine:
 			n = o.Sessions
 		}
-		mr := &ModelReport{Model: m.Name, Class: m.Class, Rule: m.Rule, Traces: n, FalseBy: map[string]int{}, FirstBlocks: map[string]int{}, Signals: map[string]int{}}
+		mr := &ModelReport{Model: m.Name, Class: m.Class, Rule: m.Rule, Hides: m.Hides, Traces: n, FalseBy: map[string]int{},
+			FirstBlocks: map[string]int{}, Signals: map[string]int{}, SuspectBy: map[string]int{}, SuspectSignals: map[string]int{}}
 		var mu sync.Mutex
 		var firstErr error
 		var wg sync.WaitGroup
@@ -152,13 +186,39 @@ func (m *ModelReport) add(tr *Trace, res *Result) {
 		first = b.Rule
 	}
 	m.FirstBlocks[first]++
+	suspectAt, suspectSig := never, ""
+	for i, t := range res.Trips {
+		if t.Action == TripSuspect {
+			suspectAt = t.Attempt
+			suspectSig, _ = res.Violations[i].Evidence["signal"].(string)
+			break
+		}
+	}
 	switch m.Class {
 	case Human, Honest:
 		if first != "" {
 			m.FalseBlocked++
 			m.FalseBy[withSignal(first, res)]++
 		}
+		if suspectAt != never {
+			m.SuspectDays++
+			m.SuspectBy[suspectSig]++
+		}
 		return
+	case Machine:
+		blockAt := never
+		for _, t := range res.Trips {
+			if t.Action != TripSuspect && ruleMatches(t.Rule, m.Rule) {
+				blockAt = t.Attempt
+				break
+			}
+		}
+		if suspectAt != never {
+			m.SuspectSignals[suspectSig]++
+		}
+		m.ToSuspect = append(m.ToSuspect, suspectAt)
+		m.ToBlock = append(m.ToBlock, blockAt)
+		m.ToFirst = append(m.ToFirst, min(suspectAt, blockAt))
 	}
 	if m.Class != Machine {
 		// A scenario is caught when anything blocked it; which rule did
@@ -170,7 +230,7 @@ func (m *ModelReport) add(tr *Trace, res *Result) {
 		return
 	}
 	for i, t := range res.Trips {
-		if ruleMatches(t.Rule, m.Rule) {
+		if t.Action != TripSuspect && ruleMatches(t.Rule, m.Rule) {
 			m.Detected++
 			if sig, ok := res.Violations[i].Evidence["signal"].(string); ok {
 				m.Signals[sig]++
@@ -204,22 +264,26 @@ func ruleMatches(got, want string) bool {
 // Print writes the report as tables: people, machines, scenarios, and a
 // confusion matrix of each class against the first rule that blocked.
 func (r *Report) Print(w io.Writer) {
-	fmt.Fprintf(w, "People and honest use (target: no agent-day with a block)\n")
-	fmt.Fprintf(w, "  %-26s %8s %10s %12s %10s  %s\n", "model", "days", "attempts", "false-block", "share", "by rule")
+	fmt.Fprintf(w, "People and honest use (target: no agent-day with a block; a suspect report on at most %.0f %% of days)\n", float64(TargetSuspectDaysBP)/100)
+	fmt.Fprintf(w, "  %-26s %8s %10s %12s %10s %8s %8s  %s\n", "model", "days", "attempts", "false-block", "share", "suspect", "share", "by rule; suspect by signal")
 	for _, m := range r.Models {
 		if m.Class != Human && m.Class != Honest {
 			continue
 		}
-		fmt.Fprintf(w, "  %-26s %8d %10d %12d %9.4f%%  %s %s\n", m.Model, m.Traces, m.Attempts, m.FalseBlocked,
-			100*float64(m.FalseBlocked)/float64(max(m.Traces, 1)), counts(m.FalseBy), passMark(m))
+		fmt.Fprintf(w, "  %-26s %8d %10d %12d %9.4f%% %8d %7.2f%%  %s; %s %s\n", m.Model, m.Traces, m.Attempts, m.FalseBlocked,
+			100*float64(m.FalseBlocked)/float64(max(m.Traces, 1)), m.SuspectDays, float64(m.SuspectShareBP())/100,
+			counts(m.FalseBy), counts(m.SuspectBy), passMark(m))
 	}
-	fmt.Fprintf(w, "\nMachines (target: all detected, median <= %d attempts, worst <= %d)\n", TargetMedianAttempts, TargetWorstAttempts)
-	fmt.Fprintf(w, "  %-26s %8s %9s %7s %5s %6s\n", "model", "sessions", "detected", "median", "p95", "worst")
+	fmt.Fprintf(w, "\nMachines: blocks by pacing (target, not hiding: all blocked, median <= %d attempts, worst <= %d)\n", TargetMedianAttempts, TargetWorstAttempts)
+	fmt.Fprintf(w, "  suspect reports, first detection (suspect or block) and blocks, in attempts: median/p95/worst (- never)\n")
+	fmt.Fprintf(w, "  (target, hiding: first detection worst <= %d, median <= %d; block median <= %d)\n", TargetHidingDetect, TargetHidingSuspect, TargetHidingBlock)
+	fmt.Fprintf(w, "  %-26s %6s %8s %8s %13s %13s %13s  %-6s %s\n", "model", "hides", "sessions", "blocked", "suspect", "detect", "block", "", "block signals; suspect signals")
 	for _, m := range r.Models {
 		if m.Class != Machine {
 			continue
 		}
-		fmt.Fprintf(w, "  %-26s %8d %9d %7d %5d %6d  %-6s %s\n", m.Model, m.Traces, m.Detected, m.Median(), m.P95(), m.Worst(), passMark(m), counts(m.Signals))
+		fmt.Fprintf(w, "  %-26s %6v %8d %8d %13s %13s %13s  %-6s %s; %s\n", m.Model, m.Hides, m.Traces, m.Detected,
+			triple(m.ToSuspect), triple(m.ToFirst), triple(m.ToBlock), passMark(m), counts(m.Signals), counts(m.SuspectSignals))
 	}
 	fmt.Fprintf(w, "\nForwarding and trunking scenarios (target: all blocked)\n")
 	fmt.Fprintf(w, "  %-26s %-24s %9s %8s  %s\n", "model", "expected rule", "scenarios", "blocked", "first blocked by")
@@ -230,6 +294,17 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  %-26s %-24s %9d %8d  %-6s %s\n", m.Model, m.Rule, m.Traces, m.Detected, passMark(m), counts(m.FirstBlocks))
 	}
 	r.printConfusion(w)
+}
+
+// triple is the median, p95 and worst of attempt counts, "-" for never.
+func triple(xs []int) string {
+	f := func(v int) string {
+		if v >= never {
+			return "-"
+		}
+		return fmt.Sprint(v)
+	}
+	return f(pct(xs, 50)) + "/" + f(pct(xs, 95)) + "/" + f(pct(xs, 100))
 }
 
 func passMark(m *ModelReport) string {

@@ -2,10 +2,12 @@ package replay
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/leadport/leadport-agent/detect"
 	"github.com/leadport/leadport-agent/detect/policy"
+	"github.com/leadport/leadport-agent/detect/rules"
 )
 
 const (
@@ -38,12 +40,24 @@ func blocksAre(want ...Block) func(*testing.T, *Result) {
 	}
 }
 
-// violationsAre checks the rule and action of every violation.
+// violationsAre checks the rule and action of every violation; a suspect
+// report is "rule/suspect". When want names no suspect report, suspect
+// reports are left out: the case is about what is certain.
 func violationsAre(want ...string) func(*testing.T, *Result) {
 	return func(t *testing.T, res *Result) {
 		t.Helper()
+		suspects := false
+		for _, w := range want {
+			suspects = suspects || strings.HasSuffix(w, "/"+TripSuspect)
+		}
 		var got []string
 		for _, v := range res.Violations {
+			if v.Confidence == rules.Suspect {
+				if suspects {
+					got = append(got, v.Rule+"/"+TripSuspect)
+				}
+				continue
+			}
 			got = append(got, v.Rule+"/"+string(v.Action))
 		}
 		if len(got) != len(want) {
@@ -55,6 +69,27 @@ func violationsAre(want ...string) func(*testing.T, *Result) {
 			}
 		}
 	}
+}
+
+// noSuspect checks that nothing was even suspected.
+func noSuspect(t *testing.T, res *Result) {
+	t.Helper()
+	for _, tr := range res.Trips {
+		if tr.Action == TripSuspect {
+			t.Errorf("suspect report %+v, want none", tr)
+		}
+	}
+}
+
+// certain is the violations that are not suspect reports.
+func certain(res *Result) []rules.Violation {
+	var out []rules.Violation
+	for _, v := range res.Violations {
+		if v.Confidence != rules.Suspect {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func both(fs ...func(*testing.T, *Result)) func(*testing.T, *Result) {
@@ -145,6 +180,41 @@ func goldenCases() []goldenCase {
 		out(0, "+13125550101", 18, 0), out(62, "+17185550102", 6, 240), out(390, "+13125550101", 8, 95),
 		out(560, "+16465550199", 25, 0), out(640, "+12025550177", 4, 31),
 	}
+	// After-call work: ten unanswered attempts at a dialer's pace (so the
+	// line is busy enough to be measured), then conversations of two
+	// minutes, each followed by the next attempt 3 s later.
+	var acw []Call
+	at := 0.0
+	for i := range 10 {
+		ring := 18 + float64(i)*0.37
+		acw = append(acw, out(at, numberN(i*7919+1), ring, 0))
+		at += ring + 4 + float64(i%3)
+	}
+	for i := range 6 {
+		talk := 120 + float64(i)*7
+		acw = append(acw, out(at, numberN(i*7919+500), 6, talk))
+		at += 6 + talk + 3
+	}
+	// A number block walked in steps of 3 at a person's pace.
+	var wide []Call
+	at = 0
+	for i := range 21 {
+		ring := 20 + float64(i)*0.9
+		wide = append(wide, out(at, numberN(1000+3*i), ring, 0))
+		at += ring + 25 + float64(i%4)*6
+	}
+	// Answered calls hung up 3 s after the answer: by the caller, as a
+	// dialer's answering-machine detection does, or by the callee.
+	var amdCaller, amdCallee []Call
+	at = 0
+	for i := range 7 {
+		c := out(at, numberN(i*7919+3), 8+float64(i)*0.5, 3+float64(i)*0.1)
+		amdCaller = append(amdCaller, c)
+		c.Bye = ByeCallee
+		amdCallee = append(amdCallee, c)
+		at += 8 + float64(i)*0.5 + 3 + 20
+	}
+	shortHangups := withPolicy(func(p *policy.Policy) { p.Pacing.SuspectShortHangups = 5 })
 	quota := []Call{out(0, "+13125550101", 5, 400), out(500, "+16465550177", 5, 400), out(1000, "+17185550123", 5, 60), out(1200, "+12025550144", 5, 60)}
 
 	return []goldenCase{
@@ -185,7 +255,7 @@ func goldenCases() []goldenCase {
 		{name: "pacing_gap_after_call", trace: tr(Machine, policy.Pacing, progressive...), policy: def,
 			check: func(t *testing.T, res *Result) {
 				b, ok := res.First()
-				if !ok || b.Rule != policy.Pacing || b.Attempt != 3 || res.Violations[0].Evidence["signal"] != "gap_after_call" {
+				if !ok || b.Rule != policy.Pacing || b.Attempt != 3 || certain(res)[0].Evidence["signal"] != "gap_after_call" {
 					t.Errorf("first block %v, violations %v; want pacing by gap_after_call at attempt 3", b, res.Violations)
 				}
 			}},
@@ -193,45 +263,74 @@ func goldenCases() []goldenCase {
 			policy: withPolicy(func(p *policy.Policy) { p.Pacing.MaxAttemptsPerMinute = 6 }),
 			check: func(t *testing.T, res *Result) {
 				b, ok := res.First()
-				if !ok || b.Attempt != 7 || res.Violations[0].Evidence["signal"] != "per_minute" {
+				if !ok || b.Attempt != 7 || certain(res)[0].Evidence["signal"] != "per_minute" {
 					t.Errorf("first block %v, violations %v; want pacing by per_minute at attempt 7", b, res.Violations)
 				}
 			}},
 		{name: "pacing_parallel", trace: tr(Machine, policy.Pacing, parallel...), policy: def,
 			check: func(t *testing.T, res *Result) {
 				b, ok := res.First()
-				if !ok || b.Attempt != 2 || b.Rule != policy.TrunkingConcurrent || res.Violations[1].Evidence["signal"] != "parallel" {
+				if !ok || b.Attempt != 2 || b.Rule != policy.TrunkingConcurrent || certain(res)[1].Evidence["signal"] != "parallel" {
 					t.Errorf("first block %v, violations %v; want the 2nd attempt refused 486 and pacing tripped by parallel", b, res.Violations)
 				}
 			}},
 		{name: "pacing_regular_intervals", trace: tr(Machine, policy.Pacing, regular...), policy: def,
 			check: func(t *testing.T, res *Result) {
 				b, ok := res.First()
-				if !ok || b.Rule != policy.Pacing || res.Violations[0].Evidence["signal"] != "regular_intervals" {
+				if !ok || b.Rule != policy.Pacing || certain(res)[0].Evidence["signal"] != "regular_intervals" {
 					t.Errorf("first block %v, violations %v; want pacing by regular_intervals", b, res.Violations)
 				}
 			}},
 		{name: "pacing_sequential", trace: tr(Machine, policy.Pacing, sequential...), policy: def,
 			check: func(t *testing.T, res *Result) {
 				b, ok := res.First()
-				if !ok || b.Attempt != 5 || res.Violations[0].Evidence["signal"] != "sequential_numbers" || len(res.Violations[0].Numbers) != 5 {
+				if !ok || b.Attempt != 5 || certain(res)[0].Evidence["signal"] != "sequential_numbers" || len(certain(res)[0].Numbers) != 5 {
 					t.Errorf("first block %v, violations %v; want pacing by sequential_numbers at attempt 5 naming 5 numbers", b, res.Violations)
 				}
 			}},
 		{name: "pacing_fixed_ring_timeout", trace: tr(Machine, policy.Pacing, timeout...), policy: def,
 			check: func(t *testing.T, res *Result) {
 				b, ok := res.First()
-				if !ok || b.Attempt != 6 || res.Violations[0].Evidence["signal"] != "fixed_ring_timeout" {
+				if !ok || b.Attempt != 6 || certain(res)[0].Evidence["signal"] != "fixed_ring_timeout" {
 					t.Errorf("first block %v, violations %v; want pacing by fixed_ring_timeout at attempt 6", b, res.Violations)
 				}
 			}},
 		{name: "pacing_timer_ticks", trace: tr(Machine, policy.Pacing, ticks...), policy: def,
 			check: func(t *testing.T, res *Result) {
 				b, ok := res.First()
-				if !ok || b.Attempt != 7 || res.Violations[0].Evidence["signal"] != "timer_ticks" {
+				if !ok || b.Attempt != 7 || certain(res)[0].Evidence["signal"] != "timer_ticks" {
 					t.Errorf("first block %v, violations %v; want pacing by timer_ticks at attempt 7", b, res.Violations)
 				}
 			}},
+		{name: "pacing_after_call_work", trace: tr(Machine, policy.Pacing, acw...), policy: def,
+			check: func(t *testing.T, res *Result) {
+				b, ok := res.First()
+				if !ok || b.Attempt != 15 || certain(res)[0].Evidence["signal"] != "after_call_work" {
+					t.Errorf("first block %v, violations %v; want pacing by after_call_work at attempt 15", b, res.Violations)
+				}
+				if tr := res.Trips[0]; tr.Action != TripSuspect || tr.Attempt != 13 || res.Violations[0].Evidence["signal"] != "after_call_work" {
+					t.Errorf("first trip %+v (%v); want a suspect report by after_call_work at attempt 13", tr, res.Violations[0])
+				}
+			}},
+		{name: "pacing_sequential_wide", trace: tr(Machine, policy.Pacing, wide...), policy: def,
+			check: func(t *testing.T, res *Result) {
+				b, ok := res.First()
+				if !ok || b.Attempt != 20 || certain(res)[0].Evidence["signal"] != "sequential_wide" {
+					t.Errorf("first block %v, violations %v; want pacing by sequential_wide at attempt 20", b, res.Violations)
+				}
+				if tr := res.Trips[0]; tr.Action != TripSuspect || tr.Attempt != 10 || res.Violations[0].Score != 0.5 {
+					t.Errorf("first trip %+v (%v); want a suspect report at attempt 10 scoring 0.5", tr, res.Violations[0])
+				}
+			}},
+		{name: "pacing_short_hangups_by_caller", trace: tr(Machine, policy.Pacing, amdCaller...), policy: shortHangups,
+			check: func(t *testing.T, res *Result) {
+				violationsAre("pacing/suspect")(t, res)
+				if tr := res.Trips[0]; tr.Attempt != 6 || res.Violations[0].Evidence["signal"] != "short_hangups" {
+					t.Errorf("trip %+v (%v); want a suspect report by short_hangups at attempt 6", tr, res.Violations[0])
+				}
+			}},
+		{name: "pacing_short_hangups_by_callee", trace: tr(Human, "", amdCallee...), policy: shortHangups,
+			check: both(blocksAre(), violationsAre(), noSuspect)},
 		{name: "pacing_cooldown_ends", trace: tr(Machine, policy.Pacing, cooldown...), policy: def,
 			check: func(t *testing.T, res *Result) {
 				if len(res.Blocks) != 2 || res.Blocks[1].Index != 3 {
@@ -257,7 +356,7 @@ func goldenCases() []goldenCase {
 			check: blocksAre(Block{Kind: "invite", Index: 2, Rule: policy.QuotaMinutes, Status: 403},
 				Block{Kind: "invite", Index: 3, Rule: policy.QuotaMinutes, Status: 403})},
 		{name: "honest_person", trace: tr(Human, "", human...), policy: def,
-			check: both(blocksAre(), violationsAre())},
+			check: both(blocksAre(), violationsAre(), noSuspect)},
 		{name: "rules_off", trace: tr(Machine, "", append(append([]Call{}, progressive...), lateFeatureCode)...),
 			policy: withPolicy(func(p *policy.Policy) { p.Pacing.Action = policy.Off; p.Forwarding.Action = policy.Off }),
 			check:  both(blocksAre(), violationsAre())},

@@ -31,13 +31,15 @@ type goldenBlock struct {
 }
 
 type goldenViolation struct {
-	At       string         `json:"at"`
-	Rule     string         `json:"rule"`
-	Line     string         `json:"line"`
-	Action   string         `json:"action"`
-	CallID   string         `json:"call_id"`
-	Evidence map[string]any `json:"evidence,omitempty"`
-	Numbers  []string       `json:"numbers,omitempty"`
+	At         string         `json:"at"`
+	Rule       string         `json:"rule"`
+	Line       string         `json:"line"`
+	Action     string         `json:"action"`
+	Confidence string         `json:"confidence"`
+	Score      float64        `json:"score,omitempty"`
+	CallID     string         `json:"call_id"`
+	Evidence   map[string]any `json:"evidence,omitempty"`
+	Numbers    []string       `json:"numbers,omitempty"`
 }
 
 func goldenOf(res *Result) golden {
@@ -47,7 +49,7 @@ func goldenOf(res *Result) golden {
 	}
 	for _, v := range res.Violations {
 		g.Violations = append(g.Violations, goldenViolation{At: v.At.Sub(Epoch).String(), Rule: v.Rule, Line: v.Line,
-			Action: string(v.Action), CallID: v.CallID, Evidence: v.Evidence, Numbers: v.Numbers})
+			Action: string(v.Action), Confidence: string(v.Confidence), Score: v.Score, CallID: v.CallID, Evidence: v.Evidence, Numbers: v.Numbers})
 	}
 	return g
 }

@@ -27,29 +27,41 @@ type Model struct {
 	// on the given line; for Machine models one dialing session of at least
 	// 40 outbound attempts; for Forwarding and Trunking one scenario.
 	Generate func(r *rand.Rand, line string) Trace
+	// Hides marks a machine that hides its pacing (random gaps, random
+	// ring timeouts, a person's pace): its targets are detection within
+	// 200 attempts, a suspect report by about the 10th and a block by
+	// about the 40th, not a block within 3 (docs/rules.md).
+	Hides bool
 }
 
 // Models returns every behaviour model, people first.
 func Models() []Model {
 	return []Model{
-		{"human.manual_leads", Human, "", "a salesperson dialing a lead list by hand on a desk phone or softphone keypad", manualLeads},
-		{"human.click_to_call", Human, "", "a click-to-call power user with a daily dial target, hanging up on many voicemail greetings", clickToCall},
-		{"human.call_center", Human, "", "a call-centre agent dialing previewed records, with after-call work and a fixed break schedule", callCenter},
-		{"human.receptionist", Human, "", "a receptionist answering inbound calls, with a few outbound callbacks", receptionist},
-		{"human.callbacks", Human, "", "a salesperson returning missed calls back to back after each absence, between normal lead work", callbacks},
-		{"machine.power", Machine, "pacing", "a timer-driven dialer: a new attempt on the first tick of a fixed period once the line is free", powerDialer},
-		{"machine.progressive", Machine, "pacing", "a progressive dialer: the next attempt well under a second after the last call ends", progressiveDialer},
-		{"machine.predictive", Machine, "pacing", "a predictive dialer: 2 to 3 attempts in parallel for one agent, losers cancelled on a live answer", predictiveDialer},
-		{"machine.jitter", Machine, "pacing", "a progressive dialer disguised with a 1 s wrap-up and random jitter between calls", jitterDialer},
-		{"machine.sequential", Machine, "pacing", "a dialer walking sequential numbers at a human-like pace", sequentialDialer},
-		{"forwarding.redirect", Forwarding, "forwarding.redirect", "an inbound call the local side redirects (302), or forwards itself announcing 181 with Diversion", redirectScenario},
-		{"forwarding.diversion", Forwarding, "forwarding.diversion", "a PBX forwarding a call to the line out again, naming the line in Diversion or History-Info", diversionScenario},
-		{"forwarding.refer", Forwarding, "forwarding.refer", "an answered call on the line transferred out with REFER (blind or attended)", referScenario},
-		{"forwarding.feature_code", Forwarding, "forwarding.feature_code", "a call-forward feature code dialed on the line", featureCodeScenario},
-		{"forwarding.bridge", Forwarding, "forwarding.bridge", "an inbound call bridged by the local side to a new outbound leg on the line", bridgeScenario},
-		{"trunking.concurrent", Trunking, "trunking.concurrent", "a PBX using the line as a trunk: two or three calls up at once", concurrentScenario},
-		{"trunking.registrations", Trunking, "trunking.registrations", "two phones on different hosts registered to the line at once", registrationsScenario},
-		{"honest.pbx", Honest, "", "a PBX with the line: inbound calls, internal transfers, follow-up calls, periodic re-registration", honestPBX},
+		{"human.manual_leads", Human, "", "a salesperson dialing a lead list by hand on a desk phone or softphone keypad", manualLeads, false},
+		{"human.click_to_call", Human, "", "a click-to-call power user with a daily dial target, hanging up on many voicemail greetings", clickToCall, false},
+		{"human.call_center", Human, "", "a call-centre agent dialing previewed records, with after-call work and a fixed break schedule", callCenter, false},
+		{"human.receptionist", Human, "", "a receptionist answering inbound calls, with a few outbound callbacks", receptionist, false},
+		{"human.callbacks", Human, "", "a salesperson returning missed calls back to back after each absence, between normal lead work", callbacks, false},
+		{"human.voicemail_dropper", Human, "", "a fast click-to-call seller who hangs up on voicemail greetings 2-4 s after the answer", voicemailDropper, false},
+		{"human.manual_dialer", Human, "", "a person keying numbers by hand, with published after-call work times", manualDialer, false},
+		{"human.steady_seller", Human, "", "a seller making 60-100 calls a day between research and breaks", steadySeller, false},
+		{"machine.power", Machine, "pacing", "a timer-driven dialer: a new attempt on the first tick of a fixed period once the line is free", powerDialer, true},
+		{"machine.progressive", Machine, "pacing", "a progressive dialer: the next attempt well under a second after the last call ends", progressiveDialer, false},
+		{"machine.predictive", Machine, "pacing", "a predictive dialer: 2 to 3 attempts in parallel for one agent, losers cancelled on a live answer", predictiveDialer, false},
+		{"machine.jitter", Machine, "pacing", "a progressive dialer disguised with a 1 s wrap-up and random jitter between calls", jitterDialer, true},
+		{"machine.sequential", Machine, "pacing", "a dialer walking sequential numbers at a human-like pace", sequentialDialer, true},
+		{"machine.predictive_amd", Machine, "pacing", "a predictive dialer at a dial level of 1.2 to 3 with answering-machine detection and abandoned calls", predictiveAMD, false},
+		{"machine.power_amd", Machine, "pacing", "a power dialer: one line, a random delay after each call, answering-machine detection", powerAMD, true},
+		{"machine.jitter_timeout", Machine, "pacing", "a jitter dialer that also randomises its ring timeout and its answering-machine hang-up", jitterTimeout, true},
+		{"machine.sequential_pace", Machine, "pacing", "a dialer walking a number block in steps of 1 to 10 at a person's pace, ring timeout randomised", sequentialPace, true},
+		{"forwarding.redirect", Forwarding, "forwarding.redirect", "an inbound call the local side redirects (302), or forwards itself announcing 181 with Diversion", redirectScenario, false},
+		{"forwarding.diversion", Forwarding, "forwarding.diversion", "a PBX forwarding a call to the line out again, naming the line in Diversion or History-Info", diversionScenario, false},
+		{"forwarding.refer", Forwarding, "forwarding.refer", "an answered call on the line transferred out with REFER (blind or attended)", referScenario, false},
+		{"forwarding.feature_code", Forwarding, "forwarding.feature_code", "a call-forward feature code dialed on the line", featureCodeScenario, false},
+		{"forwarding.bridge", Forwarding, "forwarding.bridge", "an inbound call bridged by the local side to a new outbound leg on the line", bridgeScenario, false},
+		{"trunking.concurrent", Trunking, "trunking.concurrent", "a PBX using the line as a trunk: two or three calls up at once", concurrentScenario, false},
+		{"trunking.registrations", Trunking, "trunking.registrations", "two phones on different hosts registered to the line at once", registrationsScenario, false},
+		{"honest.pbx", Honest, "", "a PBX with the line: inbound calls, internal transfers, follow-up calls, periodic re-registration", honestPBX, false},
 	}
 }
 
@@ -294,6 +306,28 @@ type habits struct {
 	callbackPick logn
 	// inboundTalk is the length of answered inbound calls.
 	inboundTalk func(*rand.Rand) time.Duration
+	// dropGreeting, when set, is when the person hangs up on a voicemail
+	// greeting instead of hearGreeting.
+	dropGreeting func(*rand.Rand) time.Duration
+}
+
+// greetingHangUp is when the person hangs up on a voicemail greeting.
+func (h *habits) greetingHangUp(r *rand.Rand) time.Duration {
+	if h.dropGreeting != nil {
+		return h.dropGreeting(r)
+	}
+	return hearGreeting.draw(r)
+}
+
+// byeOf says who ends an answered call, the callee with calleeShare,
+// decided by the low digits (nanoseconds) of its talk time, already drawn:
+// a draw of its own would shift every later draw of the trace, and with
+// them the figures docs/eval-models.md documents for each model.
+func byeOf(talk time.Duration, calleeShare float64) Party {
+	if float64(talk%1000)/1000 < calleeShare {
+		return ByeCallee
+	}
+	return ByeCaller
 }
 
 // digits is the time to key a 10-digit number (11 with the leading 1) read
@@ -335,9 +369,11 @@ func (h *habits) ring(r *rand.Rand, c *Call) dialOutcome {
 		c.Ring, c.Status = ring, 200
 		if chance(r, h.brushOff) {
 			c.Talk = brushOffTalk.draw(r)
+			c.Bye = byeOf(c.Talk, 0.6)
 			return brushedOff
 		}
 		c.Talk = h.talk.draw(r)
+		c.Bye = byeOf(c.Talk, 0.5)
 		return talked
 	case reachVoicemail:
 		ring := voicemailRing(r)
@@ -349,7 +385,7 @@ func (h *habits) ring(r *rand.Rand, c *Call) dialOutcome {
 			c.Talk = greeting(r) + messageLength.draw(r)
 			return leftMessage
 		}
-		c.Talk = hearGreeting.draw(r)
+		c.Talk = h.greetingHangUp(r)
 		return greetingHangUp
 	case reachBusy:
 		c.Ring, c.Status = between(r, 300*time.Millisecond, 3*time.Second), 486
@@ -535,6 +571,7 @@ func (d *agentDay) takeInbound(t time.Duration) bool {
 			continue
 		}
 		c.Talk = d.h.inboundTalk(d.r)
+		c.Bye = byeOf(c.Talk, 0.5)
 		d.place(c)
 		return true
 	}
@@ -753,7 +790,11 @@ func manualLeads(r *rand.Rand, line string) Trace {
 	return d.trace("human.manual_leads", Human, phoneRegistrations(r, line, d.end, 0))
 }
 
-func clickToCall(r *rand.Rand, line string) Trace {
+func clickToCall(r *rand.Rand, line string) Trace { return clickToCallDay(r, line, nil) }
+
+// clickToCallDay is a click-to-call user's day; tune, when set, changes
+// the person's habits before the day starts.
+func clickToCallDay(r *rand.Rand, line string, tune func(*habits)) Trace {
 	h := sales(r)
 	h.list = leadMix{
 		live: uniformIn(r, 0.05, 0.15),
@@ -777,6 +818,9 @@ func clickToCall(r *rand.Rand, line string) Trace {
 	h.distract = 0.04
 	h.distraction = logn{90 * time.Second, 0.8, 15 * time.Second, 15 * time.Minute}
 	h.quota = 150 + r.IntN(151)
+	if tune != nil {
+		tune(h)
+	}
 	day := officeDay
 	day.otherWork = [2]int{0, 2}
 	d := newAgentDay(r, line, h, day)
@@ -966,6 +1010,12 @@ type autoDialer struct {
 	dropMessage time.Duration
 	talk        logn // a live answer connected to the agent
 	line        string
+	// amdAt, when set, is when answering-machine detection hangs up on a
+	// machine, after the answer (instead of U(2 s, 4.5 s)).
+	amdAt func(*rand.Rand) time.Duration
+	// ringTimeout, when set, draws the no-answer timeout per call
+	// (instead of the fixed timeout).
+	ringTimeout func(*rand.Rand) time.Duration
 }
 
 func newAutoDialer(r *rand.Rand, line string) *autoDialer {
@@ -995,18 +1045,26 @@ func schedNoise(r *rand.Rand) time.Duration { return between(r, 0, 30*time.Milli
 func (m *autoDialer) dial(r *rand.Rand, remote string, start time.Duration) (Call, reached) {
 	c := Call{Start: start, Direction: detect.Outbound, Line: m.line, Remote: remote}
 	cancelAt := m.timeout + schedNoise(r)
+	if m.ringTimeout != nil {
+		cancelAt = m.ringTimeout(r)
+	}
 	kind := m.list.draw(r)
 	switch kind {
 	case reachPerson:
 		if ring := answerRing.draw(r); ring < cancelAt {
 			c.Ring, c.Status, c.Talk = ring, 200, m.talk.draw(r)
+			c.Bye = byeOf(c.Talk, 0.5)
 		} else {
 			c.Ring, c.Status = cancelAt, 487
 		}
 	case reachVoicemail:
 		if ring := voicemailRing(r); ring < cancelAt {
 			c.Ring, c.Status = ring, 200
-			c.Talk = between(r, 2*time.Second, 4500*time.Millisecond) // detection
+			if m.amdAt != nil {
+				c.Talk = m.amdAt(r)
+			} else {
+				c.Talk = between(r, 2*time.Second, 4500*time.Millisecond) // detection
+			}
 			if m.dropMessage > 0 {
 				c.Talk = greeting(r) + m.dropMessage
 			}
@@ -1034,6 +1092,11 @@ func (m *autoDialer) dial(r *rand.Rand, remote string, start time.Duration) (Cal
 // sessionAttempts is the length of a session: at least 50 attempts.
 func sessionAttempts(r *rand.Rand) int { return 50 + r.IntN(101) }
 
+// hidingSession is the length of a session of a dialer that hides its
+// pacing: 200-300 attempts, a few hours, since its target is detection
+// within 200 attempts.
+func hidingSession(r *rand.Rand) int { return 200 + r.IntN(101) }
+
 func machineTrace(model, line string, calls []Call) Trace {
 	slices.SortStableFunc(calls, func(a, b Call) int { return cmp.Compare(a.Start, b.Start) })
 	return Trace{Model: model, Class: Machine, Lines: []string{line}, Calls: calls, Rule: "pacing"}
@@ -1042,7 +1105,7 @@ func machineTrace(model, line string, calls []Call) Trace {
 func powerDialer(r *rand.Rand, line string) Trace {
 	m := newAutoDialer(r, line)
 	period := time.Duration(5+r.IntN(56)) * time.Second
-	n := sessionAttempts(r)
+	n := hidingSession(r)
 	calls := make([]Call, 0, n)
 	t0 := between(r, 0, 5*time.Minute)
 	free := t0
@@ -1075,7 +1138,7 @@ func progressiveDialer(r *rand.Rand, line string) Trace {
 func jitterDialer(r *rand.Rand, line string) Trace {
 	m := newAutoDialer(r, line)
 	jitter := jitterShape(r)
-	n := sessionAttempts(r)
+	n := hidingSession(r)
 	calls := make([]Call, 0, n)
 	t := between(r, 0, 5*time.Minute)
 	for len(calls) < n {
@@ -1116,7 +1179,7 @@ func sequentialDialer(r *rand.Rand, line string) Trace {
 		step = func(r *rand.Rand) int { return 1 + r.IntN(k) }
 	}
 	think := logn{secs(uniformIn(r, 10, 25)), 0.6, 3 * time.Second, 3 * time.Minute}
-	n := sessionAttempts(r)
+	n := hidingSession(r)
 	calls := make([]Call, 0, n)
 	num := nanp{randomNPA(r), randomNXX(r), r.IntN(4000)}
 	t := between(r, 0, 5*time.Minute)
@@ -1160,12 +1223,21 @@ func predictiveDialer(r *rand.Rand, line string) Trace {
 // recorded identification and opt-out message the FCC requires within 2 s.
 func abandoned(r *rand.Rand) time.Duration { return between(r, 6*time.Second, 12*time.Second) }
 
+// silentDrop is a live answer no agent can take, hung up on without a
+// message within the FTC's 2 s (dialers that do not play one).
+func silentDrop(r *rand.Rand) time.Duration { return between(r, 500*time.Millisecond, 2*time.Second) }
+
 // settleRound resolves one round of parallel attempts: the first live
 // answer once the agent is free goes to the agent and the attempts still
 // ringing are cancelled; a live answer while the agent is busy is
 // abandoned. It returns when the next round starts and when the agent is
 // next free.
 func settleRound(r *rand.Rand, round []Call, kinds []reached, agentFree, wrap, lookahead time.Duration) (next, free time.Duration) {
+	return settle(r, round, kinds, agentFree, wrap, lookahead, abandoned)
+}
+
+// settle is settleRound with the dialer's handling of abandoned calls.
+func settle(r *rand.Rand, round []Call, kinds []reached, agentFree, wrap, lookahead time.Duration, abandon func(*rand.Rand) time.Duration) (next, free time.Duration) {
 	answer := func(i int) time.Duration { return round[i].Start + round[i].Ring }
 	live := func(i int) bool { return kinds[i] == reachPerson && round[i].Status == 200 }
 	winner := -1
@@ -1184,7 +1256,7 @@ func settleRound(r *rand.Rand, round []Call, kinds []reached, agentFree, wrap, l
 		switch {
 		case i == winner:
 		case live(i) && answer(i) < cancel:
-			c.Talk = abandoned(r)
+			c.Talk, c.Bye = abandon(r), ByeCaller
 		case hangUpAt(*c) > cancel && !(c.Status == 200 && answer(i) < cancel):
 			c.Ring, c.Status, c.Talk = cancel-c.Start, 487, 0
 			c.Early = earlyStatus(r, c.Ring)
@@ -1513,4 +1585,161 @@ func pbxRegistrations(r *rand.Rand, line string, end time.Duration) []Register {
 			Source: host + ":" + strconv.Itoa(sourcePort)})
 	}
 	return regs
+}
+
+// ---------------------------------------------------------------------------
+// The models of issue 15: dialers with answering-machine detection and
+// random pacing, and the people they must not be mistaken for.
+
+// amdDecision is when an answering-machine detector hangs up on a
+// machine: Asterisk's app_amd decides MACHINE once the greeting has gone
+// on for 1.5 s of speech after up to 2.5 s of initial silence, so at 1.8-
+// 4.5 s; a share of answers it cannot classify ends at its total analysis
+// time (5 s by default; campaigns set 3.5-5 s) plus the dialer's
+// latency.
+func amdDecision(r *rand.Rand) func(*rand.Rand) time.Duration {
+	notSure := uniformIn(r, 0.1, 0.3)
+	total := []time.Duration{3500 * time.Millisecond, 4 * time.Second, 5 * time.Second}[r.IntN(3)]
+	return func(r *rand.Rand) time.Duration {
+		if chance(r, notSure) {
+			return total + schedNoise(r)
+		}
+		return between(r, 300*time.Millisecond, 2500*time.Millisecond) + 1500*time.Millisecond + between(r, 0, 500*time.Millisecond)
+	}
+}
+
+func predictiveAMD(r *rand.Rand, line string) Trace {
+	m := newAutoDialer(r, line)
+	m.dropMessage = 0
+	m.amdAt = amdDecision(r)
+	level := uniformIn(r, 1.2, 3) // lines dialed per free agent
+	wrap := secs(uniformIn(r, 2, 15))
+	lookahead := secs(uniformIn(r, 0, 8))
+	abandon := abandoned
+	if chance(r, 0.5) {
+		abandon = silentDrop
+	}
+	n := sessionAttempts(r)
+	calls := make([]Call, 0, n+3)
+	t := between(r, 0, 5*time.Minute)
+	agentFree := t
+	var round [3]Call
+	var kinds [3]reached
+	for len(calls) < n {
+		lines := int(level)
+		if chance(r, level-float64(lines)) {
+			lines++
+		}
+		for i := range lines {
+			t += time.Duration(min(i, 1)) * between(r, 20*time.Millisecond, 400*time.Millisecond)
+			round[i], kinds[i] = m.dial(r, randomPhone(r).String(), t)
+		}
+		t, agentFree = settle(r, round[:lines], kinds[:lines], agentFree, wrap, lookahead, abandon)
+		calls = append(calls, round[:lines]...)
+	}
+	return machineTrace("machine.predictive_amd", line, calls)
+}
+
+func powerAMD(r *rand.Rand, line string) Trace {
+	m := newAutoDialer(r, line)
+	m.amdAt = amdDecision(r)
+	// Auto wrap-up, a campaign setting in whole seconds, after every call,
+	// then the random delay that hides the pace.
+	wrap := time.Duration(r.IntN(6)) * time.Second
+	lo := secs(uniformIn(r, 0.5, 3))
+	hi := lo + secs(uniformIn(r, 3, 20))
+	n := hidingSession(r)
+	calls := make([]Call, 0, n)
+	t := between(r, 0, 5*time.Minute)
+	for len(calls) < n {
+		c, _ := m.dial(r, randomPhone(r).String(), t)
+		calls = append(calls, c)
+		t = hangUpAt(c) + wrap + between(r, lo, hi)
+	}
+	return machineTrace("machine.power_amd", line, calls)
+}
+
+func jitterTimeout(r *rand.Rand, line string) Trace {
+	m := newAutoDialer(r, line)
+	m.dropMessage = 0
+	lo := secs(uniformIn(r, 15, 22))
+	hi := lo + secs(uniformIn(r, 5, 15))
+	m.ringTimeout = func(r *rand.Rand) time.Duration { return between(r, lo, hi) }
+	m.amdAt = func(r *rand.Rand) time.Duration { return between(r, 1500*time.Millisecond, 6*time.Second) }
+	jitter := jitterShape(r)
+	n := hidingSession(r)
+	calls := make([]Call, 0, n)
+	t := between(r, 0, 5*time.Minute)
+	for len(calls) < n {
+		c, _ := m.dial(r, randomPhone(r).String(), t)
+		calls = append(calls, c)
+		t = hangUpAt(c) + time.Second + jitter(r)
+	}
+	return machineTrace("machine.jitter_timeout", line, calls)
+}
+
+func sequentialPace(r *rand.Rand, line string) Trace {
+	m := newAutoDialer(r, line)
+	m.list = leadMix{
+		live: uniformIn(r, 0.08, 0.20),
+		vm:   uniformIn(r, 0.20, 0.35),
+		busy: uniformIn(r, 0.02, 0.05),
+		bad:  uniformIn(r, 0.25, 0.45),
+	}
+	m.ringTimeout = func(r *rand.Rand) time.Duration { return between(r, 18*time.Second, 32*time.Second) }
+	m.amdAt = amdDecision(r)
+	k := 2 + r.IntN(9)
+	think := logn{secs(uniformIn(r, 10, 25)), 0.6, 3 * time.Second, 3 * time.Minute}
+	n := hidingSession(r)
+	calls := make([]Call, 0, n)
+	num := nanp{randomNPA(r), randomNXX(r), r.IntN(4000)}
+	t := between(r, 0, 5*time.Minute)
+	for len(calls) < n {
+		c, _ := m.dial(r, num.String(), t)
+		calls = append(calls, c)
+		num.sub += 1 + r.IntN(k)
+		t = hangUpAt(c) + think.draw(r) + digits(r)
+	}
+	return machineTrace("machine.sequential_pace", line, calls)
+}
+
+func voicemailDropper(r *rand.Rand, line string) Trace {
+	tr := clickToCallDay(r, line, func(h *habits) {
+		h.leaveVM = uniformIn(r, 0, 0.1)
+		// The trap for the answering-machine signal: hung up 2-4 s into
+		// the greeting, as a dialer's detector would.
+		h.dropGreeting = func(r *rand.Rand) time.Duration { return between(r, 2*time.Second, 4*time.Second) }
+	})
+	tr.Model = "human.voicemail_dropper"
+	return tr
+}
+
+func manualDialer(r *rand.Rand, line string) Trace {
+	h := sales(r)
+	// A printed or on-screen list: the next number is read off at once.
+	h.lookup = logn{secs(uniformIn(r, 6, 15)), 0.6, 2 * time.Second, 2 * time.Minute}
+	acw := secs(uniformIn(r, 25, 60))
+	h.notes = [nOutcomes]logn{
+		talked:         {acw, 0.6, 5 * time.Second, 5 * time.Minute},
+		brushedOff:     {12 * time.Second, 0.6, 2 * time.Second, 90 * time.Second},
+		leftMessage:    {10 * time.Second, 0.6, 2 * time.Second, 90 * time.Second},
+		greetingHangUp: {3 * time.Second, 0.5, time.Second, 20 * time.Second},
+		rangOut:        {3 * time.Second, 0.5, time.Second, 20 * time.Second},
+		busyLine:       {3 * time.Second, 0.5, time.Second, 20 * time.Second},
+		notInService:   {3 * time.Second, 0.5, time.Second, 20 * time.Second},
+		tookInbound:    {acw, 0.6, 5 * time.Second, 5 * time.Minute},
+	}
+	d := newAgentDay(r, line, h, officeDay)
+	d.work(tookInbound)
+	return d.trace("human.manual_dialer", Human, phoneRegistrations(r, line, d.end, 0))
+}
+
+func steadySeller(r *rand.Rand, line string) Trace {
+	h := sales(r)
+	h.quota = 60 + r.IntN(41)
+	// Research between calls: the account, the last e-mail, the CRM.
+	h.lookup = logn{secs(uniformIn(r, 90, 200)), 0.7, 10 * time.Second, 15 * time.Minute}
+	d := newAgentDay(r, line, h, officeDay)
+	d.work(tookInbound)
+	return d.trace("human.steady_seller", Human, phoneRegistrations(r, line, d.end, 0))
 }

@@ -48,11 +48,18 @@ func TestModelsDeclared(t *testing.T) {
 		{"human.call_center", Human, ""},
 		{"human.receptionist", Human, ""},
 		{"human.callbacks", Human, ""},
+		{"human.voicemail_dropper", Human, ""},
+		{"human.manual_dialer", Human, ""},
+		{"human.steady_seller", Human, ""},
 		{"machine.power", Machine, "pacing"},
 		{"machine.progressive", Machine, "pacing"},
 		{"machine.predictive", Machine, "pacing"},
 		{"machine.jitter", Machine, "pacing"},
 		{"machine.sequential", Machine, "pacing"},
+		{"machine.predictive_amd", Machine, "pacing"},
+		{"machine.power_amd", Machine, "pacing"},
+		{"machine.jitter_timeout", Machine, "pacing"},
+		{"machine.sequential_pace", Machine, "pacing"},
 		{"forwarding.redirect", Forwarding, "forwarding.redirect"},
 		{"forwarding.diversion", Forwarding, "forwarding.diversion"},
 		{"forwarding.refer", Forwarding, "forwarding.refer"},
@@ -568,6 +575,9 @@ var humanBands = []struct {
 	{"human.call_center", [2]int{100, 400}, [2]time.Duration{7 * time.Second, 13 * time.Second}, [2]time.Duration{18 * time.Second, 32 * time.Second}, 1500 * time.Millisecond, [2]float64{0.005, 0.03}},
 	{"human.receptionist", [2]int{1, 30}, [2]time.Duration{3 * time.Second, 6 * time.Second}, [2]time.Duration{10 * time.Second, 60 * time.Second}, 2 * time.Second, [2]float64{0, 0}},
 	{"human.callbacks", [2]int{50, 280}, [2]time.Duration{3 * time.Second, 7 * time.Second}, [2]time.Duration{30 * time.Second, 60 * time.Second}, 1500 * time.Millisecond, [2]float64{0.05, 0.11}},
+	{"human.voicemail_dropper", [2]int{150, 300}, [2]time.Duration{1500 * time.Millisecond, 3 * time.Second}, [2]time.Duration{4 * time.Second, 9 * time.Second}, 1200 * time.Millisecond, [2]float64{0.05, 0.11}},
+	{"human.manual_dialer", [2]int{50, 350}, [2]time.Duration{3 * time.Second, 7 * time.Second}, [2]time.Duration{15 * time.Second, 35 * time.Second}, 1500 * time.Millisecond, [2]float64{0.06, 0.12}},
+	{"human.steady_seller", [2]int{30, 100}, [2]time.Duration{3 * time.Second, 7 * time.Second}, [2]time.Duration{time.Minute, 4 * time.Minute}, 1500 * time.Millisecond, [2]float64{0.05, 0.11}},
 }
 
 func TestHumanFigures(t *testing.T) {
@@ -610,7 +620,7 @@ var documentedFigures = map[string][]struct {
 	figure     string
 	want, unit float64
 }{
-	"machine.power": {{"gap p1 s", 0.6, 0.1}, {"gap p50 s", 14, 1}, {"gap p95 s", 43, 1},
+	"machine.power": {{"gap p1 s", 0.7, 0.1}, {"gap p50 s", 15, 1}, {"gap p95 s", 43, 1},
 		{"gaps under 3 s %", 12, 1}, {"most in 60 s, lowest day", 2, 1}, {"most in 60 s, highest day", 6, 1}, {"smallest CV p5", 0, 0.01}},
 	"machine.progressive": {{"gap p1 s", 0.1, 0.1}, {"gap p50 s", 0.4, 0.1}, {"gap p95 s", 0.8, 0.1},
 		{"gaps under 3 s %", 100, 1}, {"most in 60 s, lowest day", 3, 1}, {"most in 60 s, highest day", 10, 1}, {"smallest CV p5", 0, 0.01}},
@@ -618,10 +628,18 @@ var documentedFigures = map[string][]struct {
 	// after one ended": a gap under 1 s, negative when calls overlap.
 	"machine.predictive": {{"gaps under 1 s %", 78, 1},
 		{"most in 60 s, lowest day", 6, 1}, {"most in 60 s, highest day", 12, 1}, {"smallest CV p5", 0.87, 0.01}},
-	"machine.jitter": {{"gap p1 s", 1.1, 0.1}, {"gap p50 s", 5.2, 0.1}, {"gap p95 s", 15, 1},
-		{"gaps under 3 s %", 28, 1}, {"most in 60 s, lowest day", 3, 1}, {"most in 60 s, highest day", 7, 1}, {"smallest CV p5", 0.05, 0.01}},
+	"machine.jitter": {{"gap p1 s", 1.1, 0.1}, {"gap p50 s", 5.1, 0.1}, {"gap p95 s", 15, 1},
+		{"gaps under 3 s %", 28, 1}, {"most in 60 s, lowest day", 3, 1}, {"most in 60 s, highest day", 7, 1}, {"smallest CV p5", 0.04, 0.01}},
 	"machine.sequential": {{"gap p1 s", 10, 1}, {"gap p50 s", 24, 1}, {"gap p95 s", 57, 1},
-		{"gaps under 3 s %", 0, 1}, {"most in 60 s, lowest day", 3, 1}, {"most in 60 s, highest day", 5, 1}, {"smallest CV p5", 0.15, 0.01}},
+		{"gaps under 3 s %", 0, 1}, {"most in 60 s, lowest day", 3, 1}, {"most in 60 s, highest day", 5, 1}, {"smallest CV p5", 0.12, 0.01}},
+	"machine.predictive_amd": {{"gaps under 1 s %", 79, 1},
+		{"most in 60 s, lowest day", 5, 1}, {"most in 60 s, highest day", 12, 1}, {"smallest CV p5", 0.43, 0.01}},
+	"machine.power_amd": {{"gap p1 s", 2.1, 0.1}, {"gap p50 s", 9.3, 0.1}, {"gap p95 s", 19, 1},
+		{"gaps under 3 s %", 3, 1}, {"most in 60 s, lowest day", 3, 1}, {"most in 60 s, highest day", 7, 1}, {"smallest CV p5", 0.05, 0.01}},
+	"machine.jitter_timeout": {{"gap p1 s", 1.1, 0.1}, {"gap p50 s", 5.7, 0.1}, {"gap p95 s", 16, 1},
+		{"gaps under 3 s %", 25, 1}, {"most in 60 s, lowest day", 4, 1}, {"most in 60 s, highest day", 8, 1}, {"smallest CV p5", 0.06, 0.01}},
+	"machine.sequential_pace": {{"gap p1 s", 9.7, 0.1}, {"gap p50 s", 24, 1}, {"gap p95 s", 56, 1},
+		{"gaps under 3 s %", 0, 1}, {"most in 60 s, lowest day", 3, 1}, {"most in 60 s, highest day", 5, 1}, {"smallest CV p5", 0.13, 0.01}},
 	"honest.pbx": {
 		{"inbound/day p0", 9, 1}, {"inbound/day p5", 14, 1}, {"inbound/day p50", 28, 1}, {"inbound/day p95", 40, 1}, {"inbound/day p100", 46, 1},
 		{"attempts/day p0", 1, 1}, {"attempts/day p5", 3, 1}, {"attempts/day p50", 9, 1}, {"attempts/day p95", 13, 1}, {"attempts/day p100", 20, 1},

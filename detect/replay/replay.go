@@ -36,12 +36,29 @@ type Block struct {
 	Status  int
 }
 
-// Trip is a rule that tripped (blocked or observed) during the replay.
+// Trip is a rule that tripped during the replay.
 type Trip struct {
-	Rule    string
+	Rule string
+	// Action is the violation's action (blocked, observed), or
+	// TripSuspect for a suspect report (which never blocks).
 	Action  string
 	Index   int // call or register index
 	Attempt int // outbound attempts so far, this one included
+}
+
+// TripSuspect is the Action of a Trip that is a suspect report.
+const TripSuspect = "suspect"
+
+// TripOf is the Trip of a violation reported at the call or register of
+// the given index, after attempt outbound attempts: its action, or
+// TripSuspect for a suspect report. Every replay path builds its trips
+// here, so that they agree.
+func TripOf(v rules.Violation, index, attempt int) Trip {
+	action := string(v.Action)
+	if v.Confidence == rules.Suspect {
+		action = TripSuspect
+	}
+	return Trip{Rule: v.Rule, Action: action, Index: index, Attempt: attempt}
 }
 
 // Result is what the rules made of a trace.
@@ -94,7 +111,7 @@ func Run(tr *Trace, pol policy.Policy, opts Options) (*Result, error) {
 	r := &runner{tr: tr, eng: eng, res: res, opts: opts, lines: eng.Lines()}
 	onViolation = func(v rules.Violation) {
 		res.Violations = append(res.Violations, v)
-		res.Trips = append(res.Trips, Trip{Rule: v.Rule, Action: string(v.Action), Index: r.cur, Attempt: r.attempts})
+		res.Trips = append(res.Trips, TripOf(v, r.cur, r.attempts))
 	}
 	r.tracker = dialog.New(dialog.Options{OnEnd: eng.CallEnded, OnAnswer: eng.CallAnswered})
 	r.schedule()
@@ -213,7 +230,13 @@ func (r *runner) loop() {
 		case stBye:
 			if cs := &r.state[s.call]; !cs.done {
 				cs.done = true
-				r.tracker.Bye(callIDOf(s.call), at)
+				// Who hangs up is a pacing signal, so the BYE comes from
+				// the side the trace names (the caller when it names none).
+				from := dialog.Caller
+				if r.tr.Calls[s.call].Bye == ByeCallee {
+					from = dialog.Callee
+				}
+				r.tracker.ByeFrom(callIDOf(s.call), at, from)
 			}
 		case stRegister:
 			r.register(s, at)

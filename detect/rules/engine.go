@@ -32,11 +32,28 @@ const (
 	ActionObserved Action = "observed" // the rule only observes: it went through
 )
 
+// Confidence says how sure a violation is (the record's confidence).
+type Confidence string
+
+// The confidences of a violation.
+const (
+	// Certain: the rule is sure. Only certain trips block.
+	Certain Confidence = "certain"
+	// Suspect: evidence of machine-paced dialing is building but is not
+	// yet proof. The request goes through; the platform can look across
+	// the customer's lines and act.
+	Suspect Confidence = "suspect"
+)
+
 // Violation is a rule that tripped: blocked, or only observed.
 type Violation struct {
-	Rule   string
-	Line   string
-	Action Action
+	Rule       string
+	Line       string
+	Action     Action
+	Confidence Confidence
+	// Score, for a suspect report, is its figure against the signal's
+	// block threshold: 0 to 1, 1 where it would block.
+	Score  float64
 	At     time.Time
 	CallID string
 	// Evidence holds the figures that tripped the rule and the thresholds
@@ -72,6 +89,7 @@ type Stats struct {
 	Decisions  uint64
 	Blocked    map[string]uint64 // by rule
 	Observed   map[string]uint64 // by rule
+	Suspected  map[string]uint64 // by rule: suspect reports
 	RuleErrors map[string]uint64 // by rule
 	Lines      int               // lines with state held
 	Calls      int               // calls held
@@ -111,7 +129,7 @@ func New(p policy.Policy, opts Options) (*Engine, error) {
 		inbound: map[string]int{},
 		sources: map[string]*srcRegs{},
 		stats: Stats{
-			Blocked: map[string]uint64{}, Observed: map[string]uint64{}, RuleErrors: map[string]uint64{},
+			Blocked: map[string]uint64{}, Observed: map[string]uint64{}, Suspected: map[string]uint64{}, RuleErrors: map[string]uint64{},
 		},
 	}
 	if err := e.SetPolicy(p); err != nil {
@@ -163,7 +181,7 @@ func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := e.stats
-	s.Blocked, s.Observed, s.RuleErrors = clone(s.Blocked), clone(s.Observed), clone(s.RuleErrors)
+	s.Blocked, s.Observed, s.Suspected, s.RuleErrors = clone(s.Blocked), clone(s.Observed), clone(s.Suspected), clone(s.RuleErrors)
 	s.Lines = len(e.state)
 	for _, ls := range e.state {
 		s.Calls += len(ls.calls)
@@ -189,6 +207,14 @@ type trip struct {
 	// quiet: a repeat that is blocked but not observed again (observe
 	// mode inside a cool-down), so it writes no violation.
 	quiet bool
+	// suspect: evidence building, not proof; it never blocks.
+	suspect bool
+	score   float64
+}
+
+// blocks reports whether the trip refuses its request under p.
+func (t *trip) blocks(p *policy.Policy) bool {
+	return !t.suspect && t.rule != policy.RuleError && p.ActionOf(t.rule) == policy.Block
 }
 
 // decision gathers the trips of one event. Most events trip nothing, so
@@ -205,9 +231,13 @@ type decision struct {
 	// counted twice.
 	repeat bool
 	// att is the attempt the pacing rule measured, which begin then
-	// records (hasAtt: it did).
-	att    attempt
-	hasAtt bool
+	// records (hasAtt: it did); next is what it makes of the line's
+	// signal counters (hasNext: measured).
+	att     attempt
+	hasAtt  bool
+	next    sigNext
+	hasNext bool
+	fig     sigFigures
 }
 
 func (d *decision) add(t trip) { d.trips = append(d.trips, t) }
@@ -356,27 +386,32 @@ func (e *Engine) conclude(d *decision) (detect.Verdict, []Violation) {
 	ev := d.ev
 	v := detect.Allow
 	for _, t := range d.trips {
-		if t.rule != policy.RuleError && e.pol.ActionOf(t.rule) == policy.Block {
+		if t.blocks(e.pol) {
 			v = detect.Verdict{Block: true, Status: t.status, Rule: t.rule}
 			break
 		}
 	}
 	if !v.Block {
 		// Every rule that tripped only observes (or failed): the call goes
-		// out, and its Identity names them.
+		// out, and its Identity names them. A suspect report is no
+		// finding about this call, so it names nothing.
 		for _, t := range d.trips {
-			if !slices.Contains(v.Observed, t.rule) {
+			if !t.suspect && !slices.Contains(v.Observed, t.rule) {
 				v.Observed = append(v.Observed, t.rule)
 			}
 		}
 	}
 	out := make([]Violation, 0, len(d.trips))
 	for _, t := range d.trips {
-		action := ActionObserved
-		if t.rule != policy.RuleError && e.pol.ActionOf(t.rule) == policy.Block && v.Block {
+		action, conf := ActionObserved, Certain
+		switch {
+		case t.suspect:
+			conf = Suspect
+			e.stats.Suspected[t.rule]++
+		case t.blocks(e.pol) && v.Block:
 			action = ActionBlocked
 			e.stats.Blocked[t.rule]++
-		} else if t.rule != policy.RuleError {
+		case t.rule != policy.RuleError:
 			e.stats.Observed[t.rule]++
 		}
 		if t.quiet && action == ActionObserved {
@@ -387,7 +422,7 @@ func (e *Engine) conclude(d *decision) (detect.Verdict, []Violation) {
 			line = ev.Line
 		}
 		out = append(out, Violation{
-			Rule: t.rule, Line: line, Action: action, At: ev.At,
+			Rule: t.rule, Line: line, Action: action, Confidence: conf, Score: t.score, At: ev.At,
 			CallID: callID(ev.Request), Evidence: t.evidence, Numbers: t.numbers,
 		})
 	}
@@ -417,7 +452,7 @@ func (e *Engine) begin(d *decision, ls *lineState) {
 	ev := d.ev
 	blocked := false
 	for _, t := range d.trips {
-		if t.rule != policy.RuleError && e.pol.ActionOf(t.rule) == policy.Block {
+		if t.blocks(e.pol) {
 			blocked = true
 			break
 		}
@@ -428,6 +463,10 @@ func (e *Engine) begin(d *decision, ls *lineState) {
 			a = ls.candidate(ev.At, ev.Remote)
 		}
 		a.id = idOf(callID(ev.Request))
+		if !d.hasNext {
+			d.next = ls.sig.advance(&a, ls, &e.pol.Pacing)
+		}
+		ls.sig.commit(d.next)
 		ls.noteAttempt(a, e.histDepth())
 	}
 	if blocked {
@@ -492,6 +531,7 @@ func (e *Engine) CallEnded(c dialog.Call) {
 	if c.Direction == detect.Outbound && c.Disposition != dialog.Blocked && c.EndedAt.After(ls.lastOutEnd) {
 		ls.lastOutEnd = c.EndedAt
 	}
+	ls.sig.ended(&c, &e.pol.Pacing)
 	if c.Direction == detect.Outbound && !c.CancelledAt.IsZero() && c.AnsweredAt.IsZero() {
 		id := idOf(c.CallID)
 		for i := 0; i < ls.histLen(); i++ {

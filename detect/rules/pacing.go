@@ -37,8 +37,13 @@ func (e *Engine) pacing(d *decision, ls *lineState) {
 	}
 	a := ls.candidate(at, d.ev.Remote)
 	d.att, d.hasAtt = a, true
+	d.next, d.hasNext = ls.sig.advance(&a, ls, p), true
+	d.fig = ls.sig.measure(d.next, a.at, p)
 	ev, numbers := e.pacingSignal(d, ls, &a)
 	if ev == nil {
+		if t, ok := e.suspect(d, ls, &a); ok {
+			d.add(t)
+		}
 		return
 	}
 	cool := time.Duration(p.CooldownS) * time.Second
@@ -151,6 +156,9 @@ func (e *Engine) pacingSignal(d *decision, ls *lineState, a *attempt) (map[strin
 			return map[string]any{"signal": "sequential_numbers", "run": len(run), "sequential_run": r,
 				"sequential_step": p.SequentialStep}, numbers
 		}
+	}
+	if ev := sigBlock(&d.fig, p); ev != nil {
+		return ev, nil
 	}
 	return nil, nil
 }

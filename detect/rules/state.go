@@ -68,6 +68,8 @@ type lineState struct {
 	coolUntil time.Time // pacing cool-down
 	coolTrip  trip      // what tripped it
 
+	sig signals // the counters of the signals that survive random gaps
+
 	contacts []binding
 
 	quotaMonth   int // year*12 + month of quotaSecs
