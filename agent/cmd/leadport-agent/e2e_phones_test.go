@@ -80,18 +80,20 @@ lines: [%q, %q]
 default_country: "1"
 api: {socket: %s}
 sip:
-  listen: ["udp://127.0.0.1:%d"]
+  listen: ["udp://127.0.0.1:%d", "tcp://127.0.0.1:%d"]
   upstream_listen: ["udp://127.0.0.1:%d"]
   upstream: "udp://127.0.0.1:%d"
   register_mode: %s
-`, data, lineA, lineB, socket, localPort, upPort, edgePort, mode))
+`, data, lineA, lineB, socket, localPort, localPort, upPort, edgePort, mode))
 	agent := startLogged(t, dir, "agent", bin, "run", "--config", cfg)
 	waitListening(t, agent, "leadport-agent", "udp", localPort)
+	waitListening(t, agent, "leadport-agent", "tcp", localPort)
 	waitListening(t, agent, "leadport-agent", "udp", upPort)
 
-	a := startPhone(t, dir, baresip, mods, "phone-a", lineA, localPort, "auto")
-	b := startPhone(t, dir, baresip, mods, "phone-b", lineB, localPort, "manual")
-	c := startPhone(t, dir, baresip, mods, "phone-c", other, edgePort, "auto")
+	// A on UDP, B on TCP towards the agent; C is elsewhere.
+	a := startPhone(t, dir, baresip, mods, "phone-a", lineA, localPort, "udp", "auto")
+	b := startPhone(t, dir, baresip, mods, "phone-b", lineB, localPort, "tcp", "manual")
+	c := startPhone(t, dir, baresip, mods, "phone-c", other, edgePort, "udp", "auto")
 	for _, p := range []*softphone{a, b, c} {
 		p.awaitRegistered(t)
 	}
@@ -244,12 +246,13 @@ func baresipModules(t *testing.T) string {
 // phone is a baresip process driven through its ctrl_tcp module: commands
 // as JSON netstrings, events back on the same connection.
 type softphone struct {
-	name string
-	proc *proc
-	conn net.Conn
-	mu   sync.Mutex
-	evs  []phoneEvent
-	res  chan phoneEvent
+	name      string
+	transport string // UDP, TCP
+	proc      *proc
+	conn      net.Conn
+	mu        sync.Mutex
+	evs       []phoneEvent
+	res       chan phoneEvent
 }
 
 type phoneEvent struct {
@@ -263,7 +266,7 @@ type phoneEvent struct {
 	Peer     string `json:"peeruri"`
 }
 
-func startPhone(t *testing.T, dir, baresip, mods, name, user string, proxyPort int, answer string) *softphone {
+func startPhone(t *testing.T, dir, baresip, mods, name, user string, proxyPort int, transport, answer string) *softphone {
 	t.Helper()
 	home := filepath.Join(dir, name)
 	if err := os.MkdirAll(home, 0o755); err != nil {
@@ -288,9 +291,9 @@ module_app menu.so
 ctrl_tcp_listen 127.0.0.1:%d
 `, sipPort, wav, name, name, mods, ctlPort))
 	writeFile(t, filepath.Join(home, "accounts"), fmt.Sprintf(
-		"<sip:%s@%s>;auth_pass=s3cret;outbound=\"sip:127.0.0.1:%d\";regint=60;answermode=%s;audio_codecs=PCMU\n",
-		user, realm, proxyPort, answer))
-	p := &softphone{name: name, res: make(chan phoneEvent, 4)}
+		"<sip:%s@%s>;auth_pass=s3cret;outbound=\"sip:127.0.0.1:%d;transport=%s\";regint=60;answermode=%s;audio_codecs=PCMU\n",
+		user, realm, proxyPort, transport, answer))
+	p := &softphone{name: name, transport: strings.ToUpper(transport), res: make(chan phoneEvent, 4)}
 	p.proc = startLogged(t, dir, name, baresip, "-s", "-f", home)
 	t.Cleanup(func() {
 		if !p.proc.exited() {
@@ -421,7 +424,8 @@ func (p *softphone) await(t *testing.T, typ, id string, from int) phoneEvent {
 	}
 }
 
-// awaitRegistered waits for the phone's registration to be answered 200,
+// awaitRegistered waits for the phone's registration over its transport to
+// be answered 200,
 // which baresip logs (its REGISTER_OK event may come before the control
 // connection is up).
 func (p *softphone) awaitRegistered(t *testing.T) {
@@ -429,7 +433,7 @@ func (p *softphone) awaitRegistered(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		b, _ := os.ReadFile(p.proc.log)
-		if strings.Contains(string(b), "} 200 OK (") {
+		if strings.Contains(string(b), "{0/"+p.transport+"/v4} 200 OK (") {
 			return
 		}
 		if time.Now().After(deadline) || p.proc.exited() {
