@@ -267,6 +267,11 @@ func (s *Store) updateMerged(fn func(*bolt.Tx) error) error {
 		if err := s.mergeIndexLocked(tx); err != nil {
 			return err
 		}
+		// Records acknowledged by range leave their entries and keys to
+		// be swept (store/ack.go): fn sees neither.
+		if err := s.sweepAckedLocked(tx); err != nil {
+			return err
+		}
 		s.keyMu.Lock()
 		taken, s.fresh = s.fresh, map[subjectRef]*dataKey{}
 		s.keyMu.Unlock()
