@@ -64,8 +64,9 @@ type NATSCluster struct {
 // StartNATSCluster writes the configuration of n nodes under dir, starts
 // them and waits until they are routed to each other, JetStream has a
 // meta leader, and each accepts an MQTT session (which also makes the
-// MQTT streams, replicated on every node). Stop ends them.
-func StartNATSCluster(ctx context.Context, bin, dir string, n int) (*NATSCluster, error) {
+// MQTT streams, replicated on every node). mqttExtra are lines added to
+// each node's mqtt block (such as `ack_wait: "5s"`). Stop ends them.
+func StartNATSCluster(ctx context.Context, bin, dir string, n int, mqttExtra ...string) (*NATSCluster, error) {
 	c := &NATSCluster{Dir: dir, bin: bin}
 	ports, err := freePorts(4 * n)
 	if err != nil {
@@ -84,7 +85,7 @@ func StartNATSCluster(ctx context.Context, bin, dir string, n int) (*NATSCluster
 		if err := os.MkdirAll(filepath.Join(dir, nd.Name), 0o700); err != nil {
 			return nil, fmt.Errorf("nats cluster: %w", err)
 		}
-		if err := os.WriteFile(nd.conf, []byte(nodeConf(dir, nd, routes)), 0o600); err != nil {
+		if err := os.WriteFile(nd.conf, []byte(nodeConf(dir, nd, routes, mqttExtra)), 0o600); err != nil {
 			return nil, fmt.Errorf("nats cluster: %w", err)
 		}
 	}
@@ -105,8 +106,12 @@ func StartNATSCluster(ctx context.Context, bin, dir string, n int) (*NATSCluster
 // others (its own route is ignored), JetStream stores under the node's
 // directory, MQTT streams have as many replicas as there are nodes (at
 // most 3, JetStream's usual maximum that still survives one loss).
-func nodeConf(dir string, nd *NATSNode, routes []string) string {
+func nodeConf(dir string, nd *NATSNode, routes, mqttExtra []string) string {
 	replicas := min(len(routes), 3)
+	extra := ""
+	for _, l := range mqttExtra {
+		extra += "  " + l + "\n"
+	}
 	return fmt.Sprintf(`server_name: %s
 listen: %s
 http: %s
@@ -121,9 +126,9 @@ cluster {
 mqtt {
   listen: %s
   stream_replicas: %d
-}
+%s}
 `, nd.Name, nd.Client, nd.Monitor, filepath.Join(dir, nd.Name, "js"), nd.Cluster,
-		strings.Join(routes, ", "), nd.MQTT, replicas)
+		strings.Join(routes, ", "), nd.MQTT, replicas, extra)
 }
 
 func freePorts(n int) ([]string, error) {
@@ -376,7 +381,8 @@ func probeMQTT(nd *NATSNode) error {
 // pinned nats-server (NATSServerPath), and stops it at cleanup, showing
 // the nodes' logs when the test failed. Without the binary the test fails
 // under LEADPORT_E2E=1 (scripts/setup.sh builds it), else skips.
-func StartNATSClusterT(t testing.TB) *NATSCluster {
+// mqttExtra as for StartNATSCluster.
+func StartNATSClusterT(t testing.TB, mqttExtra ...string) *NATSCluster {
 	t.Helper()
 	bin := NATSServerPath()
 	if !isExec(bin) {
@@ -387,15 +393,70 @@ func StartNATSClusterT(t testing.TB) *NATSCluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := StartNATSCluster(ctx, bin, t.TempDir(), 3)
+	c, err := StartNATSCluster(ctx, bin, t.TempDir(), 3, mqttExtra...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		c.Stop()
 		if t.Failed() {
-			t.Logf("nats cluster logs:\n%s", c.Logs(8000))
+			t.Logf("nats cluster logs:\n%s", c.Logs(16000))
 		}
 	})
 	return c
+}
+
+// ConsumerState is what JetStream holds for the MQTT subscriptions whose
+// filter subject contains a string: messages sent and not acknowledged,
+// and messages sent more than once.
+type ConsumerState struct {
+	Consumers, AckPending, Redelivered int
+}
+
+// Consumers reads, from a running node's monitoring port, the MQTT
+// consumers whose filter subject contains filter (NATS subjects: an MQTT
+// topic's '/' is '.').
+func (c *NATSCluster) Consumers(ctx context.Context, filter string) (ConsumerState, error) {
+	var st ConsumerState
+	var nd *NATSNode
+	for _, n := range c.Nodes {
+		if n.Running() {
+			nd = n
+			break
+		}
+	}
+	if nd == nil {
+		return st, errors.New("nats cluster: no node running")
+	}
+	var jsz struct {
+		Accounts []struct {
+			Streams []struct {
+				Consumers []struct {
+					Config struct {
+						Filter  string   `json:"filter_subject"`
+						Filters []string `json:"filter_subjects"`
+					} `json:"config"`
+					AckPending  int `json:"num_ack_pending"`
+					Redelivered int `json:"num_redelivered"`
+				} `json:"consumer_detail"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	if err := getJSON(ctx, hc, "http://"+nd.Monitor+"/jsz?accounts=true&streams=true&consumers=true&config=true", &jsz); err != nil {
+		return st, err
+	}
+	for _, a := range jsz.Accounts {
+		for _, s := range a.Streams {
+			for _, co := range s.Consumers {
+				if !strings.Contains(co.Config.Filter, filter) && !strings.Contains(strings.Join(co.Config.Filters, " "), filter) {
+					continue
+				}
+				st.Consumers++
+				st.AckPending += co.AckPending
+				st.Redelivered += co.Redelivered
+			}
+		}
+	}
+	return st, nil
 }
