@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -39,13 +41,9 @@ func (a *Agent) newProxy(sink *recordSink) (*sipproxy.Proxy, error) {
 	if s.Mode != config.ModeProxy || s.Upstream.IsZero() {
 		return nil, nil
 	}
-	var tlsConf *tls.Config
-	if s.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(s.TLS.CertFile, s.TLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("sip.tls: %w", err)
-		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tlsConf, err := sipTLS(s)
+	if err != nil {
+		return nil, err
 	}
 	// sipgo logs some errors through its package logger, whole messages
 	// included: route it through the same number-masking handler.
@@ -252,4 +250,32 @@ func sameLines(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// sipTLS is the TLS configuration of the proxy: the certificate of its
+// tls:// listeners, and the roots a tls:// upstream must chain to (the
+// system's unless sip.tls.ca_file names a bundle). Nil when SIP uses no TLS.
+func sipTLS(s config.SIP) (*tls.Config, error) {
+	if s.TLS.CertFile == "" && s.TLS.CAFile == "" && s.Upstream.Transport != "tls" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if s.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.TLS.CertFile, s.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("sip.tls: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	if s.TLS.CAFile != "" {
+		pem, err := os.ReadFile(s.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("sip.tls.ca_file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("sip.tls.ca_file: %s holds no PEM certificate", s.TLS.CAFile)
+		}
+	}
+	return c, nil
 }

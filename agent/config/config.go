@@ -90,8 +90,9 @@ type SIP struct {
 	// device's call-signing key, on every call the rules let out) or
 	// "off" (for an edge that does not verify them yet).
 	Identity string `yaml:"identity"`
-	// TLS is the server certificate for tls:// listeners.
-	TLS CertPair `yaml:"tls"`
+	// TLS is the server certificate for tls:// listeners, and the CA
+	// bundle that a tls:// upstream's certificate must chain to.
+	TLS SIPTLS `yaml:"tls"`
 }
 
 // The values of sip.identity.
@@ -108,10 +109,13 @@ func (s SIP) TransactionLinger() time.Duration {
 // MaxCall is MaxCallS as a duration.
 func (s SIP) MaxCall() time.Duration { return time.Duration(s.MaxCallS) * time.Second }
 
-// CertPair names a certificate and its private key, both PEM files.
-type CertPair struct {
+// SIPTLS names the certificate and private key of the agent's tls://
+// listeners and the CA bundle it trusts for a tls:// upstream, all PEM
+// files. Without a CA bundle the system's roots are trusted.
+type SIPTLS struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
 }
 
 // Policy is the rules' settings used until the platform sends a signed

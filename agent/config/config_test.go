@@ -559,6 +559,9 @@ func TestAcceptedForms(t *testing.T) {
 		{"tls listener with cert", "sip:\n  listen: [\"tls://0.0.0.0:5061\"]\n  tls: {cert_file: c, key_file: k}\n", func(c *Config) bool {
 			return c.SIP.Listen[0].Transport == "tls"
 		}},
+		{"tls upstream with its CA", "sip:\n  upstream: \"tls://edge.example:5061\"\n  tls: {ca_file: /etc/leadport-agent/edge-ca.pem}\n", func(c *Config) bool {
+			return c.SIP.Upstream.Transport == "tls" && c.SIP.TLS.CAFile == "/etc/leadport-agent/edge-ca.pem"
+		}},
 		{"lists replace the default", "sip: {listen: [\"udp://127.0.0.1:5070\"]}\n", func(c *Config) bool { return len(c.SIP.Listen) == 1 }},
 		{"raw URL base64 key", "commands: {trusted_keys: {k.1: gIZhFipXSeny0DMs71JfNuFUYoXcPs_ECFzpPnGelGA}}\n", func(c *Config) bool {
 			k := c.Commands.TrustedKeys["k.1"]
