@@ -203,12 +203,13 @@ func TestStatusPage(t *testing.T) {
 	page := dom()
 	for _, want := range []string{
 		`<span id="health" data-testid="health" class="ok">OK</span>`, // health at a glance
-		"pbx-local",            // the device
-		"+15551230001",         // the line
-		"udp://127.0.0.1:",     // the listeners
-		"yes (200",             // the upstream answers
-		"forwarding.diversion", // the last block
-		"header=Diversion",     // and its evidence
+		"pbx-local",                  // the device
+		"+15551230001",               // the line
+		"udp://127.0.0.1:",           // the listeners
+		"yes (200",                   // the upstream answers
+		"path mode, no line failing", // registrations
+		"forwarding.diversion",       // the last block
+		"header=Diversion",           // and its evidence
 		"none configured: records wait in the store", // the broker
 		"pending usage", // the backlog
 	} {
