@@ -57,6 +57,10 @@ type Options struct {
 	// Idle is how often the outbox is looked at when it was empty;
 	// default 500 ms. Wake looks at once.
 	Idle time.Duration
+	// BarrierTimeout bounds how long the upload waits, after each
+	// connection, for the commands queued at the broker (barrier.go);
+	// default 5 s.
+	BarrierTimeout time.Duration
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -141,9 +145,14 @@ type Client struct {
 
 	trying string // the broker of the current connection attempt
 
-	handlersMu gosync.Mutex
-	handlers   gosync.WaitGroup // command handlers at work
-	stopping   bool
+	// cmdq holds messages from paho, in order, for commandWorker;
+	// stopped closes when Run no longer takes them.
+	cmdq    chan mqtt.Message
+	stopped chan struct{}
+	// barrier is the current connection's (mu); barrierSent is poked
+	// when one is published.
+	barrier     *barrierState
+	barrierSent chan struct{}
 }
 
 var errLost = errors.New("connection lost before the batch was acknowledged")
@@ -183,6 +192,9 @@ func New(o Options) (*Client, error) {
 	if o.Idle <= 0 {
 		o.Idle = 500 * time.Millisecond
 	}
+	if o.BarrierTimeout <= 0 {
+		o.BarrierTimeout = 5 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -193,7 +205,8 @@ func New(o Options) (*Client, error) {
 		o.Status = func() Status { return Status{} }
 	}
 	c := &Client{o: o, log: o.Logger, connected: make(chan struct{}), lost: make(chan struct{}),
-		wake: make(chan struct{}, 1), refresh: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), refresh: make(chan struct{}, 1),
+		cmdq: make(chan mqtt.Message, 64), stopped: make(chan struct{}), barrierSent: make(chan struct{}, 1)}
 	close(c.lost)
 
 	opts := mqtt.NewClientOptions()
@@ -211,7 +224,9 @@ func New(o Options) (*Client, error) {
 		// epoch; paho's own would complete tokens behind our back.
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		SetOrderMatters(false).
+		// In order, so a barrier follows the commands before it; onMessage
+		// only queues, so paho's reader is never held up.
+		SetOrderMatters(true).
 		SetAutoAckDisabled(true).
 		SetBinaryWill(c.topic("status"), offline, 1, true).
 		SetConnectionLostHandler(c.onLost).
@@ -271,11 +286,15 @@ func (c *Client) setErr(err error) {
 // until ctx ends; then it publishes an offline status and disconnects.
 func (c *Client) Run(ctx context.Context) error {
 	var wg gosync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); c.uploader(ctx) }()
 	go func() { defer wg.Done(); c.statusLoop(ctx) }()
+	// The worker finishes the command at hand before Run goes on, so none
+	// touches the store after Run returns.
+	go func() { defer wg.Done(); c.commandWorker(ctx) }()
 	c.connectLoop(ctx)
 	wg.Wait()
+	close(c.stopped)
 	if c.cli.IsConnectionOpen() {
 		doc, _ := json.Marshal(map[string]any{"state": "offline", "device_id": c.o.DeviceID, "at": c.o.Now().UTC()})
 		if t := c.cli.Publish(c.topic("status"), 1, true, doc); !t.WaitTimeout(2 * time.Second) {
@@ -283,10 +302,6 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}
 	c.cli.Disconnect(500)
-	c.handlersMu.Lock()
-	c.stopping = true
-	c.handlersMu.Unlock()
-	c.handlers.Wait()
 	return nil
 }
 
@@ -375,6 +390,9 @@ func (c *Client) up(lost chan struct{}) {
 			c.stats.Subscribed = ok
 		}
 		c.mu.Unlock()
+		if ok {
+			c.sendBarrier(epoch)
+		}
 	}()
 	c.RefreshStatus()
 	c.Wake()
