@@ -13,30 +13,18 @@ import (
 	"github.com/leadport/leadport-agent/sync/command"
 )
 
-// onMessage takes a command or a policy. paho runs it in its own goroutine
-// (SetOrderMatters(false)); the message is acknowledged to the broker only
-// once its effect and its receipt are stored, so a crash in between gets
-// it delivered again.
+// onMessage takes a command, a policy or a barrier. paho calls it in the
+// order messages arrive (SetOrderMatters(true)), and it only queues them:
+// commandWorker carries them out one at a time, in that order, so a
+// barrier is taken only after the commands that came before it (see
+// barrier.go), and paho's reader is never held up by an erase. A message
+// is acknowledged to the broker only once its effect and its receipt are
+// stored, so a crash in between gets it delivered again; one still queued
+// when the client stops is not acknowledged, and comes again.
 func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
-	// Run waits for handlers still at work before it returns (the store
-	// may close right after); one that comes after is left unacknowledged
-	// and the broker delivers it again.
-	c.handlersMu.Lock()
-	if c.stopping {
-		c.handlersMu.Unlock()
-		return
-	}
-	c.handlers.Add(1)
-	c.handlersMu.Unlock()
-	defer c.handlers.Done()
-	ctx := context.Background()
-	// One command at a time: a policy's version check and its effect, or
-	// a replay check and the ledger, must not interleave with another's.
-	c.cmdMu.Lock()
-	ok := c.handle(ctx, m)
-	c.cmdMu.Unlock()
-	if ok {
-		m.Ack()
+	select {
+	case c.cmdq <- m:
+	case <-c.stopped:
 	}
 }
 

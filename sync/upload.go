@@ -33,10 +33,22 @@ type flight struct {
 // connection it was sent on; anything else sends them again (the platform
 // de-duplicates on record ids).
 func (c *Client) uploader(ctx context.Context) {
+	var passed uint64 // the connection whose barrier the upload has waited for
 	for {
 		epoch, ok := c.waitConnected(ctx)
 		if !ok {
 			return
+		}
+		// Commands queued at the broker first (barrier.go); once per
+		// connection.
+		if epoch != passed {
+			if !c.waitBarrier(ctx, epoch) {
+				return
+			}
+			passed = epoch
+			if c.epoch.Load() != epoch {
+				continue
+			}
 		}
 		sent, err := c.drain(ctx, epoch)
 		if err != nil {
