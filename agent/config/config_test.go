@@ -474,7 +474,7 @@ agent.yaml:4: sip.listen[1]: unsupported scheme "htp" (want udp, tcp or tls)
 agent.yaml:4: sip.listen[2]: a tls listener needs sip.tls.cert_file and sip.tls.key_file
 agent.yaml:5: sip.upstream: bad port 99999 (want 1-65535)
 agent.yaml:8: policy.pacing.cooldown_s: got the string "15m", want an integer
-agent.yaml:9: policy.pacing.burst: unknown key (want one of: action, max_attempts_per_minute, max_attempts_per_hour, recent_attempts, min_gap_after_call_s, short_gaps, same_ring_timeouts, ring_tolerance_ms, max_parallel, regular_cv, regular_over, tick_tolerance_ms, sequential_step, sequential_run, cooldown_s)
+agent.yaml:9: policy.pacing.burst: unknown key (want one of: action, max_attempts_per_minute, max_attempts_per_hour, recent_attempts, min_gap_after_call_s, short_gaps, same_ring_timeouts, ring_tolerance_ms, max_parallel, regular_cv, regular_over, tick_tolerance_ms, sequential_step, sequential_run, cooldown_s, sequential_wide_step, sequential_wide_run, suspect_sequential_wide_run, conversation_s, busy_hour_attempts, conversations, min_gap_after_conversation_s, fast_after_conversation, suspect_fast_after_conversation, answered_window, short_hangups, suspect_short_hangups, hangup_spike, suspect_hangup_spike, invalid_window, invalid_numbers, suspect_invalid_numbers, pause_s, sustained_attempts, suspect_sustained_attempts, suspect_same_ring_timeouts, suspect_sequential_run, suspect_interval_s)
 agent.yaml:12: commands.trusted_keys.platform-2026: key decodes to 3 bytes, want 32 (an Ed25519 public key)
 agent.yaml:13: api.listen: "192.0.2.1" is not a loopback address; the local API has no authentication, so it may listen on 127.0.0.1, [::1] or localhost only
 agent.yaml:14: log.level: bad value "loud" (want debug, info, warn or error)`

@@ -290,7 +290,7 @@ func Default() Policy {
 		Trunking: Trunking{Action: Block, Actions: map[string]Action{}, MaxDialogsPerLine: 1, MaxContactsPerLine: 1},
 		Pacing: PacingRule{
 			Action:               Block,
-			MaxAttemptsPerMinute: 8,
+			MaxAttemptsPerMinute: 10,
 			MaxAttemptsPerHour:   180,
 			RecentAttempts:       10,
 			MinGapAfterCallS:     1,

@@ -80,6 +80,23 @@ func TestParse(t *testing.T) {
 		{"one ring timeout", `{"pacing":{"same_ring_timeouts":1}}`, "pacing.same_ring_timeouts: 1 is not allowed", nil},
 		{"one regular interval", `{"pacing":{"regular_over":1}}`, "pacing.regular_over: 1 is not allowed", nil},
 		{"cv out of range", `{"pacing":{"regular_cv":2}}`, "pacing.regular_cv: 2 is not allowed", nil},
+		{"suspect thresholds set", `{"pacing":{"suspect_short_hangups":9,"short_hangups":12,"suspect_interval_s":3600}}`, "",
+			func(p Policy) bool {
+				g := p.Pacing
+				return g.SuspectShortHangups == 9 && g.ShortHangups == 12 && g.SuspectIntervalS == 3600 &&
+					g.SuspectFastAfterConversation == Default().Pacing.SuspectFastAfterConversation
+			}},
+		{"suspect not below its block threshold", `{"pacing":{"suspect_fast_after_conversation":4,"fast_after_conversation":4}}`,
+			"pacing.suspect_fast_after_conversation: 4 is not below fast_after_conversation (4)", nil},
+		{"block only, suspect off", `{"pacing":{"suspect_invalid_numbers":0,"invalid_numbers":20}}`, "",
+			func(p Policy) bool { return p.Pacing.InvalidNumbers == 20 && p.Pacing.SuspectInvalidNumbers == 0 }},
+		{"threshold over its window", `{"pacing":{"short_hangups":17}}`, "pacing.short_hangups: 17 is more than its window (16)", nil},
+		{"window over the ring", `{"pacing":{"answered_window":17}}`, "pacing.answered_window: 17 is not allowed (want 1 to 16)", nil},
+		{"conversations over the ring", `{"pacing":{"conversations":0}}`, "pacing.conversations: 0 is not allowed", nil},
+		{"negative suspect threshold", `{"pacing":{"suspect_sustained_attempts":-1}}`, "pacing.suspect_sustained_attempts: -1 is not allowed", nil},
+		{"suspect ring timeouts at the block's", `{"pacing":{"suspect_same_ring_timeouts":5}}`, "pacing.suspect_same_ring_timeouts: 5 is not allowed", nil},
+		{"suspect sequential run of one", `{"pacing":{"suspect_sequential_run":1}}`, "pacing.suspect_sequential_run: 1 is not allowed", nil},
+		{"zero suspect interval", `{"pacing":{"suspect_interval_s":0}}`, "pacing.suspect_interval_s: 0 is not allowed", nil},
 		{"zero dialogs", `{"trunking":{"max_dialogs_per_line":0}}`, "trunking.max_dialogs_per_line: 0 is not allowed", nil},
 		{"negative quota", `{"quota":{"monthly_minutes":-5}}`, "quota.monthly_minutes: -5 is not allowed", nil},
 		{"security keys", `{"security":{"requests_per_s":2.5,"burst":5,"trusted_networks":["127.0.0.1/32"],"penalty_s":60}}`, "",

@@ -67,7 +67,13 @@ func BenchmarkDecide(b *testing.B) {
 		if v := e.Decide(ev); v.Block {
 			b.Fatalf("decision %d blocked: %+v", i, v)
 		}
-		e.CallEnded(dialog.Call{CallID: callIDs(reqs[k]), Line: ev.Line, Direction: detect.Outbound, StartedAt: at, EndedAt: at.Add(30 * time.Second), Disposition: dialog.NoAnswer})
+		c := dialog.Call{CallID: callIDs(reqs[k]), Line: ev.Line, Direction: detect.Outbound, StartedAt: at, EndedAt: at.Add(30 * time.Second), Disposition: dialog.NoAnswer, FinalStatus: 480}
+		if i%3 == 0 {
+			// Every third call answered and hung up by the caller seconds
+			// later, so that the hang-up signals measure (issue 15).
+			c.AnsweredAt, c.Disposition, c.FinalStatus, c.EndedBy = at.Add(26*time.Second), dialog.Answered, 200, dialog.Caller
+		}
+		e.CallEnded(c)
 	}
 }
 
