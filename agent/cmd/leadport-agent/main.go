@@ -12,6 +12,7 @@
 //	leadport-agent consent add --subject N --purpose P --method M [...]
 //	leadport-agent identity [--json] [--config FILE]
 //	leadport-agent doctor [--config FILE] [--json]
+//	leadport-agent analyze [--policy FILE] [--lines +1555...,...] [--json] [--unmasked] FILE...
 //	leadport-agent install [--config FILE] | uninstall | start | stop | restart
 //	leadport-agent fleet keygen --out FILE [--kid ID]
 //	leadport-agent fleet sign --key FILE --kid ID --type T --device D [--args JSON]
@@ -44,6 +45,7 @@ func commands() []command {
 		{"consent", "consent add --subject N --purpose P --method M [--state granted|withdrawn] [--evidence REF] [--line L]  record a consent through the local API", consentCmd},
 		{"identity", "identity [--json] [--config FILE]  the call-signing public key, key id and algorithm: what the platform enrols", identityCmd},
 		{"doctor", "doctor [--config FILE] [--json]  check the installation: config, data directory, ports, upstream, broker, keys, clock", doctorCmd},
+		{"analyze", "analyze [--policy FILE] [--lines +1555...,...] [--json] [--unmasked] FILE...  replay captures (pcap, pcapng) or trace files through the rules, in simulated time", analyzeCmd},
 		{"store", "store scan --subject NUMBER [--config FILE] [--json]  can anything of this person still be read here, with the device key? exit 1 if so", storeCmd},
 		{"install", "install [--config FILE]    install the system service (systemd, OpenWrt procd, launchd, Windows)", serviceCmd("install")},
 		{"uninstall", "uninstall                  remove the system service (data is kept)", serviceCmd("uninstall")},
