@@ -93,16 +93,18 @@ func parseTraceLine(b []byte) (Call, error) {
 		return Call{}, errors.New("more than one JSON value on the line")
 	}
 	var missing []string
-	for name, absent := range map[string]bool{
-		"start": l.Start == nil, "direction": l.Direction == nil, "line": l.Line == nil,
-		"remote": l.Remote == nil, "ring_s": l.Ring == nil, "status": l.Status == nil,
+	for _, f := range [...]struct {
+		name   string
+		absent bool
+	}{
+		{"direction", l.Direction == nil}, {"line", l.Line == nil}, {"remote", l.Remote == nil},
+		{"ring_s", l.Ring == nil}, {"start", l.Start == nil}, {"status", l.Status == nil},
 	} {
-		if absent {
-			missing = append(missing, name)
+		if f.absent {
+			missing = append(missing, f.name)
 		}
 	}
 	if len(missing) > 0 {
-		sort.Strings(missing)
 		return Call{}, fmt.Errorf("missing %v", missing)
 	}
 	c := Call{Direction: *l.Direction, Remote: *l.Remote, Status: *l.Status, Diversion: l.Diversion, From: l.From, PAI: l.PAI}
