@@ -23,6 +23,8 @@ func TestAppendJSON(t *testing.T) {
 		&store.Violation{Rule: "pacing", Line: "+15551230001", Action: "blocked", At: at, CallID: "c1",
 			Evidence: json.RawMessage(`{"signal":"parallel","parallel":2}`), Numbers: []string{"+12125550100", "+13125550100"}},
 		&store.Violation{Rule: "trunking.concurrent", Line: "+15551230001", Action: "observed", At: at},
+		&store.Violation{Rule: "pacing", Line: "+15551230001", Action: "observed", At: at, CallID: "c2", Confidence: "suspect", Score: 0.5,
+			Evidence: json.RawMessage(`{"signal":"after_call_work","fast_after_conversation":2}`)},
 		&store.Receipt{CommandID: "c-1", Status: "done", At: at, Result: json.RawMessage(`{"records":[1,2]}`), Subject: "+12125550100"},
 		&store.Receipt{CommandID: "c-2", Status: "rejected", Reason: "expired", At: at},
 	)
@@ -56,9 +58,12 @@ func TestAppendJSON(t *testing.T) {
 			if typ == store.TypeConsent && a["recorded_by"] != "tech" {
 				t.Errorf("consent sent as %s, want recorded_by tech", got)
 			}
+			if typ == store.TypeViolation && a["call_id"] == "c2" && (a["confidence"] != "suspect" || a["score"] != 0.5) {
+				t.Errorf("suspect report sent as %s, want confidence suspect and score 0.5", got)
+			}
 		}
 	}
-	if n != 7 {
-		t.Fatalf("%d records, want 7", n)
+	if n != 8 {
+		t.Fatalf("%d records, want 8", n)
 	}
 }
