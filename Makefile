@@ -45,6 +45,10 @@ bench-proxy: ## SIP proxy call rate, latency, memory, overload, idle cost agains
 bench-sync: ## MQTT drain to mosquitto against raw paho; erase with 1,000,000 records stored
 	scripts/bench-sync.sh
 
+.PHONY: bench-fleet
+bench-fleet: ## DEVICES (default 1,000) simulated devices against a three-node NATS cluster: connect storm, records/s, CPU, RSS, a node killed
+	scripts/bench-fleet.sh
+
 eval: ## detection quality of the rules over labelled traces (DAYS, SESSIONS, SCENARIOS, SEED)
 	go run ./detect/replay/cmd/leadport-eval -days $(DAYS) -sessions $(SESSIONS) -scenarios $(SCENARIOS) -seed $(SEED)
 
