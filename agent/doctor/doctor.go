@@ -90,6 +90,7 @@ var checks = []entry{
 	{Check: sipListen{}},
 	{Check: upstream{}, network: true},
 	{Check: inviteSize{}, network: true, after: "upstream", optional: true},
+	{Check: registrar{}, network: true, after: "upstream", optional: true},
 	{Check: broker{}, network: true},
 	{Check: clientCert{}, optional: true},
 	{Check: clock{}, after: "broker", noConfig: true},
@@ -166,6 +167,7 @@ type Env struct {
 		up       bool
 		err      error
 		deviceID string
+		register agentRegister
 	}
 
 	mu sync.Mutex // guards the fields that follow

@@ -34,10 +34,23 @@ func (env *Env) agentRunning() bool {
 		env.api.up = res.StatusCode == http.StatusOK
 		var st struct {
 			DeviceID string `json:"device_id"`
+			SIP      struct {
+				Register agentRegister `json:"register"`
+			} `json:"sip"`
 		}
 		if env.api.up && json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&st) == nil {
 			env.api.deviceID = st.DeviceID
+			env.api.register = st.SIP.Register
 		}
 	})
 	return env.api.up
+}
+
+// agentRegister is the running agent's sip.register: the register mode in
+// force, whether it fell back from path, and the lines whose registrations
+// fail (masked) with the registrar's last status.
+type agentRegister struct {
+	Mode         string         `json:"mode"`
+	Fallback     bool           `json:"fallback"`
+	LinesFailing map[string]int `json:"lines_failing"`
 }

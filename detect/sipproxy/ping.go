@@ -58,6 +58,25 @@ func (p *Proxy) PingUpstream(ctx context.Context) (status int, rtt time.Duration
 // the final answer and the time it took. What sipgo's layers log goes
 // nowhere; its package logger (sip.SetDefaultLogger) is the caller's to set.
 func Ping(ctx context.Context, e Endpoint, ip, userAgent string) (*sip.Response, time.Duration, error) {
+	ua, cli, err := oneShotClient(e, ip, userAgent)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer ua.Close()
+	req := optionsRequest(e)
+	req.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	start := time.Now()
+	res, err := cli.Do(ctx, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	return res, time.Since(start), nil
+}
+
+// oneShotClient is a user agent of its own, quiet, for one request to e
+// at ip from this host's address on the route there (Ping, ProbePath).
+// The caller closes the user agent.
+func oneShotClient(e Endpoint, ip, userAgent string) (*sipgo.UserAgent, *sipgo.Client, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	host := sourceAddr(net.JoinHostPort(ip, strconv.Itoa(e.Port)))
 	ua, err := sipgo.NewUA(
@@ -67,21 +86,14 @@ func Ping(ctx context.Context, e Endpoint, ip, userAgent string) (*sip.Response,
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet)),
 	)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
-	defer ua.Close()
 	cli, err := sipgo.NewClient(ua, sipgo.WithClientHostname(host), sipgo.WithClientLogger(quiet), sipgo.WithClientNAT())
 	if err != nil {
-		return nil, 0, err
+		ua.Close()
+		return nil, nil, err
 	}
-	req := optionsRequest(e)
-	req.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
-	start := time.Now()
-	res, err := cli.Do(ctx, req)
-	if err != nil {
-		return nil, 0, err
-	}
-	return res, time.Since(start), nil
+	return ua, cli, nil
 }
 
 // sourceAddr is this host's address on the route to addr (for Via and

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -122,6 +123,20 @@ sip:
 	apiGet(t, socket, "/v1/status", &st)
 	if st.SIP.Register.Mode != mode || len(st.SIP.Register.LinesFailing) != 0 {
 		t.Errorf("status sip.register = %+v; want mode %s and no line failing", st.SIP.Register, mode)
+	}
+
+	// What a technician's doctor says of this registrar and these phones:
+	// the stock registrar challenges first, and the running agent sees
+	// every line registered.
+	doc, _ := exec.Command(bin, "doctor", "--config", cfg).CombinedOutput()
+	wantDoc := []string{"the running agent registers phones in " + mode + " mode, no line failing"}
+	if mode == "path" {
+		wantDoc = append(wantDoc, "the registrar answers REGISTER (401, it asks for credentials first)")
+	}
+	for _, want := range wantDoc {
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("doctor lacks %q:\n%s", want, doc)
+		}
 	}
 
 	// 1. Outbound: A calls C; hold and resume; A hangs up.
