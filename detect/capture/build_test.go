@@ -9,16 +9,14 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
 )
 
-// Builders of real capture files for the tests: frames are put together
-// byte by byte, as a NIC would hand them to tcpdump, and written with
-// pcapgo's own writers. Checksums are left zero: the reader does not
-// check them (captures taken on the sending host have them offloaded).
+// Builders of capture files for the tests: frames are put together byte
+// by byte, as a NIC would hand them to tcpdump, and written in the file
+// formats by hand (the public captures beside the repository, written by
+// tcpdump, dumpcap and sngrep, check the reader against real writers).
+// Checksums are left zero: the reader does not check them (captures taken
+// on the sending host have them offloaded).
 
 var t0 = time.Date(2026, 11, 2, 8, 0, 0, 0, time.UTC)
 
@@ -170,39 +168,63 @@ func sipMsg(start, callID string, n int) []byte {
 	return b.Bytes()
 }
 
-func writePCAP(t testing.TB, link layers.LinkType, frames []frame) []byte {
+// writePCAP writes a pcap file with nanosecond times, little-endian.
+func writePCAP(t testing.TB, link uint16, frames []frame) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	w := pcapgo.NewWriterNanos(&buf)
-	if err := w.WriteFileHeader(65535, link); err != nil {
-		t.Fatal(err)
-	}
+	le := binary.LittleEndian
+	b := le.AppendUint32(nil, 0xa1b23c4d)
+	b = le.AppendUint16(b, 2)
+	b = le.AppendUint16(b, 4)
+	b = append(b, make([]byte, 8)...) // thiszone, sigfigs
+	b = le.AppendUint32(b, 65535)
+	b = le.AppendUint32(b, uint32(link))
 	for _, f := range frames {
-		ci := gopacket.CaptureInfo{Timestamp: t0.Add(f.at), CaptureLength: len(f.data), Length: len(f.data)}
-		if err := w.WritePacket(ci, f.data); err != nil {
-			t.Fatal(err)
-		}
+		at := t0.Add(f.at)
+		b = le.AppendUint32(b, uint32(at.Unix()))
+		b = le.AppendUint32(b, uint32(at.Nanosecond()))
+		b = le.AppendUint32(b, uint32(len(f.data)))
+		b = le.AppendUint32(b, uint32(len(f.data)))
+		b = append(b, f.data...)
 	}
-	return buf.Bytes()
+	return b
 }
 
-func writePCAPNG(t testing.TB, link layers.LinkType, frames []frame) []byte {
+// writePCAPNG writes a big-endian pcapng file (the byte order other than
+// the host's) with one interface whose times are in nanoseconds
+// (if_tsresol 9) and one enhanced packet block per frame.
+func writePCAPNG(t testing.TB, link uint16, frames []frame) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	w, err := pcapgo.NewNgWriter(&buf, link)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range frames {
-		ci := gopacket.CaptureInfo{Timestamp: t0.Add(f.at), CaptureLength: len(f.data), Length: len(f.data)}
-		if err := w.WritePacket(ci, f.data); err != nil {
-			t.Fatal(err)
+	be := binary.BigEndian
+	block := func(b []byte, typ uint32, body []byte) []byte {
+		for len(body)%4 != 0 {
+			body = append(body, 0)
 		}
+		n := uint32(12 + len(body))
+		b = be.AppendUint32(b, typ)
+		b = be.AppendUint32(b, n)
+		b = append(b, body...)
+		return be.AppendUint32(b, n)
 	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
+	shb := be.AppendUint32(nil, 0x1a2b3c4d)
+	shb = be.AppendUint16(shb, 1)
+	shb = be.AppendUint16(shb, 0)
+	shb = be.AppendUint64(shb, ^uint64(0)) // section length not given
+	b := block(nil, ngSection, shb)
+	idb := be.AppendUint16(nil, link)
+	idb = be.AppendUint16(idb, 0)
+	idb = be.AppendUint32(idb, 0)                         // no snap length
+	idb = append(idb, 0, 9, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0) // if_tsresol 10^-9, end of options
+	b = block(b, ngInterface, idb)
+	for _, f := range frames {
+		ts := uint64(t0.Add(f.at).UnixNano())
+		epb := be.AppendUint32(nil, 0)
+		epb = be.AppendUint32(epb, uint32(ts>>32))
+		epb = be.AppendUint32(epb, uint32(ts))
+		epb = be.AppendUint32(epb, uint32(len(f.data)))
+		epb = be.AppendUint32(epb, uint32(len(f.data)))
+		b = block(b, ngEnhanced, append(epb, f.data...))
 	}
-	return buf.Bytes()
+	return b
 }
 
 // capturesDir is ../shared/captures from the repository root: public

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"os"
@@ -9,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/gopacket/layers"
 )
 
 var (
@@ -47,7 +46,7 @@ func TestCaptureStreams(t *testing.T) {
 	wBye := want{"BYE sip:+15557654321@edge.example SIP/2.0", TCP, pbx.String()}
 	cases := []struct {
 		name   string
-		link   layers.LinkType
+		link   uint16
 		ng     bool
 		opts   Options
 		frames []frame
@@ -56,13 +55,13 @@ func TestCaptureStreams(t *testing.T) {
 	}{
 		{
 			name:   "udp over ipv4 and ethernet",
-			link:   layers.LinkTypeEthernet,
+			link:   linkEthernet,
 			frames: []frame{{0, ip(pbx, edge, protoUDP, udp(pbx, edge, inv))}},
 			want:   []want{{wInv.start, UDP, pbx.String()}},
 		},
 		{
 			name: "udp datagram with bytes past its content-length and a keep-alive",
-			link: layers.LinkTypeEthernet,
+			link: linkEthernet,
 			frames: []frame{
 				{0, ip(pbx, edge, protoUDP, udp(pbx, edge, []byte("\r\n\r\n")))},
 				{time.Second, ip(pbx, edge, protoUDP, udp(pbx, edge, append(append([]byte("\r\n"), inv...), "junk"...)))},
@@ -71,7 +70,7 @@ func TestCaptureStreams(t *testing.T) {
 		},
 		{
 			name: "tcp message across three segments",
-			link: layers.LinkTypeEthernet,
+			link: linkEthernet,
 			frames: []frame{
 				{0, ip(pbx, edge, protoTCP, tcp(pbx, edge, 1000, tcpSYN, nil))},
 				{1, ip(pbx, edge, protoTCP, tcp(pbx, edge, 1001, 0, inv[:10]))},
@@ -82,7 +81,7 @@ func TestCaptureStreams(t *testing.T) {
 		},
 		{
 			name: "tcp: two messages and a half in one segment, the rest in the next",
-			link: layers.LinkTypeEthernet,
+			link: linkEthernet,
 			frames: func() []frame {
 				s := append(append(append([]byte(nil), inv...), ok...), bye[:20]...)
 				return []frame{
@@ -94,7 +93,7 @@ func TestCaptureStreams(t *testing.T) {
 		},
 		{
 			name: "tcp segments out of order and retransmitted",
-			link: layers.LinkTypeEthernet,
+			link: linkEthernet,
 			frames: []frame{
 				{1, ip(pbx, edge, protoTCP, tcp(pbx, edge, 100, 0, inv[:50]))},
 				{2, ip(pbx, edge, protoTCP, tcp(pbx, edge, 250, 0, inv[150:]))},
@@ -106,7 +105,7 @@ func TestCaptureStreams(t *testing.T) {
 		},
 		{
 			name: "tcp picked up mid-message resyncs at the next start line",
-			link: layers.LinkTypeEthernet,
+			link: linkEthernet,
 			frames: []frame{
 				{1, ip(pbx, edge, protoTCP, tcp(pbx, edge, 7, 0, append(append([]byte(nil), inv[40:]...), ok...)))},
 			},
@@ -114,7 +113,7 @@ func TestCaptureStreams(t *testing.T) {
 		},
 		{
 			name: "a message over the flow cap is dropped and the next one found",
-			link: layers.LinkTypeEthernet,
+			link: linkEthernet,
 			opts: Options{MaxFlowBuffer: 2048},
 			frames: func() []frame {
 				var fs []frame
@@ -133,7 +132,7 @@ func TestCaptureStreams(t *testing.T) {
 		},
 		{
 			name:   "ipv6 over linux cooked (sll)",
-			link:   layers.LinkTypeLinuxSLL,
+			link:   linkSLL,
 			frames: []frame{{0, sll(etIPv6, ipv6(pbx6.Addr(), edg6.Addr(), protoUDP, udp(pbx6, edg6, inv)))}},
 			want:   []want{{wInv.start, UDP, pbx6.String()}},
 		},
@@ -146,7 +145,7 @@ func TestCaptureStreams(t *testing.T) {
 		},
 		{
 			name: "ipv4 fragments, last first",
-			link: layers.LinkTypeEthernet,
+			link: linkEthernet,
 			frames: func() []frame {
 				d := udp(pbx, edge, inv)
 				return []frame{
@@ -163,7 +162,7 @@ func TestCaptureStreams(t *testing.T) {
 		},
 		{
 			name: "ipv6 fragments",
-			link: layers.LinkTypeEthernet,
+			link: linkEthernet,
 			frames: func() []frame {
 				d := udp(pbx6, edg6, inv)
 				fh := func(off int, more bool) []byte {
@@ -182,7 +181,7 @@ func TestCaptureStreams(t *testing.T) {
 		},
 		{
 			name: "sip over websocket, client frames masked",
-			link: layers.LinkTypeEthernet,
+			link: linkEthernet,
 			frames: func() []frame {
 				up := []byte("GET / HTTP/1.1\r\nHost: pbx\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: sip\r\n\r\n")
 				down := []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
@@ -202,13 +201,13 @@ func TestCaptureStreams(t *testing.T) {
 		},
 		{
 			name:   "hep3 envelope: the original addresses and time",
-			link:   layers.LinkTypeEthernet,
+			link:   linkEthernet,
 			frames: []frame{{0, ip(ap("10.0.0.1:40000"), ap("10.0.0.2:9060"), protoUDP, udp(ap("10.0.0.1:40000"), ap("10.0.0.2:9060"), hep3(pbx, edge, t0.Add(-time.Minute), inv)))}},
 			want:   []want{{wInv.start, UDP, pbx.String()}},
 		},
 		{
 			name: "ip in ip, and gre with erspan type II",
-			link: layers.LinkTypeEthernet,
+			link: linkEthernet,
 			frames: func() []frame {
 				inner := ipv4(pbx.Addr(), edge.Addr(), protoUDP, 1, 0, false, udp(pbx, edge, inv))
 				gre := append([]byte{0x10, 0, 0x88, 0xbe, 0, 0, 0, 1, 0x10, 0, 0, 1, 0, 0, 0, 0}, ether(etIPv4, inner)...)
@@ -259,7 +258,7 @@ func netip4(s string) netip.Addr { return netip.MustParseAddr(s) }
 func TestCaptureHEPTime(t *testing.T) {
 	at := t0.Add(-time.Minute).Add(1234 * time.Microsecond)
 	inv := sipMsg("INVITE sip:+15557654321@edge.example SIP/2.0", "h1", 0)
-	file := writePCAP(t, layers.LinkTypeEthernet, []frame{{0, ip(ap("10.0.0.1:40000"), ap("10.0.0.2:9060"), protoUDP, udp(ap("10.0.0.1:40000"), ap("10.0.0.2:9060"), hep3(pbx, edge, at, inv)))}})
+	file := writePCAP(t, linkEthernet, []frame{{0, ip(ap("10.0.0.1:40000"), ap("10.0.0.2:9060"), protoUDP, udp(ap("10.0.0.1:40000"), ap("10.0.0.2:9060"), hep3(pbx, edge, at, inv)))}})
 	msgs, _, err := Read(bytes.NewReader(file), Options{})
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("got %d messages, err %v; want 1", len(msgs), err)
@@ -281,9 +280,9 @@ func TestCaptureTruncated(t *testing.T) {
 	inv := sipMsg("INVITE sip:+15557654321@edge.example SIP/2.0", "c1", 0)
 	frames := []frame{{0, ip(pbx, edge, protoUDP, udp(pbx, edge, inv))}, {1, ip(pbx, edge, protoUDP, udp(pbx, edge, inv))}}
 	for _, ng := range []bool{false, true} {
-		file := writePCAP(t, layers.LinkTypeEthernet, frames)
+		file := writePCAP(t, linkEthernet, frames)
 		if ng {
-			file = writePCAPNG(t, layers.LinkTypeEthernet, frames)
+			file = writePCAPNG(t, linkEthernet, frames)
 		}
 		msgs, _, err := Read(bytes.NewReader(file[:len(file)-10]), Options{})
 		if err == nil || len(msgs) != 1 {
@@ -354,4 +353,194 @@ func callID(msg []byte) string {
 		}
 	}
 	return ""
+}
+
+// ngBlock appends a pcapng block in the given byte order.
+func ngBlock(b []byte, o binary.AppendByteOrder, typ uint32, body []byte) []byte {
+	for len(body)%4 != 0 {
+		body = append(body, 0)
+	}
+	n := uint32(12 + len(body))
+	if typ == ngSection {
+		b = binary.LittleEndian.AppendUint32(b, typ) // the same either way
+	} else {
+		b = o.AppendUint32(b, typ)
+	}
+	b = o.AppendUint32(b, n)
+	b = append(b, body...)
+	return o.AppendUint32(b, n)
+}
+
+func ngSHB(o binary.AppendByteOrder) []byte {
+	b := o.AppendUint32(nil, 0x1a2b3c4d)
+	b = o.AppendUint16(b, 1)
+	b = o.AppendUint16(b, 0)
+	return o.AppendUint64(b, ^uint64(0))
+}
+
+func ngIDB(o binary.AppendByteOrder, link uint16, snap uint32, opts ...[]byte) []byte {
+	b := o.AppendUint16(nil, link)
+	b = o.AppendUint16(b, 0)
+	b = o.AppendUint32(b, snap)
+	for _, op := range opts {
+		b = append(b, op...)
+	}
+	return append(b, 0, 0, 0, 0)
+}
+
+func ngOpt(o binary.AppendByteOrder, code uint16, v []byte) []byte {
+	b := o.AppendUint16(nil, code)
+	b = o.AppendUint16(b, uint16(len(v)))
+	b = append(b, v...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// TestCaptureFileFormats reads the pcap and pcapng variants writers
+// produce: both byte orders, micro- and nanosecond pcap, pcapng time
+// resolutions and offsets, simple and obsolete packet blocks, blocks the
+// reader skips, and a second section that changes byte order and forgets
+// the interfaces of the first.
+func TestCaptureFileFormats(t *testing.T) {
+	var le, be binary.AppendByteOrder = binary.LittleEndian, binary.BigEndian
+	inv := sipMsg("INVITE sip:+15557654321@edge.example SIP/2.0", "f1", 0)
+	eth := ip(pbx, edge, protoUDP, udp(pbx, edge, inv))
+	raw := ipv4(pbx.Addr(), edge.Addr(), protoUDP, 1, 0, false, udp(pbx, edge, inv))
+	at := time.Date(2026, 11, 2, 8, 0, 0, 123456000, time.UTC)
+	epb := func(o binary.AppendByteOrder, iface uint32, ts uint64, data []byte) []byte {
+		b := o.AppendUint32(nil, iface)
+		b = o.AppendUint32(b, uint32(ts>>32))
+		b = o.AppendUint32(b, uint32(ts))
+		b = o.AppendUint32(b, uint32(len(data)))
+		b = o.AppendUint32(b, uint32(len(data)))
+		return append(b, data...)
+	}
+	pcap := func(o binary.AppendByteOrder, nanos bool, link uint32, data []byte) []byte {
+		magic := uint32(0xa1b2c3d4)
+		frac := uint32(at.Nanosecond() / 1000)
+		if nanos {
+			magic, frac = 0xa1b23c4d, uint32(at.Nanosecond())
+		}
+		b := o.AppendUint32(nil, magic)
+		b = o.AppendUint16(b, 2)
+		b = o.AppendUint16(b, 4)
+		b = append(b, make([]byte, 8)...)
+		b = o.AppendUint32(b, 65535)
+		b = o.AppendUint32(b, link)
+		b = o.AppendUint32(b, uint32(at.Unix()))
+		b = o.AppendUint32(b, frac)
+		b = o.AppendUint32(b, uint32(len(data)))
+		b = o.AppendUint32(b, uint32(len(data)))
+		return append(b, data...)
+	}
+	cases := []struct {
+		name  string
+		file  []byte
+		times []time.Time // zero: a block without a time
+	}{
+		{"pcap big-endian microseconds", pcap(be, false, linkEthernet, eth), []time.Time{at}},
+		{"pcap little-endian nanoseconds, raw ip", pcap(le, true, linkRaw, raw), []time.Time{at}},
+		{"pcap link type with fcs bits set", pcap(le, true, linkEthernet|0x1000_0000, eth), []time.Time{at}},
+		{"pcapng microseconds by default, unknown blocks skipped", func() []byte {
+			b := ngBlock(nil, le, ngSection, ngSHB(le))
+			b = ngBlock(b, le, 0x00000004, []byte("name resolution"))
+			b = ngBlock(b, le, ngInterface, ngIDB(le, linkEthernet, 0))
+			b = ngBlock(b, le, 0x00000005, make([]byte, 20)) // interface statistics
+			return ngBlock(b, le, ngEnhanced, epb(le, 0, uint64(at.UnixMicro()), eth))
+		}(), []time.Time{at}},
+		{"pcapng 2^-20 resolution with an offset", func() []byte {
+			b := ngBlock(nil, be, ngSection, ngSHB(be))
+			b = ngBlock(b, be, ngInterface, ngIDB(be, linkEthernet, 0, ngOpt(be, 9, []byte{0x80 | 20}), ngOpt(be, 14, be.AppendUint64(nil, 3600))))
+			ts := uint64(at.Unix()-3600)<<20 | uint64(at.Nanosecond())*(1<<20)/1e9
+			return ngBlock(b, be, ngEnhanced, epb(be, 0, ts, eth))
+		}(), []time.Time{at.Truncate(time.Second).Add(time.Duration(uint64(at.Nanosecond()) * (1 << 20) / 1e9 * 1e9 >> 20))}},
+		{"pcapng simple and obsolete packet blocks", func() []byte {
+			b := ngBlock(nil, le, ngSection, ngSHB(le))
+			b = ngBlock(b, le, ngInterface, ngIDB(le, linkEthernet, 0))
+			b = ngBlock(b, le, ngSimple, append(le.AppendUint32(nil, uint32(len(eth))), eth...))
+			ts := uint64(at.UnixMicro())
+			pb := le.AppendUint16(nil, 0)
+			pb = le.AppendUint16(pb, 0)
+			pb = le.AppendUint32(pb, uint32(ts>>32))
+			pb = le.AppendUint32(pb, uint32(ts))
+			pb = le.AppendUint32(pb, uint32(len(eth)))
+			pb = le.AppendUint32(pb, uint32(len(eth)))
+			return ngBlock(b, le, ngPacketOld, append(pb, eth...))
+		}(), []time.Time{{}, at}},
+		{"pcapng two sections, two byte orders, two link types", func() []byte {
+			b := ngBlock(nil, le, ngSection, ngSHB(le))
+			b = ngBlock(b, le, ngInterface, ngIDB(le, linkEthernet, 0))
+			b = ngBlock(b, le, ngEnhanced, epb(le, 0, uint64(at.UnixMicro()), eth))
+			b = ngBlock(b, be, ngSection, ngSHB(be))
+			b = ngBlock(b, be, ngInterface, ngIDB(be, linkRaw, 0, ngOpt(be, 9, []byte{9})))
+			return ngBlock(b, be, ngEnhanced, epb(be, 0, uint64(at.UnixNano()), raw))
+		}(), []time.Time{at, at}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			msgs, st, err := Read(bytes.NewReader(c.file), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) != len(c.times) {
+				t.Fatalf("%d messages, want %d (stats %+v)", len(msgs), len(c.times), st)
+			}
+			for i, m := range msgs {
+				if !m.At.Equal(c.times[i]) || m.Src != pbx || !bytes.Equal(m.Data, inv) {
+					t.Errorf("message %d at %s from %s (%d bytes), want %s from %s (%d bytes)", i, m.At, m.Src, len(m.Data), c.times[i], pbx, len(inv))
+				}
+			}
+		})
+	}
+}
+
+// TestCaptureBadFiles: damaged files end the read with an error, after
+// the messages before the damage.
+func TestCaptureBadFiles(t *testing.T) {
+	var le binary.AppendByteOrder = binary.LittleEndian
+	inv := sipMsg("INVITE sip:+15557654321@edge.example SIP/2.0", "b1", 0)
+	eth := ip(pbx, edge, protoUDP, udp(pbx, edge, inv))
+	good := writePCAPNG(t, linkEthernet, []frame{{0, eth}})
+	cases := []struct {
+		name string
+		file []byte
+		want string
+	}{
+		{"pcapng block length under its fixed fields", append(append([]byte(nil), good...), 6, 0, 0, 0, 8, 0, 0, 0), "block type 0x6000000 of 134217728 bytes"},
+		{"pcapng packet longer than its block", func() []byte {
+			b := ngBlock(nil, le, ngSection, ngSHB(le))
+			b = ngBlock(b, le, ngInterface, ngIDB(le, linkEthernet, 0))
+			body := le.AppendUint32(nil, 0)
+			body = append(body, make([]byte, 8)...)
+			body = le.AppendUint32(body, 1<<30)
+			body = le.AppendUint32(body, 1<<30)
+			return ngBlock(b, le, ngEnhanced, append(body, eth...))
+		}(), "packet of 1073741824 bytes in a block of"},
+		{"pcapng packet of an interface not described", func() []byte {
+			b := ngBlock(nil, le, ngSection, ngSHB(le))
+			body := le.AppendUint32(nil, 3)
+			body = append(body, make([]byte, 16)...)
+			return ngBlock(b, le, ngEnhanced, body)
+		}(), "packet of interface 3, 0 described"},
+		{"pcapng trailing length differs", func() []byte {
+			b := append([]byte(nil), good...)
+			b[len(b)-1] = 0x7f
+			return b
+		}(), "trailing length"},
+		{"pcap record over the cap", func() []byte {
+			b := writePCAP(t, linkEthernet, []frame{{0, eth}})
+			b = le.AppendUint32(append(b, make([]byte, 8)...), 1<<31)
+			return le.AppendUint32(b, 1<<31)
+		}(), "more than any capture holds"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, err := Read(bytes.NewReader(c.file), Options{})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("err %v, want one saying %q", err, c.want)
+			}
+		})
+	}
 }

@@ -5,8 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/google/gopacket/layers"
 )
 
 // FuzzRead feeds the reader arbitrary files: it must return an error or
@@ -19,15 +17,15 @@ func FuzzRead(f *testing.F) {
 	ok := sipMsg("SIP/2.0 200 OK", "c1", 0)
 	two := append(append([]byte(nil), inv...), ok...)
 	seeds := [][]byte{
-		writePCAP(f, layers.LinkTypeEthernet, []frame{{0, ip(pbx, edge, protoUDP, udp(pbx, edge, inv))}}),
-		writePCAPNG(f, layers.LinkTypeEthernet, []frame{{0, ip(pbx6, edg6, protoUDP, udp(pbx6, edg6, inv))}}),
-		writePCAP(f, layers.LinkTypeEthernet, []frame{
+		writePCAP(f, linkEthernet, []frame{{0, ip(pbx, edge, protoUDP, udp(pbx, edge, inv))}}),
+		writePCAPNG(f, linkEthernet, []frame{{0, ip(pbx6, edg6, protoUDP, udp(pbx6, edg6, inv))}}),
+		writePCAP(f, linkEthernet, []frame{
 			{0, ip(pbx, edge, protoTCP, tcp(pbx, edge, 1, 0, two[:100]))},
 			{1, ip(pbx, edge, protoTCP, tcp(pbx, edge, 101, 0, two[100:]))},
 		}),
-		writePCAP(f, layers.LinkTypeLinuxSLL, []frame{{0, sll(etIPv4, ipv4(pbx.Addr(), edge.Addr(), protoUDP, 4, 0, true, udp(pbx, edge, inv)[:64]))}}),
+		writePCAP(f, linkSLL, []frame{{0, sll(etIPv4, ipv4(pbx.Addr(), edge.Addr(), protoUDP, 4, 0, true, udp(pbx, edge, inv)[:64]))}}),
 		writePCAPNG(f, linkSLL2, []frame{{0, sll2(etIPv4, ipv4(pbx.Addr(), edge.Addr(), protoUDP, 1, 0, false, udp(pbx, edge, hep3(pbx, edge, t0, inv))))}}),
-		writePCAP(f, layers.LinkTypeEthernet, []frame{{0, ip(pbx, edge, protoTCP, tcp(pbx, edge, 1, 0, append([]byte("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n\r\n"), wsFrame(inv, []byte{9, 8, 7, 6})...)))}}),
+		writePCAP(f, linkEthernet, []frame{{0, ip(pbx, edge, protoTCP, tcp(pbx, edge, 1, 0, append([]byte("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n\r\n"), wsFrame(inv, []byte{9, 8, 7, 6})...)))}}),
 	}
 	for _, s := range seeds {
 		f.Add(s)

@@ -10,9 +10,6 @@ import (
 	"net/netip"
 	"sort"
 	"time"
-
-	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
 )
 
 // Format is the kind of an input file, told by its first bytes.
@@ -152,9 +149,12 @@ func Read(r io.Reader, opts Options) ([]Message, Stats, error) {
 	var err error
 	switch d.stats.Format {
 	case PCAP:
-		err = d.readPCAP(br)
+		var pr *pcapReader
+		if pr, err = newPcapReader(br); err == nil {
+			err = d.readFrames(pr)
+		}
 	case PCAPNG:
-		err = d.readPCAPNG(br)
+		err = d.readFrames(newNgReader(br))
 	default:
 		return nil, d.stats, ErrFormat
 	}
@@ -164,65 +164,80 @@ func Read(r io.Reader, opts Options) ([]Message, Stats, error) {
 	return d.out, d.stats, err
 }
 
-// guard turns a panic in the third-party file reader into an error: a
-// capture someone brings must never crash the agent's CLI.
-func guard(err *error) {
-	if r := recover(); r != nil {
-		*err = fmt.Errorf("capture file unreadable: %v", r)
-	}
+// pcap (the libpcap format, draft-ietf-opsawg-pcap): a 24-byte file
+// header (magic, version, snap length, link type) and 16-byte record
+// headers (seconds, micro- or nanoseconds, captured and original length).
+type pcapReader struct {
+	r     *bufio.Reader
+	order binary.ByteOrder
+	nanos bool
+	link  uint16
+	buf   []byte
 }
 
-func (d *decoder) readPCAP(br *bufio.Reader) (err error) {
-	defer guard(&err)
-	pr, err := pcapgo.NewReader(br)
-	if err != nil {
-		return fmt.Errorf("pcap header: %w", err)
+func newPcapReader(r *bufio.Reader) (*pcapReader, error) {
+	var h [24]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nil, fmt.Errorf("pcap header: %w", io.ErrUnexpectedEOF)
 	}
-	pr.SetSnaplen(snapCap)
-	link := pr.LinkType()
+	p := &pcapReader{r: r}
+	switch m := binary.LittleEndian.Uint32(h[:]); m {
+	case 0xa1b2c3d4, 0xa1b23c4d:
+		p.order, p.nanos = binary.LittleEndian, m == 0xa1b23c4d
+	default:
+		p.order, p.nanos = binary.BigEndian, m == 0x4d3cb2a1
+	}
+	// The link type is the low 16 bits; the upper ones may say how many
+	// FCS bytes each frame carries.
+	p.link = uint16(p.order.Uint32(h[20:]))
+	return p, nil
+}
+
+func (p *pcapReader) next() (link uint16, at time.Time, data []byte, err error) {
+	var h [16]byte
+	if _, err := io.ReadFull(p.r, h[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, time.Time{}, nil, fmt.Errorf("record header cut off: %w", err)
+		}
+		return 0, time.Time{}, nil, err // io.EOF between records: the end
+	}
+	// The captured length is what follows, whatever the snap length in
+	// the header says (tcpdump and Wireshark read it so); snapCap bounds
+	// what a corrupt header can make the reader allocate.
+	n := p.order.Uint32(h[8:])
+	if n > snapCap {
+		return 0, time.Time{}, nil, fmt.Errorf("record of %d bytes, more than any capture holds (%d)", n, snapCap)
+	}
+	if cap(p.buf) < int(n) {
+		p.buf = make([]byte, n)
+	}
+	data = p.buf[:n]
+	if _, err := io.ReadFull(p.r, data); err != nil {
+		return 0, time.Time{}, nil, fmt.Errorf("record of %d bytes cut off: %w", n, io.ErrUnexpectedEOF)
+	}
+	frac := int64(p.order.Uint32(h[4:]))
+	if !p.nanos {
+		frac *= 1000
+	}
+	return p.link, time.Unix(int64(p.order.Uint32(h[:])), frac).UTC(), data, nil
+}
+
+type frameReader interface {
+	next() (link uint16, at time.Time, data []byte, err error)
+}
+
+// readFrames decodes every frame of the file.
+func (d *decoder) readFrames(fr frameReader) error {
 	for {
-		data, ci, err := pr.ZeroCopyReadPacketData()
+		link, at, data, err := fr.next()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("pcap packet %d: %w", d.stats.Packets+1, eofIsTruncation(err))
+			return fmt.Errorf("%s packet %d: %w", d.stats.Format, d.stats.Packets+1, err)
 		}
-		d.packet(link, ci.Timestamp, data)
+		d.packet(link, at, data)
 	}
-}
-
-func (d *decoder) readPCAPNG(br *bufio.Reader) (err error) {
-	defer guard(&err)
-	nr, err := pcapgo.NewNgReader(&ngGuard{r: br}, pcapgo.NgReaderOptions{WantMixedLinkType: true, SkipUnknownVersion: true})
-	if err != nil {
-		return fmt.Errorf("pcapng header: %w", err)
-	}
-	for {
-		data, ci, err := nr.ZeroCopyReadPacketData()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("pcapng packet %d: %w", d.stats.Packets+1, eofIsTruncation(err))
-		}
-		link := nr.LinkType()
-		if len(ci.AncillaryData) > 0 {
-			if lt, ok := ci.AncillaryData[0].(layers.LinkType); ok {
-				link = lt
-			}
-		}
-		d.packet(link, ci.Timestamp, data)
-	}
-}
-
-// eofIsTruncation: an EOF inside a packet is a cut-off file, worth saying
-// so rather than "unexpected EOF" alone.
-func eofIsTruncation(err error) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("file truncated: %w", err)
-	}
-	return err
 }
 
 // Link types (tcpdump.org/linktypes.html) the decoder reads.
@@ -236,14 +251,11 @@ const (
 	linkSLL      = 113
 	linkIPv4     = 228
 	linkIPv6     = 229
-	// linkSLL2 is Linux cooked v2 (276) as pcapgo v1.1.19 hands it over:
-	// its LinkType is a uint8, so 276 arrives as 276&0xff. No link type
-	// is assigned 20, so the value is not ambiguous.
-	linkSLL2 = 276 & 0xff
+	linkSLL2     = 276
 )
 
 // packet decodes one frame of the given link type.
-func (d *decoder) packet(link layers.LinkType, at time.Time, data []byte) {
+func (d *decoder) packet(link uint16, at time.Time, data []byte) {
 	d.stats.Packets++
 	d.at, d.frame = at, d.stats.Packets
 	var ok bool
