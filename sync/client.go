@@ -228,6 +228,11 @@ func New(o Options) (*Client, error) {
 		// only queues, so paho's reader is never held up.
 		SetOrderMatters(true).
 		SetAutoAckDisabled(true).
+		// A restarted agent's session hands over the commands queued
+		// meanwhile right after CONNACK, before SubscribeMultiple has
+		// given paho its routes; without a default handler paho drops
+		// them unacknowledged, until the next connection.
+		SetDefaultPublishHandler(c.onMessage).
 		SetBinaryWill(c.topic("status"), offline, 1, true).
 		SetConnectionLostHandler(c.onLost).
 		// paho tries the brokers in order; the last one tried is the one
