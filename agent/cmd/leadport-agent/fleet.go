@@ -26,7 +26,8 @@ import (
 )
 
 // fleetCmd holds the platform-side tools: what the platform team and the
-// tests use to make keys, sign and send commands, and watch a device.
+// tests use to make keys, sign and send commands, watch a device, list
+// the fleet and erase a subject across it.
 func fleetCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return errUsage
@@ -42,6 +43,10 @@ func fleetCmd(args []string, stdout, stderr io.Writer) error {
 		return fleetTail(args[1:], stdout, stderr)
 	case "verify":
 		return fleetVerify(args[1:], stdout, stderr)
+	case "devices":
+		return fleetDevices(args[1:], stdout, stderr)
+	case "erase":
+		return fleetErase(args[1:], stdout, stderr)
 	}
 	return errUsage
 }
@@ -170,7 +175,11 @@ func (b *brokerFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&b.clientID, "client-id", "", "client id; default: a random one")
 }
 
-func (b *brokerFlags) connect() (mqtt.Client, error) {
+func (b *brokerFlags) connect() (mqtt.Client, error) { return b.connectWith(nil) }
+
+// connectWith connects after adjust changed the options (fleet erase keeps
+// a session).
+func (b *brokerFlags) connectWith(adjust func(*mqtt.ClientOptions)) (mqtt.Client, error) {
 	if b.broker == "" {
 		return nil, errors.New("--broker is required")
 	}
@@ -199,6 +208,9 @@ func (b *brokerFlags) connect() (mqtt.Client, error) {
 			return nil, err
 		}
 		opts.SetTLSConfig(conf)
+	}
+	if adjust != nil {
+		adjust(opts)
 	}
 	c := mqtt.NewClient(opts)
 	t := c.Connect()
@@ -293,6 +305,9 @@ func fleetTail(args []string, stdout, stderr io.Writer) error {
 	handler := func(_ mqtt.Client, m mqtt.Message) {
 		topic := m.Topic()
 		kind := topic[strings.LastIndexByte(topic, '/')+1:]
+		if kind == "cmd" || kind == "policy" {
+			return // down, not what the device publishes (but for its barriers)
+		}
 		if kind == "status" {
 			enc(map[string]any{"topic": topic, "kind": kind, "status": json.RawMessage(m.Payload())})
 			return
