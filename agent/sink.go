@@ -258,6 +258,7 @@ func usageOf(c dialog.Call) *store.Usage {
 		FinalStatus: c.FinalStatus,
 		BlockedBy:   c.BlockedBy,
 		Hairpin:     c.Hairpin,
+		EndedBy:     string(c.EndedBy),
 	}
 }
 

@@ -96,6 +96,9 @@ type Usage struct {
 	FinalStatus int       `json:"final_status,omitempty"`
 	BlockedBy   string    `json:"blocked_by,omitempty"`
 	CallID      string    `json:"call_id,omitempty"` // the SIP Call-ID, to match the PBX's own records
+	// EndedBy is who hung up an answered call: "caller" or "callee"
+	// (empty when it ended otherwise: timeout, failure, cancel).
+	EndedBy string `json:"ended_by,omitempty"`
 	// Hairpin marks the second leg of a call between two of the device's
 	// lines: one Call-ID, two usage records (the caller's line outbound,
 	// the callee's line inbound), told apart by line and direction.
@@ -203,6 +206,9 @@ func (u *Usage) split() (any, []Field, error) {
 	}
 	if !oneOf(u.Disposition, "answered", "busy", "no_answer", "cancelled", "failed", "blocked") {
 		return nil, nil, invalid(TypeUsage, "disposition %q is unknown", u.Disposition)
+	}
+	if !oneOf(u.EndedBy, "", "caller", "callee") {
+		return nil, nil, invalid(TypeUsage, "ended_by %q is not caller or callee", u.EndedBy)
 	}
 	if u.DurationS < 0 {
 		return nil, nil, invalid(TypeUsage, "duration_s is negative")

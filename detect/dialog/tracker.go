@@ -97,6 +97,10 @@ type Call struct {
 	// back in to another of its lines. Each leg is a call on its own line,
 	// with its own usage record; the tracker keys this one by LegKey.
 	Hairpin bool
+	// CallerTag is the From tag of the initial INVITE: an in-dialog
+	// request with it in From comes from the caller (RFC 3261 12.2.1.1),
+	// whichever way it reaches the agent.
+	CallerTag string
 
 	lastRefresh    time.Time
 	sessionExpires time.Duration
@@ -477,6 +481,7 @@ type Saved struct {
 	Cancelled      bool             `json:"cancelled,omitempty"`
 	CancelledAt    time.Time        `json:"cancelled_at,omitzero"`
 	Hairpin        bool             `json:"hairpin,omitempty"`
+	CallerTag      string           `json:"caller_tag,omitempty"`
 }
 
 // Snapshot returns the calls in progress, for keeping across a restart.
@@ -487,7 +492,7 @@ func (t *Tracker) Snapshot() []Saved {
 	for _, c := range t.calls {
 		out = append(out, Saved{CallID: c.CallID, Line: c.Line, Direction: c.Direction, State: c.State,
 			StartedAt: c.StartedAt, AnsweredAt: c.AnsweredAt, LastRefresh: c.lastRefresh,
-			SessionExpires: c.sessionExpires, Cancelled: c.cancelled, CancelledAt: c.CancelledAt, Hairpin: c.Hairpin})
+			SessionExpires: c.sessionExpires, Cancelled: c.cancelled, CancelledAt: c.CancelledAt, Hairpin: c.Hairpin, CallerTag: c.CallerTag})
 	}
 	return out
 }
@@ -507,7 +512,7 @@ func (t *Tracker) Restore(saved []Saved) []Call {
 		}
 		c := &Call{CallID: s.CallID, Line: s.Line, Direction: s.Direction, State: s.State,
 			StartedAt: s.StartedAt, AnsweredAt: s.AnsweredAt, lastRefresh: s.LastRefresh,
-			sessionExpires: s.SessionExpires, cancelled: s.Cancelled, CancelledAt: s.CancelledAt, Hairpin: s.Hairpin}
+			sessionExpires: s.SessionExpires, cancelled: s.Cancelled, CancelledAt: s.CancelledAt, Hairpin: s.Hairpin, CallerTag: s.CallerTag}
 		if c.lastRefresh.IsZero() {
 			c.lastRefresh = c.StartedAt
 		}

@@ -182,7 +182,7 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		// Still a call on the line: it gets its usage record, and the
 		// rules, which counted it live when they allowed it, hear it end.
 		if req.IsInvite() && !inDialog && rc.line != "" &&
-			p.tracker.Begin(rc.call()) {
+			p.tracker.Begin(rc.call(req)) {
 			p.tracker.Fail(rc.key, sip.StatusTemporarilyUnavailable, p.now())
 		}
 		p.reply(tx, req, sip.StatusTemporarilyUnavailable, "", "")
@@ -196,9 +196,16 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	switch {
 	case req.IsInvite() && !inDialog && rc.line != "":
-		rc.tracked = p.tracker.Begin(rc.call())
+		rc.tracked = p.tracker.Begin(rc.call(req))
 	case req.Method == sip.BYE:
-		p.tracker.Bye(rc.key, at)
+		// Who hangs up, and when, is a sign of a dialer (answering-machine
+		// detection ends calls from the caller's side seconds after the
+		// answer): a BYE with the caller's From tag comes from the caller.
+		from := dialog.Callee
+		if c, ok := p.tracker.Get(rc.key); ok && c.CallerTag != "" && c.CallerTag == fromTag(req) {
+			from = dialog.Caller
+		}
+		p.tracker.ByeFrom(rc.key, at, from)
 	case req.Method == sip.REGISTER:
 		p.prepareRegister(out, fwd)
 	}
@@ -300,7 +307,7 @@ func (p *Proxy) block(tx sip.ServerTransaction, req *sip.Request, rc *reqCtx, v 
 	p.c.blocked.Add(1)
 	if req.IsInvite() && !rc.inDialog && rc.line != "" {
 		if !rc.tracked {
-			rc.tracked = p.tracker.Begin(rc.call())
+			rc.tracked = p.tracker.Begin(rc.call(req))
 		}
 		if rc.tracked {
 			p.tracker.Block(rc.key, v.Rule, status, p.now())
@@ -366,8 +373,17 @@ func (p *Proxy) stripOwnRoutes(req *sip.Request) (hairpin bool) {
 const hairpinParam = "lpleg"
 
 // call is the tracker's view of an initial INVITE.
-func (rc *reqCtx) call() dialog.Call {
-	return dialog.Call{CallID: rc.callID, Line: rc.line, Direction: rc.dir, Remote: rc.remote, StartedAt: rc.at, Hairpin: rc.hairpin}
+func (rc *reqCtx) call(req *sip.Request) dialog.Call {
+	return dialog.Call{CallID: rc.callID, Line: rc.line, Direction: rc.dir, Remote: rc.remote, StartedAt: rc.at,
+		Hairpin: rc.hairpin, CallerTag: fromTag(req)}
+}
+
+func fromTag(req *sip.Request) string {
+	if f := req.From(); f != nil {
+		t, _ := f.Params.Get("tag")
+		return t
+	}
+	return ""
 }
 
 // route sets where fwd goes next: the first Route or the Request-URI for

@@ -161,6 +161,8 @@ func waitConfirmed(t *testing.T, s *sipgo.DialogServerSession) {
 }
 
 func TestOutboundCalls(t *testing.T) {
+	// Who the tracker says hung up, by the BYE's way through the proxy.
+	byeSender := map[string]dialog.Party{"answered, caller hangs up": dialog.Caller, "answered, callee hangs up": dialog.Callee}
 	type outcome struct {
 		status      int // what the caller ends with
 		disposition dialog.Disposition
@@ -305,6 +307,9 @@ func TestOutboundCalls(t *testing.T) {
 				}
 				if c.Disposition != tt.want.disposition || c.FinalStatus != tt.want.status && tt.want.status != 487 {
 					t.Errorf("disposition %s status %d, want %s %d", c.Disposition, c.FinalStatus, tt.want.disposition, tt.want.status)
+				}
+				if want, ok := byeSender[tt.name]; ok && c.EndedBy != want {
+					t.Errorf("ended by %q, want %q", c.EndedBy, want)
 				}
 				if tt.want.answered != !c.AnsweredAt.IsZero() || c.EndedAt.Before(c.StartedAt) {
 					t.Errorf("times: started %v answered %v ended %v", c.StartedAt, c.AnsweredAt, c.EndedAt)

@@ -208,16 +208,18 @@ sip:
 
 	agent.stop(t, syscall.SIGTERM, 15*time.Second)
 	usage, violations := storedRecords(t, data)
-	type rec struct{ line, dir, disp string }
+	// Who hung up: A its outbound call (the caller), B the inbound one (the
+	// callee), B its hairpin call (the caller on both legs).
+	type rec struct{ line, dir, disp, endedBy string }
 	want := map[string][]rec{
-		out.ID:     {{lineA, "outbound", "answered"}},
-		in.ID:      {{lineB, "inbound", "answered"}},
-		ringing.ID: {{lineA, "outbound", "cancelled"}, {lineB, "inbound", "cancelled"}},
-		hp.ID:      {{lineB, "outbound", "answered"}, {lineA, "inbound", "answered"}},
+		out.ID:     {{lineA, "outbound", "answered", "caller"}},
+		in.ID:      {{lineB, "inbound", "answered", "callee"}},
+		ringing.ID: {{lineA, "outbound", "cancelled", ""}, {lineB, "inbound", "cancelled", ""}},
+		hp.ID:      {{lineB, "outbound", "answered", "caller"}, {lineA, "inbound", "answered", "caller"}},
 	}
 	got := map[string][]rec{}
 	for _, u := range usage {
-		got[u.CallID] = append(got[u.CallID], rec{u.Line, u.Direction, u.Disposition})
+		got[u.CallID] = append(got[u.CallID], rec{u.Line, u.Direction, u.Disposition, u.EndedBy})
 		if u.Hairpin != (u.Direction == "inbound" && (u.CallID == ringing.ID || u.CallID == hp.ID)) {
 			t.Errorf("usage %s on %s %s: hairpin %v", u.CallID, u.Line, u.Direction, u.Hairpin)
 		}
