@@ -243,6 +243,9 @@ func (r *runner) loop() {
 		case stExpire:
 			r.tracker.Expire(at)
 		}
+		if s.kind != stRegister && s.kind != stExpire && r.state[s.call].done {
+			r.state[s.call].req = nil // a call over holds no SIP message: long traces stay small
+		}
 	}
 }
 
