@@ -257,3 +257,56 @@ func BenchmarkPendingAck(b *testing.B) {
 		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
 	}
 }
+
+// BenchmarkDrainRanges drains 100,000 pending records the way sync does
+// since issue 16: batches of 256 KiB of JSON read straight from the
+// outbox, acknowledged by sequence range, eight batches a transaction.
+// Against BenchmarkPendingAck: what acknowledging by range and reading
+// without Records saved (no broker: the store's share alone).
+func BenchmarkDrainRanges(b *testing.B) {
+	const n = 100_000
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s := openBench(b)
+		fill(b, s, n, 50_000)
+		b.StartTimer()
+		start := time.Now()
+		var ru0, ru1 syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+		d := s.NewDrain()
+		buf := make([]byte, 0, 260<<10)
+		var after uint64
+		var ranges []store.Range
+		drained := 0
+		for {
+			var rg store.Range
+			var got int
+			var err error
+			buf, rg, got, err = d.AppendPendingJSON(buf[:0], store.TypeUsage, after, 256<<10)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if got > 0 {
+				ranges = append(ranges, rg)
+				after = rg.Last
+				drained += got
+			}
+			if len(ranges) == 8 || (got == 0 && len(ranges) > 0) {
+				if _, err := s.AckRanges(ranges...); err != nil {
+					b.Fatal(err)
+				}
+				ranges = ranges[:0]
+			}
+			if got == 0 {
+				break
+			}
+		}
+		if drained != n {
+			b.Fatalf("drained %d, want %d", drained, n)
+		}
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+		cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
+		b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-us/record")
+	}
+}
