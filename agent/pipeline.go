@@ -107,7 +107,7 @@ func (a *Agent) newRules(sink *recordSink) (*rules.Engine, error) {
 		OnViolation: func(v rules.Violation) {
 			sink.Put(violationOf(v))
 			a.recent.add(v)
-			a.log.Info("rule tripped", "rule", v.Rule, "line", phone.Mask(v.Line), "action", v.Action, "call_id", v.CallID)
+			a.log.Info("rule tripped", "rule", v.Rule, "line", phone.Mask(v.Line), "action", v.Action, "confidence", v.Confidence, "call_id", v.CallID)
 		},
 		OnRuleError: func(rule string, err error) {
 			a.log.Error("rule failed; request let through", "rule", rule, "err", sipproxy.MaskNumbers(err.Error()))
