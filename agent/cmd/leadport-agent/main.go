@@ -19,6 +19,8 @@
 //	leadport-agent fleet send --broker URL (--device D | --fleet) [--policy] < token
 //	leadport-agent fleet tail --broker URL [--device D] [-n N] [--for DURATION]
 //	leadport-agent fleet verify --key PEM [--at TIME] [FILE|-]
+//	leadport-agent fleet devices --broker URL [--json]
+//	leadport-agent fleet erase --broker URL --key FILE --kid ID (--subject N | --all-data) (--device D ... | --all) --wait DURATION [--ledger FILE] [--json]
 package main
 
 import (
@@ -52,7 +54,7 @@ func commands() []command {
 		{"start", "start                      start the system service", serviceCmd("start")},
 		{"stop", "stop                       stop the system service", serviceCmd("stop")},
 		{"restart", "restart                    restart the system service", serviceCmd("restart")},
-		{"fleet", "fleet keygen|sign|send|tail|verify  platform-side tools: keys, signed commands, watching a device, checking a call's Identity", fleetCmd},
+		{"fleet", "fleet keygen|sign|send|tail|verify|devices|erase  platform-side tools: keys, signed commands, watching a device, checking a call's Identity, the roster, a fleet-wide erase", fleetCmd},
 	}
 }
 
