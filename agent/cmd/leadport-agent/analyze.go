@@ -284,19 +284,23 @@ func writeAnalysisJSON(w io.Writer, runs []analyzeRun, mask func(string) string)
 	if _, err := fmt.Fprintf(w, "{\"lines\": %s,\n\"calls\": [", lines); err != nil {
 		return err
 	}
-	enc := json.NewEncoder(w)
 	sep := "\n"
 	err = eachCall(runs, mask, func(c *callJSON) error {
+		b, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
 		if _, err := io.WriteString(w, sep); err != nil {
 			return err
 		}
 		sep = ",\n"
-		return enc.Encode(c) // its own newline follows each call
+		_, err = w.Write(b)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	_, err = io.WriteString(w, "]}\n")
+	_, err = io.WriteString(w, "\n]}\n")
 	return err
 }
 
@@ -401,18 +405,25 @@ func printAnalysis(w io.Writer, runs []analyzeRun, polName string, mask func(str
 		if c.Status > 0 {
 			status = strconv.Itoa(c.Status)
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.N, secs(c.Start), c.Direction[:min(3, len(c.Direction))], dash(c.Line), c.Remote,
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.N, strconv.FormatFloat(c.Start, 'f', 1, 64)+"s", c.Direction[:min(3, len(c.Direction))], dash(c.Line), c.Remote,
 			secs(c.Ring), dash(status), secs(c.Talk), dash(c.Bye), dash(att), verdict)
 		return nil
 	})
 	tw.Flush()
 	fmt.Fprintln(w, "\nlines")
 	for _, l := range lineReports(runs, mask) {
-		fmt.Fprintf(w, "  %s (%s): %d attempts, first suspect %s, first block %s\n", l.Line, l.Source, l.Attempts, nth(l.FirstSuspect), nth(l.FirstBlock))
+		fmt.Fprintf(w, "  %s (%s): %d outbound attempt%s, first suspect %s, first block %s\n", l.Line, l.Source, l.Attempts, plural(l.Attempts), nth(l.FirstSuspect), nth(l.FirstBlock))
 		for _, r := range l.Rules {
 			fmt.Fprintf(w, "    %s %s x%d, first at attempt %s: %s\n", r.Rule, r.Action, r.Count, nth(r.FirstAttempt), figures(r.Evidence))
 		}
 	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 func secs(s float64) string {

@@ -149,7 +149,7 @@ func TestAnalyzeTrace(t *testing.T) {
 	if m := full.FindString(text); m != "" {
 		t.Errorf("a whole number %s in the text output", m)
 	}
-	if !strings.Contains(text, "+1555***0001 ("+path+"): 8 attempts, first suspect ") || !strings.Contains(text, "pacing blocked") {
+	if !strings.Contains(text, "+1555***0001 ("+path+"): 8 outbound attempts, first suspect ") || !strings.Contains(text, "pacing blocked") {
 		t.Errorf("text output lacks the dialer line's summary:\n%s", text)
 	}
 	_, out, _ = runAnalyze(t, "--json", "--unmasked", path)
