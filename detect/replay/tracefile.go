@@ -3,13 +3,13 @@ package replay
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/leadport/leadport-agent/detect"
@@ -78,7 +78,10 @@ func ReadTraceFile(r io.Reader) (*Trace, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrTraceFile, err)
 	}
-	sort.SliceStable(tr.Calls, func(i, j int) bool { return tr.Calls[i].Start < tr.Calls[j].Start })
+	// Exports are usually in order already; sorting large calls costs.
+	if !slices.IsSortedFunc(tr.Calls, func(a, b Call) int { return cmp.Compare(a.Start, b.Start) }) {
+		slices.SortStableFunc(tr.Calls, func(a, b Call) int { return cmp.Compare(a.Start, b.Start) })
+	}
 	return tr, nil
 }
 
