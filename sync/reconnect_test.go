@@ -18,8 +18,9 @@ import (
 // device's session; the device comes back. It must carry out the erase
 // before it uploads anything: none of the subject's records reaches the
 // platform with the number, and the receipt counts them redacted. Through
-// mochi-mqtt (the session in memory, the network cut by a gate) and
-// through mosquitto restarted with its state on disk.
+// mochi-mqtt and Debian's NATS (the session kept by the broker, the
+// network cut by a gate) and through mosquitto restarted with its state on
+// disk.
 func TestCommandsFirstOnReconnect(t *testing.T) {
 	cases := []struct {
 		name string
@@ -34,6 +35,10 @@ func TestCommandsFirstOnReconnect(t *testing.T) {
 		{"mosquitto with persistence", func(t *testing.T) (string, func(), func()) {
 			m := synctest.StartMosquittoPersistent(t)
 			return m.Addr, m.Stop, m.Start
+		}},
+		{"nats (Debian's, one node)", func(t *testing.T) (string, func(), func()) {
+			n := synctest.StartNATS(t)
+			return n.Addr, func() {}, func() {}
 		}},
 	}
 	for _, tc := range cases {
