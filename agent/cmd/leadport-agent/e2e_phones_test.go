@@ -5,9 +5,16 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -73,6 +80,11 @@ func testRealPhones(t *testing.T, bin, baresip, mods, kamailio, mode string) {
 	t.Cleanup(func() { edge.stop(t, syscall.SIGTERM, 10*time.Second) })
 	waitListening(t, edge, "kamailio", "udp", edgePort)
 
+	// One certificate for 127.0.0.1, its own CA: the agent's TLS listener
+	// and the phones' (baresip listens for TLS too, and the agent connects
+	// to it for calls to a TLS phone), each trusting the other through it.
+	tlsPort := freePort(t)
+	cert, key := writeTestCert(t, dir)
 	data := filepath.Join(dir, "data")
 	socket := filepath.Join(dir, "api.sock")
 	cfg := filepath.Join(dir, "agent.yaml")
@@ -81,18 +93,24 @@ lines: [%q, %q]
 default_country: "1"
 api: {socket: %s}
 sip:
-  listen: ["udp://127.0.0.1:%d", "tcp://127.0.0.1:%d"]
+  listen: ["udp://127.0.0.1:%d", "tcp://127.0.0.1:%d", "tls://127.0.0.1:%d"]
   upstream_listen: ["udp://127.0.0.1:%d"]
   upstream: "udp://127.0.0.1:%d"
   register_mode: %s
-`, data, lineA, lineB, socket, localPort, localPort, upPort, edgePort, mode))
+  tls: {cert_file: %s, key_file: %s, ca_file: %s}
+`, data, lineA, lineB, socket, localPort, localPort, tlsPort, upPort, edgePort, mode, cert, key, cert))
 	agent := startLogged(t, dir, "agent", bin, "run", "--config", cfg)
 	waitListening(t, agent, "leadport-agent", "udp", localPort)
 	waitListening(t, agent, "leadport-agent", "tcp", localPort)
 	waitListening(t, agent, "leadport-agent", "udp", upPort)
 
-	// A on UDP, B on TCP towards the agent; C is elsewhere.
-	a := startPhone(t, dir, baresip, mods, "phone-a", lineA, localPort, "udp", "auto")
+	// A on UDP (path mode) or TLS (contact mode), B on TCP towards the
+	// agent; C is elsewhere.
+	aPort, aTransport := localPort, "udp"
+	if mode == "contact" {
+		aPort, aTransport = tlsPort, "tls"
+	}
+	a := startPhone(t, dir, baresip, mods, "phone-a", lineA, aPort, aTransport, "auto")
 	b := startPhone(t, dir, baresip, mods, "phone-b", lineB, localPort, "tcp", "manual")
 	c := startPhone(t, dir, baresip, mods, "phone-c", other, edgePort, "udp", "auto")
 	for _, p := range []*softphone{a, b, c} {
@@ -264,7 +282,7 @@ func baresipModules(t *testing.T) string {
 // as JSON netstrings, events back on the same connection.
 type softphone struct {
 	name      string
-	transport string // UDP, TCP
+	transport string // UDP, TCP, TLS
 	proc      *proc
 	conn      net.Conn
 	mu        sync.Mutex
@@ -295,6 +313,8 @@ func startPhone(t *testing.T, dir, baresip, mods, name, user string, proxyPort i
 		writeTone(t, wav)
 	}
 	writeFile(t, filepath.Join(home, "config"), fmt.Sprintf(`sip_listen 127.0.0.1:%d
+sip_certificate %s
+sip_cafile %s
 audio_source aufile,%s
 audio_player aubridge,%s
 audio_alert aubridge,%s
@@ -306,7 +326,7 @@ module account.so
 module ctrl_tcp.so
 module_app menu.so
 ctrl_tcp_listen 127.0.0.1:%d
-`, sipPort, wav, name, name, mods, ctlPort))
+`, sipPort, filepath.Join(dir, "cert-and-key.pem"), filepath.Join(dir, "cert.pem"), wav, name, name, mods, ctlPort))
 	writeFile(t, filepath.Join(home, "accounts"), fmt.Sprintf(
 		"<sip:%s@%s>;auth_pass=s3cret;outbound=\"sip:127.0.0.1:%d;transport=%s\";regint=60;answermode=%s;audio_codecs=PCMU\n",
 		user, realm, proxyPort, transport, answer))
@@ -330,6 +350,43 @@ ctrl_tcp_listen 127.0.0.1:%d
 	t.Cleanup(func() { conn.Close() })
 	go p.read(bufio.NewReader(conn))
 	return p
+}
+
+// writeTestCert writes a self-signed certificate for 127.0.0.1 (its own
+// CA) and its key as PEM files in dir, and both in one file as baresip
+// takes them; it returns the certificate's and the key's paths.
+func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeFile(t, certFile, string(certPEM))
+	writeFile(t, keyFile, string(keyPEM))
+	writeFile(t, filepath.Join(dir, "cert-and-key.pem"), string(certPEM)+string(keyPEM))
+	return certFile, keyFile
 }
 
 // phonePort is a port free for baresip's SIP sockets: it listens for TLS
