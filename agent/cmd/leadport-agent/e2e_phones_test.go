@@ -5,16 +5,9 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -28,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leadport/leadport-agent/internal/testcert"
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/sync/synctest"
 )
@@ -357,35 +351,9 @@ ctrl_tcp_listen 127.0.0.1:%d
 // takes them; it returns the certificate's and the key's paths.
 func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeFile(t, certFile, string(certPEM))
-	writeFile(t, keyFile, string(keyPEM))
-	writeFile(t, filepath.Join(dir, "cert-and-key.pem"), string(certPEM)+string(keyPEM))
+	c := testcert.New(t, "127.0.0.1", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	certFile, keyFile = c.Write(t, dir, "cert")
+	writeFile(t, filepath.Join(dir, "cert-and-key.pem"), string(c.CertPEM)+string(c.KeyPEM))
 	return certFile, keyFile
 }
 
