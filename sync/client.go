@@ -378,7 +378,21 @@ func (c *Client) up(lost chan struct{}) {
 		c.topic("cmd"): 1, c.o.TopicPrefix + "/fleet/cmd": 1, c.topic("policy"): 1, c.o.TopicPrefix + "/fleet/policy": 1,
 	}
 	t := c.cli.SubscribeMultiple(filters, c.onMessage)
-	go func() {
+	go c.subscribed(epoch, lost, filters, t)
+	c.RefreshStatus()
+	c.Wake()
+}
+
+// subscribed waits for the SUBSCRIBE of the connection of epoch and, while
+// the broker refuses or fails it and the connection lasts, sends it again
+// with backoff: a NATS node answers 0x80 when it cannot make a
+// subscription's JetStream consumer in time (in a connect storm, or while
+// its cluster elects a leader after losing a node; docs/fleet.md), and
+// without its subscriptions the device would take no command until its
+// next connection.
+func (c *Client) subscribed(epoch uint64, lost chan struct{}, filters map[string]byte, t mqtt.Token) {
+	backoff := c.o.BackoffMin
+	for {
 		ok := t.WaitTimeout(30*time.Second) && t.Error() == nil
 		if ok {
 			for topic, granted := range t.(*mqtt.SubscribeToken).Result() {
@@ -391,16 +405,33 @@ func (c *Client) up(lost chan struct{}) {
 			c.log.Error("subscription failed", "err", t.Error())
 		}
 		c.mu.Lock()
-		if c.epoch.Load() == epoch {
+		current := c.epoch.Load() == epoch
+		if current {
 			c.stats.Subscribed = ok
 		}
 		c.mu.Unlock()
 		if ok {
 			c.sendBarrier(epoch)
+			return
 		}
-	}()
-	c.RefreshStatus()
-	c.Wake()
+		if !current {
+			return
+		}
+		wait := time.Duration(rand.Int64N(int64(backoff))) + c.o.BackoffMin/2
+		backoff = min(backoff*2, c.o.BackoffMax)
+		select {
+		case <-time.After(wait):
+		case <-lost:
+			return
+		case <-c.stopped:
+			return
+		}
+		if c.epoch.Load() != epoch {
+			return
+		}
+		c.log.Warn("subscribing again", "after", wait.Round(time.Millisecond))
+		t = c.cli.SubscribeMultiple(filters, c.onMessage)
+	}
 }
 
 func (c *Client) onLost(_ mqtt.Client, err error) {
