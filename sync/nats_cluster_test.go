@@ -284,3 +284,69 @@ func clusterWatcher(t testing.TB, urls []string, subs ...string) *watcher {
 	t.Cleanup(func() { w.cli.Disconnect(100) })
 	return w
 }
+
+// TestNATSSubscribeAgain: a SUBSCRIBE that a NATS node refuses (0x80) on a
+// connection that stays up is sent again, with backoff, until it is taken:
+// the device gets its commands without waiting for its next connection.
+// The refusal is made real, not mocked: each subscription's consumer may
+// have max_ack_pending messages out, at most 65,535 for a session, so at
+// 30,000 a piece the third of the device's four is refused; the cluster
+// then reloads with 1,000 and the next attempt fits.
+func TestNATSSubscribeAgain(t *testing.T) {
+	cl := synctest.StartNATSClusterT(t, "max_ack_pending: 30000")
+	db := storetest.Open(t)
+	c, err := lpsync.New(lpsync.Options{
+		Brokers: cl.MQTTURLs()[:1], DeviceID: device, Store: db.Store,
+		Verifier:   &command.Verifier{Keys: map[string]ed25519.PublicKey{"platform-2026": newKeys(t).pub}, Device: device},
+		Handler:    &handler{db: db},
+		Status:     func() lpsync.Status { return lpsync.Status{Version: "test"} },
+		BackoffMin: 100 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// A node handles one client's packets in order, and the client sends
+	// its status after its SUBSCRIBE: once the status is here, the SUBACK
+	// with its refusals has gone out.
+	w := connectWatcher(t, cl.MQTTURLs()[0], "platform", nil, "leadport/v1/dev/"+device+"/status")
+	select {
+	case <-w.got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no status from the device")
+	}
+	// The device's consumers: its command and policy subscriptions (the
+	// watcher has one on the status).
+	consumers := func() int {
+		n := 0
+		for _, leaf := range []string{".cmd", ".policy"} {
+			cs, err := cl.Consumers(context.Background(), leaf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += cs.Consumers
+		}
+		return n
+	}
+	if n := consumers(); n != 2 {
+		t.Fatalf("%d consumers for the device's subscriptions, want the 2 that fit", n)
+	}
+	if s := c.Stats(); !s.Connected || s.Subscribed {
+		t.Fatalf("with two subscriptions refused: %+v, want connected and not subscribed", s)
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	if err := cl.Reconfigure(rctx, "max_ack_pending: 1000"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the device subscribed on the same connection", func() bool { return c.Stats().Subscribed })
+	if s := c.Stats(); s.Connects != 1 {
+		t.Errorf("%d connections, want the first one still", s.Connects)
+	}
+	if n := consumers(); n != 4 {
+		t.Errorf("%d consumers for the device's subscriptions, want 4", n)
+	}
+}

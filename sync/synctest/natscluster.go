@@ -460,3 +460,58 @@ func (c *NATSCluster) Consumers(ctx context.Context, filter string) (ConsumerSta
 	}
 	return st, nil
 }
+
+// Reconfigure rewrites every node's configuration with mqttExtra in place
+// of the lines given at start, has each running node reload it (SIGHUP),
+// and waits until each reports the reload (its config_load_time moves).
+func (c *NATSCluster) Reconfigure(ctx context.Context, mqttExtra ...string) error {
+	var routes []string
+	for _, nd := range c.Nodes {
+		routes = append(routes, fmt.Sprintf("nats-route://%s", nd.Cluster))
+	}
+	hc := &http.Client{Timeout: 2 * time.Second}
+	type varz struct {
+		Loaded string `json:"config_load_time"`
+	}
+	for _, nd := range c.Nodes {
+		if err := os.WriteFile(nd.conf, []byte(nodeConf(c.Dir, nd, routes, mqttExtra)), 0o600); err != nil {
+			return fmt.Errorf("nats cluster: %w", err)
+		}
+		if !nd.Running() {
+			continue
+		}
+		var before varz
+		if err := getJSON(ctx, hc, "http://"+nd.Monitor+"/varz", &before); err != nil {
+			return err
+		}
+		if err := nd.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			return fmt.Errorf("nats cluster: reload %s: %w", nd.Name, err)
+		}
+		for {
+			var now varz
+			if err := getJSON(ctx, hc, "http://"+nd.Monitor+"/varz", &now); err == nil && now.Loaded != before.Loaded {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("nats cluster: %s did not reload: %w", nd.Name, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// Log is what the node has logged so far (at most the last 1 MiB).
+func (nd *NATSNode) Log() string {
+	f, err := os.Open(nd.log)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > 1<<20 {
+		f.Seek(fi.Size()-1<<20, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
