@@ -468,7 +468,10 @@ func (m *msgRunner) response(res *sip.Response, at time.Time) {
 	if c == nil || c.done || cs.MethodName != sip.INVITE && cs.MethodName != sip.UPDATE {
 		return
 	}
-	toTag, _ := res.To().Params.Get("tag")
+	var toTag string
+	if to := res.To(); to != nil {
+		toTag, _ = to.Params.Get("tag")
+	}
 	if !m.once("s " + strconv.Itoa(res.StatusCode) + " " + string(cs.MethodName) + " " + strconv.FormatUint(uint64(cs.SeqNo), 10) + " " + toTag + " " + id) {
 		return
 	}

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -258,6 +259,41 @@ func TestMessagesBracketIPv6(t *testing.T) {
 			t.Errorf("%q:\n got %q (%v)\nwant %q", c.in, got, ok, c.want)
 		}
 	}
+}
+
+// FuzzMessages replays arbitrary messages, split at "\x00", from two
+// addresses in turn: bad input is skipped or replayed, never a panic.
+func FuzzMessages(f *testing.F) {
+	tr := Trace{Lines: []string{"+15551230001"}, Calls: []Call{
+		{Start: 0, Direction: detect.Outbound, Line: "+15551230001", Remote: "+13125550101", Ring: time.Second, Status: 200, Talk: time.Second, Bye: ByeCallee},
+		{Start: 10 * time.Second, Direction: detect.Inbound, Line: "+15551230001", Remote: "+13125550102", Ring: time.Second, Status: 302},
+		{Start: 20 * time.Second, Direction: detect.Outbound, Line: "+15551230001", Remote: "+13125550103", Ring: time.Second, Status: 487},
+	}}
+	var all [][]byte
+	for _, m := range traceMessages(f, &tr, false) {
+		all = append(all, m.Data)
+		f.Add(m.Data)
+		f.Add(m.Data[:len(m.Data)/2])
+	}
+	f.Add(bytes.Join(all, []byte{0}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var msgs []capture.Message
+		for i, part := range bytes.Split(data, []byte{0}) {
+			src, dst := netip.MustParseAddrPort(LocalSource), netip.MustParseAddrPort(UpstreamSource)
+			if i%2 == 1 {
+				src, dst = dst, src
+			}
+			msgs = append(msgs, capture.Message{At: Epoch.Add(time.Duration(i) * time.Second), Src: src, Dst: dst, Data: part})
+		}
+		a, err := AnalyzeMessages(msgs, policy.Default(), CaptureOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(a.TripCall) != len(a.Result.Trips) || a.Skipped > len(msgs) {
+			t.Fatalf("%d trips, %d of them placed; %d skipped of %d", len(a.Result.Trips), len(a.TripCall), a.Skipped, len(msgs))
+		}
+		_ = a.LineReports()
+	})
 }
 
 func capturesDir(t testing.TB) string {
