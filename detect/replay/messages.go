@@ -231,6 +231,9 @@ type capCall struct {
 	// done: blocked or ended; the call's later messages are left out.
 	done       bool
 	answeredAt time.Time
+	// cancelAt is the caller's CANCEL: a trace's ring_s of a call given
+	// up (487) runs to it, not to the 487 that follows.
+	cancelAt time.Time
 }
 
 type msgRunner struct {
@@ -325,6 +328,9 @@ func (m *msgRunner) request(req *sip.Request, at time.Time) {
 	case req.Method == sip.CANCEL:
 		if c != nil {
 			m.tracker.Cancel(id, at)
+			if c.cancelAt.IsZero() {
+				c.cancelAt = at
+			}
 		}
 	case req.Method == sip.BYE:
 		if c != nil {
@@ -492,14 +498,20 @@ func (m *msgRunner) response(res *sip.Response, at time.Time) {
 			return
 		}
 	}
-	m.tracker.Response(id, status, at, sessionExpires(res))
+	// The call's description first: the tracker may end the call, and
+	// ended fills in what is still missing.
+	defer m.tracker.Response(id, status, at, sessionExpires(res))
 	call := &m.a.Calls[c.idx]
 	switch {
 	case status >= 200 && status < 300 && c.answeredAt.IsZero():
 		c.answeredAt = at
 		call.Status, call.Ring = status, at.Sub(m.t0)-call.Start
 	case status >= 300 && status != 401 && status != 407 && call.Status == 0:
-		call.Status, call.Ring = status, at.Sub(m.t0)-call.Start
+		end := at
+		if status == 487 && !c.cancelAt.IsZero() {
+			end = c.cancelAt
+		}
+		call.Status, call.Ring = status, end.Sub(m.t0)-call.Start
 		c.done = true
 	}
 }
