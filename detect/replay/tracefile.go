@@ -65,7 +65,7 @@ func ReadTraceFile(r io.Reader) (*Trace, error) {
 		}
 		c, err := parseTraceLine(b)
 		if err != nil {
-			return nil, fmt.Errorf("%w: line %d: %w", ErrTraceFile, n, err)
+			return nil, fmt.Errorf("%w: line %d: %w", ErrTraceFile, n, masked{err})
 		}
 		if !slices.Contains(tr.Lines, c.Line) {
 			tr.Lines = append(tr.Lines, c.Line)
@@ -84,6 +84,14 @@ func ReadTraceFile(r io.Reader) (*Trace, error) {
 	}
 	return tr, nil
 }
+
+// masked shows an error with the phone numbers in its text masked: the
+// JSON decoder quotes what it could not take (an unknown field named like
+// a number), and errors end up in terminals and logs.
+type masked struct{ err error }
+
+func (m masked) Error() string { return phone.MaskText(m.err.Error()) }
+func (m masked) Unwrap() error { return m.err }
 
 func parseTraceLine(b []byte) (Call, error) {
 	var l traceLine

@@ -54,6 +54,7 @@ func TestTracefileErrors(t *testing.T) {
 		{"bye neither party", strings.Replace(ok, `"status": 486`, `"status": 200, "talk_s": 4, "bye": "both"`, 1), "neither caller nor callee"},
 		{"two objects", ok + ok, "more than one JSON value"},
 		{"not json", "start=0", "invalid character"},
+		{"unknown field named like a number", strings.Replace(ok, `"status": 486`, `"status": 486, "+13125550199": 1`, 1), `unknown field "+1312***0199"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
