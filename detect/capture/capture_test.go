@@ -206,6 +206,19 @@ func TestCaptureStreams(t *testing.T) {
 			want:   []want{{wInv.start, UDP, pbx.String()}},
 		},
 		{
+			name: "hep3 over tcp: two envelopes, the second across segments",
+			link: linkEthernet,
+			frames: func() []frame {
+				c, s := ap("10.0.0.1:40000"), ap("10.0.0.2:9061")
+				h := append(hep3(pbx, edge, t0, inv), hep3(edge, pbx, t0, ok)...)
+				return []frame{
+					{1, ip(c, s, protoTCP, tcp(c, s, 1, 0, h[:len(h)-50]))},
+					{2, ip(c, s, protoTCP, tcp(c, s, 1+uint32(len(h)-50), 0, h[len(h)-50:]))},
+				}
+			}(),
+			want: []want{{wInv.start, UDP, pbx.String()}, {"SIP/2.0 200 OK", UDP, edge.String()}},
+		},
+		{
 			name: "ip in ip, and gre with erspan type II",
 			link: linkEthernet,
 			frames: func() []frame {

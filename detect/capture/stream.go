@@ -235,12 +235,26 @@ func (d *decoder) cut(f *flow) {
 	}
 }
 
-// sipOrHTTP takes one SIP message, CRLF keep-alives, or the HTTP upgrade
-// of a WebSocket, off the front of buf; it returns the bytes consumed (0:
+// sipOrHTTP takes one SIP message, CRLF keep-alives, a HEP3 envelope, or
+// the HTTP upgrade of a WebSocket, off the front of buf; it returns the bytes consumed (0:
 // wait for more).
 func (d *decoder) sipOrHTTP(f *flow) int {
 	b := f.buf
 	if n := len(b) - len(trimCRLF(b)); n > 0 {
+		return n
+	}
+	if isHEP3(b) {
+		// HEP3 over TCP: each envelope says its length.
+		n := int(binary.BigEndian.Uint16(b[4:]))
+		switch {
+		case n < hepChunkHdr:
+			d.lose(f, 4)
+			return 4
+		case n > len(b):
+			return 0
+		}
+		f.sip = true
+		d.hep3(b[:n])
 		return n
 	}
 	if bytes.HasPrefix(b, []byte("GET ")) || bytes.HasPrefix(b, []byte("HTTP/1.")) {
