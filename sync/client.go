@@ -145,9 +145,9 @@ type Client struct {
 
 	trying string // the broker of the current connection attempt
 
-	// cmdq holds messages from paho, in order, for commandWorker;
+	// cmds holds messages from paho, in order, for commandWorker;
 	// stopped closes when Run no longer takes them.
-	cmdq    chan mqtt.Message
+	cmds    cmdQueue
 	stopped chan struct{}
 	// barrier is the current connection's (mu); barrierSent is poked
 	// when one is published.
@@ -206,7 +206,7 @@ func New(o Options) (*Client, error) {
 	}
 	c := &Client{o: o, log: o.Logger, connected: make(chan struct{}), lost: make(chan struct{}),
 		wake: make(chan struct{}, 1), refresh: make(chan struct{}, 1),
-		cmdq: make(chan mqtt.Message, 64), stopped: make(chan struct{}), barrierSent: make(chan struct{}, 1)}
+		cmds: cmdQueue{ready: make(chan struct{}, 1)}, stopped: make(chan struct{}), barrierSent: make(chan struct{}, 1)}
 	close(c.lost)
 
 	opts := mqtt.NewClientOptions()
