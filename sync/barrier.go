@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"strings"
+	gosync "sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -150,7 +151,16 @@ func (c *Client) commandWorker(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case m := <-c.cmdq:
+		case <-c.cmds.ready:
+		}
+		for {
+			m, ok := c.cmds.pop()
+			if !ok {
+				break
+			}
+			if ctx.Err() != nil {
+				return // not acknowledged: the broker delivers it again
+			}
 			if isBarrier(m.Payload()) && !strings.HasSuffix(m.Topic(), "/policy") {
 				m.Ack()
 				c.takeBarrier(m)
@@ -159,11 +169,41 @@ func (c *Client) commandWorker(ctx context.Context) {
 			c.cmdMu.Lock()
 			// Not ctx: a command begun is finished, receipt included,
 			// even when the client is stopping.
-			ok := c.handle(context.WithoutCancel(ctx), m)
+			dealt := c.handle(context.WithoutCancel(ctx), m)
 			c.cmdMu.Unlock()
-			if ok {
+			if dealt {
 				m.Ack()
 			}
 		}
 	}
+}
+
+// cmdQueue is an unbounded FIFO of messages: paho's reader hands them over
+// without ever waiting on the worker.
+type cmdQueue struct {
+	mu    gosync.Mutex
+	q     []mqtt.Message
+	ready chan struct{} // poked after a push
+}
+
+func (q *cmdQueue) push(m mqtt.Message) {
+	q.mu.Lock()
+	q.q = append(q.q, m)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *cmdQueue) pop() (mqtt.Message, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.q) == 0 {
+		return nil, false
+	}
+	m := q.q[0]
+	q.q[0] = nil
+	q.q = q.q[1:]
+	return m, true
 }

@@ -14,7 +14,9 @@ import (
 )
 
 // onMessage takes a command, a policy or a barrier. paho calls it in the
-// order messages arrive (SetOrderMatters(true)), and it only queues them:
+// order messages arrive (SetOrderMatters(true)), and it only queues them,
+// never waiting (paho's reader also takes the PUBACKs an erase may be
+// waiting for, through the upload gate):
 // commandWorker carries them out one at a time, in that order, so a
 // barrier is taken only after the commands that came before it (see
 // barrier.go), and paho's reader is never held up by an erase. A message
@@ -22,10 +24,7 @@ import (
 // stored, so a crash in between gets it delivered again; one still queued
 // when the client stops is not acknowledged, and comes again.
 func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
-	select {
-	case c.cmdq <- m:
-	case <-c.stopped:
-	}
+	c.cmds.push(m)
 }
 
 // handle returns false when the message must come again (the store
