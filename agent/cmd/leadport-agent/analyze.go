@@ -166,7 +166,7 @@ func openInput(name string) (io.ReadCloser, error) {
 	}
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, fmt.Errorf("analyze: %w", err)
+		return nil, err // it names the file
 	}
 	return f, nil
 }
