@@ -100,8 +100,9 @@ func ReadTraceFile(r io.Reader) (*Trace, error) {
 	}
 	chunks = append(chunks, cur)
 	tr.Calls = make([]Call, 0, total)
-	for _, ch := range chunks {
+	for i, ch := range chunks {
 		tr.Calls = append(tr.Calls, ch...)
+		chunks[i] = nil // copied: the collector may have it back
 	}
 	if !sorted {
 		// Exports are usually in order; when not, sort positions rather
