@@ -155,8 +155,27 @@ func TestCaptureStreams(t *testing.T) {
 			}(),
 			want: []want{{wInv.start, UDP, pbx.String()}},
 			check: func(t *testing.T, st Stats) {
-				if st.Fragments != 2 || st.Reassembled != 1 {
-					t.Errorf("fragments %d reassembled %d, want 2 and 1", st.Fragments, st.Reassembled)
+				if st.Fragments != 2 || st.Reassembled != 1 || st.FragmentsDropped != 0 {
+					t.Errorf("fragments %d reassembled %d dropped %d, want 2, 1, 0", st.Fragments, st.Reassembled, st.FragmentsDropped)
+				}
+			},
+		},
+		{
+			name: "an ipv4 fragment whose rest never comes, and one 61 s late",
+			link: linkEthernet,
+			frames: func() []frame {
+				d := udp(pbx, edge, inv)
+				return []frame{
+					{1, ether(etIPv4, ipv4(pbx.Addr(), edge.Addr(), protoUDP, 7, 0, true, d[:200]))},
+					{2, ether(etIPv4, ipv4(pbx.Addr(), edge.Addr(), protoUDP, 8, 0, true, d[:200]))},
+					{61 * time.Second, ether(etIPv4, ipv4(pbx.Addr(), edge.Addr(), protoUDP, 8, 200, false, d[200:]))},
+				}
+			}(),
+			check: func(t *testing.T, st Stats) {
+				// Given up: 7 at the end, 8 at its late fragment, and the
+				// late fragment itself at the end.
+				if st.Fragments != 3 || st.Reassembled != 0 || st.FragmentsDropped != 3 {
+					t.Errorf("fragments %d reassembled %d dropped %d, want 3, 0, 3", st.Fragments, st.Reassembled, st.FragmentsDropped)
 				}
 			},
 		},

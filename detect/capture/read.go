@@ -114,8 +114,9 @@ type Stats struct {
 	Undecoded int
 	Messages  int // SIP messages found
 	// Fragments are IP fragments taken in; Reassembled the datagrams made
-	// whole from them; FragmentsDropped those given up (incomplete, or
-	// over the bounds).
+	// whole from them; FragmentsDropped the datagrams in reassembly given
+	// up: incomplete at the end of the file or 60 s after their first
+	// fragment, or over the bounds.
 	Fragments, Reassembled, FragmentsDropped int
 	// TCPResyncs counts flows that lost bytes (a gap, a buffer over the
 	// cap, data that is not SIP) and picked up again at a start line;

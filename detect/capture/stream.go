@@ -204,12 +204,18 @@ func (d *decoder) closeFlow(f *flow) {
 	}
 }
 
-// flush ends the read: incomplete messages stay unreported.
+// flush ends the read: incomplete messages stay unreported, and the
+// datagrams still missing fragments count as given up.
 func (d *decoder) flush() {
 	for _, e := range d.flows {
 		d.lru.Remove(e)
 	}
 	clear(d.flows)
+	d.stats.FragmentsDropped += len(d.frags)
+	for _, e := range d.frags {
+		d.lru.Remove(e)
+	}
+	clear(d.frags)
 }
 
 // cut takes the complete messages off the front of the flow's buffer.
