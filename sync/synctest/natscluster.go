@@ -515,3 +515,24 @@ func (nd *NATSNode) Log() string {
 	b, _ := io.ReadAll(f)
 	return string(b)
 }
+
+// NodeOf is the running node an MQTT client is connected to (its
+// monitoring port lists it by client id), or nil.
+func (c *NATSCluster) NodeOf(ctx context.Context, clientID string) (*NATSNode, error) {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for _, nd := range c.Nodes {
+		if !nd.Running() {
+			continue
+		}
+		var connz struct {
+			N int `json:"num_connections"`
+		}
+		if err := getJSON(ctx, hc, "http://"+nd.Monitor+"/connz?mqtt_client="+clientID, &connz); err != nil {
+			return nil, err
+		}
+		if connz.N > 0 {
+			return nd, nil
+		}
+	}
+	return nil, nil
+}
