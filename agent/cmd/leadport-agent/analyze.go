@@ -99,6 +99,7 @@ type analyzeRun struct {
 	kind      string // "capture" or "trace"
 	linesFrom string // where the lines came from, for the report
 	a         *replay.Analysis
+	files     []string // the captures' files, with their stats
 	stats     []capture.Stats
 	took      time.Duration
 }
@@ -155,7 +156,7 @@ func analyzeFiles(files []string, pol policy.Policy) ([]analyzeRun, error) {
 		if a.InferredLines {
 			from = "inferred from the capture"
 		}
-		runs = append(runs, analyzeRun{source: strings.Join(capFiles, ","), kind: "capture", linesFrom: from, a: a, stats: capStats, took: time.Since(start)})
+		runs = append(runs, analyzeRun{source: strings.Join(capFiles, ","), kind: "capture", linesFrom: from, a: a, files: capFiles, stats: capStats, took: time.Since(start)})
 	}
 	return runs, nil
 }
@@ -357,14 +358,18 @@ func callVerdicts(a *replay.Analysis) []callVerdict {
 func printAnalysis(w io.Writer, runs []analyzeRun, polName string, mask func(string) string) {
 	fmt.Fprintf(w, "policy: %s\n", polName)
 	for _, r := range runs {
-		fmt.Fprintf(w, "\n%s %s: %d calls, replayed in %s\n", r.kind, r.source, len(r.a.Calls), r.took.Round(time.Millisecond))
+		name := r.kind + " " + r.source
+		if len(r.files) > 1 {
+			name = fmt.Sprintf("captures (%d files, one stream)", len(r.files))
+		}
+		fmt.Fprintf(w, "\n%s: %d call%s, replayed in %s\n", name, len(r.a.Calls), plural(len(r.a.Calls)), r.took.Round(time.Millisecond))
 		for i, st := range r.stats {
-			fmt.Fprintf(w, "  file %d (%s): %d packets, %d SIP messages", i+1, st.Format, st.Packets, st.Messages)
+			fmt.Fprintf(w, "  %s (%s): %d packets, %d SIP messages", r.files[i], st.Format, st.Packets, st.Messages)
 			if st.Undecoded > 0 {
 				fmt.Fprintf(w, ", %d packets not IP/UDP/TCP/SCTP", st.Undecoded)
 			}
 			if st.Reassembled > 0 || st.FragmentsDropped > 0 {
-				fmt.Fprintf(w, ", %d datagrams reassembled from fragments (%d fragments given up)", st.Reassembled, st.FragmentsDropped)
+				fmt.Fprintf(w, ", %d datagrams reassembled from fragments (%d given up)", st.Reassembled, st.FragmentsDropped)
 			}
 			if st.TCPResyncs > 0 {
 				fmt.Fprintf(w, ", TCP: %d bytes lost in %d gaps", st.TCPBytesDropped, st.TCPResyncs)
