@@ -215,6 +215,12 @@ func New(o Options) (*Client, error) {
 	}
 	offline, _ := json.Marshal(map[string]any{"state": "offline", "device_id": o.DeviceID})
 	opts.SetClientID(o.DeviceID).
+		// MQTT 3.1.1 only (PROTOCOL.md). Left to choose, paho answers a
+		// refused CONNECT by trying MQTT 3.1 on the same broker before the
+		// next: a second connection to a broker that is busy (a NATS node
+		// in a connect storm), and the broker's reason (NATS refuses a
+		// client id with a '.') lost behind the 3.1 attempt's EOF.
+		SetProtocolVersion(4).
 		SetCleanSession(false).
 		SetKeepAlive(o.KeepAlive).
 		SetPingTimeout(10*time.Second).
