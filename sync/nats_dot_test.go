@@ -73,11 +73,11 @@ func TestNATSDotInTopics(t *testing.T) {
 		return false
 	})
 
-	// The same cluster refuses a client id with a '.' (CONNACK 2; paho
-	// then tries MQTT 3.1, which NATS does not speak, and reports EOF).
+	// The same cluster refuses a client id with a '.' (CONNACK 2), and
+	// the device says so.
 	dotted, _ := runNamedDevice(t, url, "pbx.0042", prefix, k, 1)
 	waitFor(t, 20*time.Second, "the dotted device's failed connection", func() bool { return dotted.Stats().LastError != "" })
-	if s := dotted.Stats(); s.Connects != 0 || s.Connected {
-		t.Errorf("a device id with a '.' connected to NATS: %+v", s)
+	if s := dotted.Stats(); s.Connects != 0 || s.Connected || !strings.Contains(s.LastError, "identifier rejected") {
+		t.Errorf("a device id with a '.' on NATS: %+v, want refused as \"identifier rejected\"", s)
 	}
 }
