@@ -146,6 +146,25 @@ func fleetErase(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	if *all {
+		// On a connection of its own: the receipts session below holds
+		// its messages unacknowledged until the ledger is written, and a
+		// broker stops sending to a client with its in-flight window
+		// full (mosquitto: 20), which would cut the roster short.
+		rc, err := b.connect()
+		if err != nil {
+			return err
+		}
+		roster, err := readRoster(rc, b.prefix, time.Second, 5*time.Minute)
+		rc.Disconnect(250)
+		if err != nil {
+			return err
+		}
+		for _, d := range roster {
+			devices = append(devices, d.Device)
+		}
+	}
+
 	// Receipts come through the default handler: those the broker kept
 	// for this session arrive right after CONNACK, before any
 	// subscription's handler is in place. They are acknowledged only once
@@ -160,15 +179,6 @@ func fleetErase(args []string, stdout, stderr io.Writer) error {
 	}
 	defer func() { c.Disconnect(250) }()
 
-	if *all {
-		roster, err := readRoster(c, b.prefix, time.Second, 5*time.Minute)
-		if err != nil {
-			return err
-		}
-		for _, d := range roster {
-			devices = append(devices, d.Device)
-		}
-	}
 	for id := range led.Devices {
 		devices = append(devices, id)
 	}
@@ -178,13 +188,16 @@ func fleetErase(args []string, stdout, stderr io.Writer) error {
 		return errors.New("no device: the broker retains no status or identity document")
 	}
 
-	// Subscribed before anything is sent, so no receipt can slip by.
-	filters := map[string]byte{}
-	for _, d := range devices {
-		filters[b.prefix+"/dev/"+d+"/receipt"] = 1
-	}
-	if t := c.SubscribeMultiple(filters, func(_ mqtt.Client, m mqtt.Message) { receipts <- m }); !t.WaitTimeout(20*time.Second) || t.Error() != nil {
-		return fmt.Errorf("subscribe to the receipt topics: %v", t.Error())
+	// Subscribed before anything is sent, so no receipt can slip by; in
+	// SUBSCRIBEs of at most 1,000 topics, which any broker takes.
+	for chunk := range slices.Chunk(devices, 1000) {
+		filters := map[string]byte{}
+		for _, d := range chunk {
+			filters[b.prefix+"/dev/"+d+"/receipt"] = 1
+		}
+		if t := c.SubscribeMultiple(filters, func(_ mqtt.Client, m mqtt.Message) { receipts <- m }); !t.WaitTimeout(20*time.Second) || t.Error() != nil {
+			return fmt.Errorf("subscribe to the receipt topics: %v", t.Error())
+		}
 	}
 
 	// What to send, decided and written down before anything is sent: a

@@ -171,10 +171,14 @@ func TestFleetEraseOfflineDevice(t *testing.T) {
 	st.Close()
 
 	ledger := filepath.Join(r.dir, "erase.json")
-	erase := func(wait string) (eraseOutput, []byte, int) {
+	erase := func(wait string, which ...string) (eraseOutput, []byte, int) {
 		t.Helper()
-		out, code := r.run("fleet", "erase", "--broker", r.broker.URL(), "--key", r.keyFile, "--kid", r.kid,
-			"--subject", subject, "--device", "pbx-a", "--device", "pbx-b", "--wait", wait, "--ledger", ledger, "--json")
+		if which == nil {
+			which = []string{"--device", "pbx-a", "--device", "pbx-b"}
+		}
+		args := append([]string{"fleet", "erase", "--broker", r.broker.URL(), "--key", r.keyFile, "--kid", r.kid,
+			"--subject", subject, "--wait", wait, "--ledger", ledger, "--json"}, which...)
+		out, code := r.run(args...)
 		var eo eraseOutput
 		if err := json.Unmarshal(out, &eo); err != nil {
 			t.Fatalf("fleet erase output %q: %v", out, err)
@@ -213,9 +217,18 @@ func TestFleetEraseOfflineDevice(t *testing.T) {
 			t.Errorf("%s: command sent %d times, want 1", d, e.Sends)
 		}
 	}
-	// A third run finds everything done and sends nothing.
-	if third, _, code := erase("1s"); code != 0 || third.Done != 2 {
-		t.Errorf("third run: exit %d, %d done; want 0, 2", code, third.Done)
+	// A third run, over the roster, finds everything done and sends
+	// nothing.
+	if third, out, code := erase("1s", "--all"); code != 0 || third.Done != 2 || len(third.Devices) != 2 {
+		t.Errorf("third run (--all): exit %d, %d done of %d; want 0, 2 of 2\n%s", code, third.Done, len(third.Devices), out)
+	}
+	if b, err := os.ReadFile(ledger); err != nil || json.Unmarshal(b, &led) != nil {
+		t.Fatalf("ledger: %v", err)
+	}
+	for d, e := range led.Devices {
+		if e.Sends != 1 {
+			t.Errorf("after the third run, %s: command sent %d times, want 1", d, e.Sends)
+		}
 	}
 	a.stop(t, syscall.SIGTERM, 15*time.Second)
 	b.stop(t, syscall.SIGTERM, 15*time.Second)
