@@ -35,9 +35,10 @@ test-long: ## the suite with long crash loops (500 SIGKILLs) and the newcomer ch
 lint: ## gofmt and go vet (also for 32-bit targets)
 	scripts/lint.sh
 
-bench: ## benchmarks: the store (ratios against raw bbolt) and a rules decision
+bench: ## benchmarks: the store (ratios against raw bbolt), a rules decision, analyze over 10,000 agent-days
 	scripts/bench-store.sh
 	go test ./detect/rules -run '^$$' -bench . -benchmem -benchtime 2s
+	go test ./agent/cmd/leadport-agent -run '^$$' -bench Analyze -benchtime 1x -analyze-days 100
 
 bench-proxy: ## SIP proxy call rate, latency, memory, overload, idle cost against SIPp direct and kamailio
 	scripts/bench-proxy.sh
