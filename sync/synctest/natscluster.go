@@ -158,6 +158,7 @@ func (c *NATSCluster) start(nd *NATSNode) error {
 	}
 	nd.cmd = exec.Command(c.bin, "-c", nd.conf)
 	nd.cmd.Stdout, nd.cmd.Stderr = out, out
+	dieWithParent(nd.cmd)
 	if err := nd.cmd.Start(); err != nil {
 		out.Close()
 		return fmt.Errorf("nats cluster: start %s: %w", nd.Name, err)
