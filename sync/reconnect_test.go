@@ -2,14 +2,19 @@ package sync_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
+	gosync "sync"
 	"testing"
 	"time"
 
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/storetest"
+	lpsync "github.com/leadport/leadport-agent/sync"
+	"github.com/leadport/leadport-agent/sync/command"
 	"github.com/leadport/leadport-agent/sync/synctest"
 )
 
@@ -127,4 +132,54 @@ func TestCommandsFirstOnReconnect(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBarrierLostUploadsAnyway: a broker that drops the device's barrier
+// (here: every publish on its command topic, as a broker whose ACL refused
+// it would) delays the upload by BarrierTimeout, never more: the backlog
+// still arrives, and the wait is logged.
+func TestBarrierLostUploadsAnyway(t *testing.T) {
+	b := synctest.StartBroker(t)
+	b.Stall("leadport/v1/dev/" + device + "/cmd")
+	db := storetest.Open(t)
+	ids := fill(t, db, 50, remoteN)
+	k := newKeys(t)
+	var logged strings.Builder
+	var logMu gosync.Mutex
+	const timeout = 300 * time.Millisecond
+	c, err := lpsync.New(lpsync.Options{
+		Brokers: []string{b.URL()}, DeviceID: device, Store: db.Store,
+		Verifier: &command.Verifier{Keys: map[string]ed25519.PublicKey{"platform-2026": k.pub}, Device: device},
+		Handler:  &handler{db: db}, BarrierTimeout: timeout,
+		BackoffMin: 50 * time.Millisecond, Idle: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logged}, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, 20*time.Second, "the backlog at the broker", func() bool { return b.Got.Received() == len(ids) })
+	if took := time.Since(start); took < timeout {
+		t.Errorf("the backlog arrived %s after the start, before the barrier's %s were up: the upload did not wait for it", took, timeout)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if !strings.Contains(logged.String(), "the barrier did not come back") {
+		t.Errorf("the lost barrier was not logged:\n%s", logged.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *gosync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
