@@ -178,22 +178,46 @@ func (c *Client) commandWorker(ctx context.Context) {
 	}
 }
 
-// cmdQueue is an unbounded FIFO of messages: paho's reader hands them over
-// without ever waiting on the worker.
+// cmdQueue is a FIFO of messages: paho's reader hands them over without
+// ever waiting on the worker (a reader held up holds the PUBACKs an erase
+// waits for). Its bound is the broker's: commands are acknowledged only
+// once carried out, so a broker sends at most its in-flight window of them
+// (mosquitto 20, NATS 1,024 by default) before the first is done. A broker
+// past maxQueuedCommands is not trusted to be one: what does not fit is
+// left unacknowledged, which a broker delivers again on the next
+// connection (a retained policy comes again on every subscribe), and
+// counted.
 type cmdQueue struct {
-	mu    gosync.Mutex
-	q     []mqtt.Message
-	ready chan struct{} // poked after a push
+	mu      gosync.Mutex
+	q       []mqtt.Message
+	bytes   int
+	refused uint64
+	ready   chan struct{} // poked after a push
 }
 
-func (q *cmdQueue) push(m mqtt.Message) {
+// Bounds of the command queue: far above any broker's in-flight window,
+// and a few MiB at most (a command is a small signed token).
+const (
+	maxQueuedCommands     = 4096
+	maxQueuedCommandBytes = 8 << 20
+)
+
+// push queues m and reports whether it fit.
+func (q *cmdQueue) push(m mqtt.Message) bool {
 	q.mu.Lock()
+	if len(q.q) >= maxQueuedCommands || q.bytes+len(m.Payload()) > maxQueuedCommandBytes {
+		q.refused++
+		q.mu.Unlock()
+		return false
+	}
 	q.q = append(q.q, m)
+	q.bytes += len(m.Payload())
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 func (q *cmdQueue) pop() (mqtt.Message, bool) {
@@ -205,5 +229,6 @@ func (q *cmdQueue) pop() (mqtt.Message, bool) {
 	m := q.q[0]
 	q.q[0] = nil
 	q.q = q.q[1:]
+	q.bytes -= len(m.Payload())
 	return m, true
 }

@@ -109,7 +109,10 @@ type Stats struct {
 	Records     uint64    `json:"records_acked"`
 	Commands    uint64    `json:"commands"`
 	Rejected    uint64    `json:"commands_rejected"`
-	LastError   string    `json:"last_error,omitempty"`
+	// Unqueued counts command messages past the queue's bound, left
+	// unacknowledged for the broker to deliver again (cmdQueue).
+	Unqueued  uint64 `json:"commands_unqueued,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Client syncs the store's outbox with the platform and takes its
@@ -283,8 +286,12 @@ func (c *Client) RefreshStatus() {
 // Stats returns the counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.stats
+	s := c.stats
+	c.mu.Unlock()
+	c.cmds.mu.Lock()
+	s.Unqueued = c.cmds.refused
+	c.cmds.mu.Unlock()
+	return s
 }
 
 func (c *Client) setErr(err error) {
@@ -380,8 +387,14 @@ func (c *Client) up(lost chan struct{}) {
 	c.stats.Connects++
 	c.mu.Unlock()
 	c.log.Info("connected to the broker", "epoch", epoch)
+	// Commands at QoS 1: the broker keeps those sent while the device is
+	// away. The policies at QoS 0: they are retained, so the broker hands
+	// the current one over at every subscribe and none is missed across a
+	// connection lost; and on NATS every QoS 1 subscription is a JetStream
+	// consumer replicated on the cluster, the cost that bounds a fleet
+	// (docs/fleet.md), so two per device instead of four.
 	filters := map[string]byte{
-		c.topic("cmd"): 1, c.o.TopicPrefix + "/fleet/cmd": 1, c.topic("policy"): 1, c.o.TopicPrefix + "/fleet/policy": 1,
+		c.topic("cmd"): 1, c.o.TopicPrefix + "/fleet/cmd": 1, c.topic("policy"): 0, c.o.TopicPrefix + "/fleet/policy": 0,
 	}
 	t := c.cli.SubscribeMultiple(filters, c.onMessage)
 	go c.subscribed(epoch, lost, filters, t)

@@ -24,7 +24,10 @@ import (
 // stored, so a crash in between gets it delivered again; one still queued
 // when the client stops is not acknowledged, and comes again.
 func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
-	c.cmds.push(m)
+	if !c.cmds.push(m) {
+		c.log.Warn("command queue full: the message is left unacknowledged, for the broker to deliver again on the next connection",
+			"topic", m.Topic(), "queued_max", maxQueuedCommands)
+	}
 }
 
 // handle returns false when the message must come again (the store

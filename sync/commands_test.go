@@ -241,12 +241,14 @@ func TestPolicyVersions(t *testing.T) {
 
 	// Every policy so far came while the client was subscribed: none was
 	// a retained delivery. Drop the connection; on the new one the broker
-	// sends both retained policies again. The client acknowledges a message
-	// only after storing its receipt, if any, so once both are
-	// acknowledged a second answer would be in the store or at the broker.
+	// sends both retained policies again (the client takes the policies at
+	// QoS 0: retained, they come with every subscribe). Commands are
+	// carried out one at a time in the order they came, so once a ping
+	// sent after them is acknowledged (its receipt stored), a second
+	// answer to a policy would be in the store or at the broker.
 	redelivered := func(topic string, token []byte) int {
 		n := 0
-		for _, m := range b.Acked(device, topic) {
+		for _, m := range b.Sent0(device, topic) {
 			if m.Retained && bytes.Equal(m.Payload, token) {
 				n++
 			}
@@ -257,11 +259,22 @@ func TestPolicyVersions(t *testing.T) {
 		t.Fatalf("retained deliveries before the reconnect: %d and %d, want none", n, m)
 	}
 	b.Kick(device)
-	waitFor(t, 20*time.Second, "a new connection on which both retained policies came again and were acknowledged", func() bool {
+	waitFor(t, 20*time.Second, "a new connection on which both retained policies came again", func() bool {
 		return c.Stats().Connects == 2 && redelivered(fleetPolicy, fleet7) == 1 && redelivered(devPolicy, forged) == 1
 	})
-	if done := strings.Join(h.executed(), ","); done != want {
-		t.Errorf("after the reconnect: executed %s, want %s still", done, want)
+	cmdTopic := "leadport/v1/dev/" + device + "/cmd"
+	ping := signed(t, k, "platform-2026", cmd("ping-after", "ping", device, `{}`))
+	p.publish(cmdTopic, ping, false)
+	waitFor(t, 10*time.Second, "the ping after the policies acknowledged", func() bool {
+		for _, m := range b.Acked(device, cmdTopic) {
+			if bytes.Equal(m.Payload, ping) {
+				return true
+			}
+		}
+		return false
+	})
+	if done := strings.Join(h.executed(), ","); done != want+",ping-after" {
+		t.Errorf("after the reconnect: executed %s, want %s still, then the ping", done, want)
 	}
 	for _, id := range []string{"pol-3", "pol-5", "pol-6-dev", "pol-7-fleet", "pol-forged"} {
 		if n := countReceipts(t, db, b, id); n != 1 {

@@ -288,12 +288,13 @@ func clusterWatcher(t testing.TB, urls []string, subs ...string) *watcher {
 // TestNATSSubscribeAgain: a SUBSCRIBE that a NATS node refuses (0x80) on a
 // connection that stays up is sent again, with backoff, until it is taken:
 // the device gets its commands without waiting for its next connection.
-// The refusal is made real, not mocked: each subscription's consumer may
-// have max_ack_pending messages out, at most 65,535 for a session, so at
-// 30,000 a piece the third of the device's four is refused; the cluster
-// then reloads with 1,000 and the next attempt fits.
+// The refusal is made real, not mocked: each QoS 1 subscription's consumer
+// may have max_ack_pending messages out, at most 65,535 for a session, so
+// at 40,000 a piece the second of the device's two (its command topics;
+// the retained policies are taken at QoS 0 and need no consumer) is
+// refused; the cluster then reloads with 1,000 and the next attempt fits.
 func TestNATSSubscribeAgain(t *testing.T) {
-	cl := synctest.StartNATSClusterT(t, "max_ack_pending: 30000")
+	cl := synctest.StartNATSClusterT(t, "max_ack_pending: 40000")
 	db := storetest.Open(t)
 	c, err := lpsync.New(lpsync.Options{
 		Brokers: cl.MQTTURLs()[:1], DeviceID: device, Store: db.Store,
@@ -312,14 +313,27 @@ func TestNATSSubscribeAgain(t *testing.T) {
 	// A node handles one client's packets in order, and the client sends
 	// its status after its SUBSCRIBE: once the status is here, the SUBACK
 	// with its refusals has gone out.
-	w := connectWatcher(t, cl.MQTTURLs()[0], "platform", nil, "leadport/v1/dev/"+device+"/status")
+	// The watcher takes the status at QoS 0, so that it needs no consumer
+	// of its own under the limit.
+	got := make(chan struct{}, 1)
+	w := paho.NewClient(paho.NewClientOptions().AddBroker(cl.MQTTURLs()[0]).SetClientID("platform").SetCleanSession(true))
+	if tok := w.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("platform: connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { w.Disconnect(100) })
+	w.Subscribe("leadport/v1/dev/"+device+"/status", 0, func(paho.Client, paho.Message) {
+		select {
+		case got <- struct{}{}:
+		default:
+		}
+	})
 	select {
-	case <-w.got:
+	case <-got:
 	case <-time.After(20 * time.Second):
 		t.Fatal("no status from the device")
 	}
-	// The device's consumers: its command and policy subscriptions (the
-	// watcher has one on the status).
+	// The device's consumers: one per QoS 1 subscription (its command
+	// topics).
 	consumers := func() int {
 		n := 0
 		for _, leaf := range []string{".cmd", ".policy"} {
@@ -331,8 +345,8 @@ func TestNATSSubscribeAgain(t *testing.T) {
 		}
 		return n
 	}
-	if n := consumers(); n != 2 {
-		t.Fatalf("%d consumers for the device's subscriptions, want the 2 that fit", n)
+	if n := consumers(); n != 1 {
+		t.Fatalf("%d consumers for the device's subscriptions, want the 1 that fits", n)
 	}
 	if s := c.Stats(); !s.Connected || s.Subscribed {
 		t.Fatalf("with two subscriptions refused: %+v, want connected and not subscribed", s)
@@ -346,7 +360,7 @@ func TestNATSSubscribeAgain(t *testing.T) {
 	if s := c.Stats(); s.Connects != 1 {
 		t.Errorf("%d connections, want the first one still", s.Connects)
 	}
-	if n := consumers(); n != 4 {
-		t.Errorf("%d consumers for the device's subscriptions, want 4", n)
+	if n := consumers(); n != 2 {
+		t.Errorf("%d consumers for the device's subscriptions, want 2 (its command topics)", n)
 	}
 }

@@ -43,6 +43,9 @@ type Broker struct {
 	// it acknowledged, in order (Acked).
 	unacked map[string]map[uint16]Message
 	acked   map[string][]Message
+	// sent0 holds, per client id, the QoS 0 messages written to it
+	// (Delivered).
+	sent0 map[string][]Message
 }
 
 // Message is a message the broker sent to a client.
@@ -65,7 +68,7 @@ func FreeAddr(t testing.TB) string {
 // StartBroker starts a broker that stops at the test's cleanup.
 func StartBroker(t testing.TB) *Broker {
 	b := &Broker{t: t, addr: FreeAddr(t), Got: NewCollector(t),
-		unacked: map[string]map[uint16]Message{}, acked: map[string][]Message{}}
+		unacked: map[string]map[uint16]Message{}, acked: map[string][]Message{}, sent0: map[string][]Message{}}
 	b.Start()
 	t.Cleanup(b.Stop)
 	return b
@@ -135,6 +138,21 @@ func (b *Broker) Acked(clientID, topic string) []Message {
 	return out
 }
 
+// Sent0 returns the messages on topic the broker wrote to the client at
+// QoS 0 (no acknowledgement to wait for), in order, across its
+// connections.
+func (b *Broker) Sent0(clientID, topic string) []Message {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []Message
+	for _, m := range b.sent0[clientID] {
+		if m.Topic == topic {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // collector keeps what the device published, by record id.
 type Collector struct {
 	t   testing.TB
@@ -180,11 +198,16 @@ func (h *tap) OnPublish(_ *mochi.Client, pk packets.Packet) (packets.Packet, err
 // OnPacketSent notes a QoS 1 message written to a client (again, when the
 // broker re-sends it on a resumed session: same packet id).
 func (h *tap) OnPacketSent(cl *mochi.Client, pk packets.Packet, _ []byte) {
-	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 {
+	if pk.FixedHeader.Type != packets.Publish {
 		return
 	}
 	h.b.mu.Lock()
 	defer h.b.mu.Unlock()
+	if pk.FixedHeader.Qos == 0 {
+		h.b.sent0[cl.ID] = append(h.b.sent0[cl.ID], Message{Topic: pk.TopicName,
+			Payload: append([]byte(nil), pk.Payload...), Retained: pk.FixedHeader.Retain})
+		return
+	}
 	if h.b.unacked[cl.ID] == nil {
 		h.b.unacked[cl.ID] = map[uint16]Message{}
 	}
