@@ -23,9 +23,9 @@ import (
 // device's session; the device comes back. It must carry out the erase
 // before it uploads anything: none of the subject's records reaches the
 // platform with the number, and the receipt counts them redacted. Through
-// mochi-mqtt and Debian's NATS (the session kept by the broker, the
-// network cut by a gate) and through mosquitto restarted with its state on
-// disk.
+// mochi-mqtt, Debian's NATS and a three-node NATS cluster (the session
+// kept by the broker, the network cut by a gate) and through mosquitto
+// restarted with its state on disk.
 func TestCommandsFirstOnReconnect(t *testing.T) {
 	cases := []struct {
 		name string
@@ -44,6 +44,13 @@ func TestCommandsFirstOnReconnect(t *testing.T) {
 		{"nats (Debian's, one node)", func(t *testing.T) (string, func(), func()) {
 			n := synctest.StartNATS(t)
 			return n.Addr, func() {}, func() {}
+		}},
+		{"nats cluster (three nodes, the session replicated)", func(t *testing.T) (string, func(), func()) {
+			if testing.Short() {
+				t.Skip("a three-node cluster takes seconds to form")
+			}
+			cl := synctest.StartNATSClusterT(t)
+			return strings.TrimPrefix(cl.MQTTURLs()[0], "tcp://"), func() {}, func() {}
 		}},
 	}
 	for _, tc := range cases {
