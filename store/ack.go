@@ -149,17 +149,7 @@ func (s *Store) AckRanges(rs ...Range) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
-	n := 0
-	s.statsMu.Lock()
-	for t, c := range removed {
-		s.pending[t] -= c
-		n += c
-	}
-	if n > 0 {
-		s.full = false
-	}
-	s.statsMu.Unlock()
-	return n, nil
+	return s.removedFromOutboxes(&removed), nil
 }
 
 const ackRangeLen = 1 + 8 + 8

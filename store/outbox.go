@@ -560,17 +560,7 @@ func (s *Store) Ack(ids ...string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
-	n := 0
-	s.statsMu.Lock()
-	for t, c := range removed {
-		s.pending[t] -= c
-		n += c
-	}
-	if n > 0 {
-		s.full = false
-	}
-	s.statsMu.Unlock()
-	return n, nil
+	return s.removedFromOutboxes(&removed), nil
 }
 
 // deleteRecord removes the record at (t, seq) if it carries id, with its
@@ -674,4 +664,21 @@ func (s *Store) Stats() (Stats, error) {
 	}
 	s.statsMu.Unlock()
 	return st, nil
+}
+
+// removedFromOutboxes takes records removed from the outboxes (by type) off
+// the pending counts, and returns how many they were. Room made clears
+// the full flag: the next append may fit.
+func (s *Store) removedFromOutboxes(removed *[TypeReceipt + 1]int) int {
+	n := 0
+	s.statsMu.Lock()
+	for t, c := range removed {
+		s.pending[t] -= c
+		n += c
+	}
+	if n > 0 {
+		s.full = false
+	}
+	s.statsMu.Unlock()
+	return n
 }
