@@ -236,6 +236,14 @@ type capCall struct {
 	cancelAt time.Time
 }
 
+// over marks the call done. Its INVITE, kept to decide the responses
+// from the local side, goes: a capture of many calls holds only those in
+// flight (a parsed request is some kilobytes; the description of a call
+// for the report, and its Call-ID to leave out its late copies, stay).
+func (c *capCall) over() {
+	c.done, c.req = true, nil
+}
+
 type msgRunner struct {
 	a       *Analysis
 	eng     *rules.Engine
@@ -447,7 +455,7 @@ func (m *msgRunner) block(at time.Time, kind string, c *capCall, idx int, v dete
 	if c == nil || kind == "refer" {
 		return
 	}
-	c.done = true
+	c.over()
 	if call := &m.a.Calls[idx]; call.Status == 0 || call.Status == 401 || call.Status == 407 {
 		call.Status, call.Ring = v.Status, at.Sub(m.t0)-call.Start
 	}
@@ -512,7 +520,7 @@ func (m *msgRunner) response(res *sip.Response, at time.Time) {
 			end = c.cancelAt
 		}
 		call.Status, call.Ring = status, end.Sub(m.t0)-call.Start
-		c.done = true
+		c.over()
 	}
 }
 
@@ -530,7 +538,7 @@ func (m *msgRunner) ended(dc dialog.Call) {
 		call.Status = dc.FinalStatus
 		call.Ring = dc.EndedAt.Sub(m.t0) - call.Start
 	}
-	c.done = true
+	c.over()
 }
 
 // bracketIPv6 puts brackets around bare IPv6 hosts (with or without a
@@ -674,83 +682,284 @@ type RuleReport struct {
 // replayed (a trace's call on a line that --lines left out is not).
 func (a *Analysis) LineAttempts() []int {
 	out := make([]int, len(a.Calls))
-	n := make(map[string]int, len(a.Lines))
-	for _, l := range a.Lines {
-		n[l] = 0
-	}
-	for i, c := range a.Calls {
-		if _, ok := n[c.Line]; ok && c.Direction == detect.Outbound {
-			n[c.Line]++
-			out[i] = n[c.Line]
-		}
+	n := newAttemptCounter(a.Lines)
+	for i := range a.Calls {
+		out[i] = n.next(&a.Calls[i])
 	}
 	return out
+}
+
+// attemptCounter numbers the outbound attempts of each line replayed.
+type attemptCounter map[string]int
+
+func newAttemptCounter(lines []string) attemptCounter {
+	n := make(attemptCounter, len(lines))
+	for _, l := range lines {
+		n[l] = 0
+	}
+	return n
+}
+
+// next is the call's number among its line's attempts, 0 when it is none.
+func (n attemptCounter) next(c *Call) int {
+	if k, ok := n[c.Line]; ok && c.Direction == detect.Outbound {
+		n[c.Line] = k + 1
+		return k + 1
+	}
+	return 0
 }
 
 // LineReports reports per line, in the order of Analysis.Lines, then any other
 // line the calls or trips name.
 func (a *Analysis) LineReports() []LineReport {
 	att := a.LineAttempts()
-	byLine := map[string]*LineReport{}
-	var order []string
-	get := func(l string) *LineReport {
-		if r := byLine[l]; r != nil {
-			return r
-		}
-		r := &LineReport{Line: l}
-		byLine[l] = r
-		order = append(order, l)
-		return r
-	}
-	for _, l := range a.Lines {
-		get(l)
-	}
+	lr := newLineReporter(a.Lines)
 	for i, c := range a.Calls {
-		if att[i] > 0 {
-			get(c.Line).Attempts = att[i]
-		}
+		lr.attempt(c.Line, att[i])
 	}
 	for _, b := range a.Result.Blocks {
 		if b.Kind == "register" || b.Index >= len(a.Calls) {
 			continue
 		}
-		c := a.Calls[b.Index]
-		if r := get(c.Line); c.Line != "" && att[b.Index] > 0 && r.FirstBlock == 0 {
-			r.FirstBlock = att[b.Index]
-		}
+		lr.block(a.Calls[b.Index].Line, att[b.Index])
 	}
 	for i, t := range a.Result.Trips {
 		var v rules.Violation
 		if i < len(a.Result.Violations) {
 			v = a.Result.Violations[i]
 		}
-		line := v.Line
+		var c *Call
 		attempt := 0
 		if ci := a.TripCall[i]; ci >= 0 {
-			if line == "" {
-				line = a.Calls[ci].Line
-			}
-			attempt = att[ci]
+			c, attempt = &a.Calls[ci], att[ci]
 		}
-		if line == "" {
-			continue
-		}
-		r := get(line)
-		if t.Action == TripSuspect && attempt > 0 && r.FirstSuspect == 0 {
-			r.FirstSuspect = attempt
-		}
-		k := slices.IndexFunc(r.Rules, func(x RuleReport) bool { return x.Rule == t.Rule && x.Action == t.Action })
-		if k < 0 {
-			r.Rules = append(r.Rules, RuleReport{Rule: t.Rule, Action: t.Action, FirstAttempt: attempt, Evidence: v.Evidence})
-			k = len(r.Rules) - 1
-		}
-		r.Rules[k].Count++
+		lr.trip(t, &v, c, attempt)
 	}
-	out := make([]LineReport, 0, len(order))
-	for _, l := range order {
-		r := byLine[l]
-		slices.SortStableFunc(r.Rules, func(x, y RuleReport) int { return cmp.Compare(x.Rule, y.Rule) })
-		out = append(out, *r)
+	return lr.reports()
+}
+
+// lineReporter builds the line reports from the attempts, blocks and
+// trips of a replay, in any interleaving: a stream (StreamTrace) hands
+// them over as they happen, an Analysis phase by phase, and both get the
+// same reports. The lines come in the order of the lines replayed, then
+// those first named by a block, then those first named by a trip.
+type lineReporter struct {
+	byLine            map[string]*LineReport
+	lines             []string
+	byBlock, byTrip   []string
+	inBlocks, inTrips map[string]bool
+}
+
+func newLineReporter(lines []string) *lineReporter {
+	lr := &lineReporter{byLine: map[string]*LineReport{}, inBlocks: map[string]bool{}, inTrips: map[string]bool{}}
+	for _, l := range lines {
+		lr.get(l)
+		lr.lines = append(lr.lines, l)
+	}
+	return lr
+}
+
+func (lr *lineReporter) get(l string) *LineReport {
+	if r := lr.byLine[l]; r != nil {
+		return r
+	}
+	r := &LineReport{Line: l}
+	lr.byLine[l] = r
+	return r
+}
+
+// attempt notes a call that is its line's attempt number n (0: none).
+func (lr *lineReporter) attempt(line string, n int) {
+	if n > 0 {
+		lr.get(line).Attempts = n
+	}
+}
+
+// block notes a call refused (at its INVITE, a response, a REFER); n is
+// its attempt number on its line.
+func (lr *lineReporter) block(line string, n int) {
+	if !lr.inBlocks[line] {
+		lr.inBlocks[line] = true
+		lr.byBlock = append(lr.byBlock, line)
+	}
+	if r := lr.get(line); line != "" && n > 0 && r.FirstBlock == 0 {
+		r.FirstBlock = n
+	}
+}
+
+// trip notes a trip and its violation; c is the call it concerns (nil
+// for none) and n that call's attempt number on its line.
+func (lr *lineReporter) trip(t Trip, v *rules.Violation, c *Call, n int) {
+	line := v.Line
+	if c != nil && line == "" {
+		line = c.Line
+	}
+	if line == "" {
+		return
+	}
+	if !lr.inTrips[line] {
+		lr.inTrips[line] = true
+		lr.byTrip = append(lr.byTrip, line)
+	}
+	r := lr.get(line)
+	if t.Action == TripSuspect && n > 0 && r.FirstSuspect == 0 {
+		r.FirstSuspect = n
+	}
+	k := slices.IndexFunc(r.Rules, func(x RuleReport) bool { return x.Rule == t.Rule && x.Action == t.Action })
+	if k < 0 {
+		r.Rules = append(r.Rules, RuleReport{Rule: t.Rule, Action: t.Action, FirstAttempt: n, Evidence: v.Evidence})
+		k = len(r.Rules) - 1
+	}
+	r.Rules[k].Count++
+}
+
+func (lr *lineReporter) reports() []LineReport {
+	out := make([]LineReport, 0, len(lr.byLine))
+	seen := make(map[string]bool, len(lr.byLine))
+	for _, order := range [][]string{lr.lines, lr.byBlock, lr.byTrip} {
+		for _, l := range order {
+			if seen[l] {
+				continue
+			}
+			seen[l] = true
+			r := lr.byLine[l]
+			slices.SortStableFunc(r.Rules, func(x, y RuleReport) int { return cmp.Compare(x.Rule, y.Rule) })
+			out = append(out, *r)
+		}
 	}
 	return out
+}
+
+// CallReport is one call with what the rules made of it: a row of
+// analyze's table.
+type CallReport struct {
+	// Index is the call's place in its input, from 0.
+	Index int
+	Call  *Call
+	// Attempt is the call's number among its line's outbound attempts,
+	// from 1; 0 for other calls.
+	Attempt int
+	// Rule and Status say what refused the call (Rule empty: allowed).
+	Rule   string
+	Status int
+	// Observed and Suspect are the rules that reported on the call
+	// without blocking it, each once, in the order they first did.
+	Observed, Suspect []string
+}
+
+// noteBlock folds a block of the call into its report: the first one
+// that is not a REFER's says what refused the call (a refused REFER
+// leaves the call up).
+func (r *CallReport) noteBlock(b Block) {
+	if b.Kind != "refer" && b.Kind != "register" && r.Rule == "" {
+		r.Rule, r.Status = b.Rule, b.Status
+	}
+}
+
+func (r *CallReport) noteTrip(t Trip) {
+	switch t.Action {
+	case TripSuspect:
+		if !slices.Contains(r.Suspect, t.Rule) {
+			r.Suspect = append(r.Suspect, t.Rule)
+		}
+	case string(rules.ActionObserved):
+		if !slices.Contains(r.Observed, t.Rule) {
+			r.Observed = append(r.Observed, t.Rule)
+		}
+	}
+}
+
+// EachCall hands over each call's report, in order.
+func (a *Analysis) EachCall(fn func(*CallReport) error) error {
+	reps := make([]CallReport, len(a.Calls))
+	for i, n := range a.LineAttempts() {
+		reps[i] = CallReport{Index: i, Call: &a.Calls[i], Attempt: n}
+	}
+	for _, b := range a.Result.Blocks {
+		if b.Kind != "register" && b.Index < len(reps) {
+			reps[b.Index].noteBlock(b)
+		}
+	}
+	for i, t := range a.Result.Trips {
+		if ci := a.TripCall[i]; ci >= 0 {
+			reps[ci].noteTrip(t)
+		}
+	}
+	for i := range reps {
+		if err := fn(&reps[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StreamSummary is what a stream (StreamTrace) tells at its end.
+type StreamSummary struct {
+	Lines    []string
+	Calls    int
+	Attempts int // outbound attempts, on a line or not
+	Reports  []LineReport
+}
+
+// StreamTrace replays the calls next hands out (in order of start, as a
+// TraceReader reads a trace file; io.EOF after the last) with the policy,
+// and hands each call's report to onCall, in order, as soon as it is
+// final. lines are the trace's lines, taken when the policy names none.
+// Only the calls in flight are held, so a trace of any length replays
+// in the memory of its busiest minutes; the results are those of
+// AnalyzeTrace on the whole trace.
+func StreamTrace(next func() (Call, error), lines []string, pol policy.Policy, opts Options, onCall func(*CallReport) error) (*StreamSummary, error) {
+	if len(pol.Lines) == 0 {
+		pol.Lines = lines
+	}
+	sum := &StreamSummary{Lines: pol.Lines}
+	lr := newLineReporter(pol.Lines)
+	att := newAttemptCounter(pol.Lines)
+	var stop error
+	read := func() (Call, error) {
+		if stop != nil {
+			return Call{}, stop // onCall failed (its writer): the replay ends
+		}
+		return next()
+	}
+	hooks := runHooks{
+		// The attempts are numbered in the order of the trace, as the
+		// calls are scheduled.
+		begin: func(cs *callState) {
+			cs.report = CallReport{Index: cs.index, Attempt: att.next(&cs.call)}
+			lr.attempt(cs.call.Line, cs.report.Attempt)
+		},
+		violation: func(v rules.Violation, t Trip, cs *callState) {
+			var c *Call
+			n := 0
+			if cs != nil {
+				cs.report.noteTrip(t)
+				c, n = &cs.call, cs.report.Attempt
+			}
+			lr.trip(t, &v, c, n)
+		},
+		block: func(b Block, cs *callState) {
+			if cs == nil {
+				return
+			}
+			cs.report.noteBlock(b)
+			lr.block(cs.call.Line, cs.report.Attempt)
+		},
+		done: func(cs *callState) {
+			sum.Calls++
+			if stop == nil {
+				cs.report.Call = &cs.call
+				stop = onCall(&cs.report)
+			}
+		},
+	}
+	err := replay(read, nil, pol, opts, hooks, &sum.Attempts)
+	if err == nil {
+		err = stop
+	}
+	if err != nil {
+		return nil, err
+	}
+	sum.Reports = lr.reports()
+	return sum, nil
 }

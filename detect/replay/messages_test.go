@@ -2,11 +2,14 @@ package replay
 
 import (
 	"bytes"
+	"cmp"
+	"io"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"testing"
@@ -313,4 +316,71 @@ func capturesDir(t testing.TB) string {
 		t.Skipf("the public captures are not here (%s): they live outside the repository, beside it", dir)
 	}
 	return dir
+}
+
+// TestStreamMatchesAnalyzeTrace: a trace replayed as a stream, each call
+// reported when it is done and let go, gets the reports of the whole
+// trace replayed at once: every model together (one line each, calls
+// overlapping across lines), under the shipped policy and with every
+// rule observing.
+func TestStreamMatchesAnalyzeTrace(t *testing.T) {
+	var tr Trace
+	for mi, m := range Models() {
+		line := "+1555123" + strconv.Itoa(1000+mi)
+		g := m.Generate(rand.New(rand.NewPCG(7, uint64(mi))), line)
+		tr.Calls = append(tr.Calls, g.Calls...)
+		for _, l := range g.Lines {
+			if !slices.Contains(tr.Lines, l) {
+				tr.Lines = append(tr.Lines, l)
+			}
+		}
+	}
+	slices.SortStableFunc(tr.Calls, func(a, b Call) int { return cmp.Compare(a.Start, b.Start) })
+	observe := policy.Default()
+	observe.Pacing.Action, observe.Forwarding.Action, observe.Trunking.Action = policy.Observe, policy.Observe, policy.Observe
+	for name, pol := range map[string]policy.Policy{"shipped": policy.Default(), "observing": observe} {
+		want, err := AnalyzeTrace(&tr, pol, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wantCalls, gotCalls []CallReport
+		_ = want.EachCall(func(r *CallReport) error {
+			wantCalls = append(wantCalls, *r)
+			return nil
+		})
+		i := 0
+		next := func() (Call, error) {
+			if i == len(tr.Calls) {
+				return Call{}, io.EOF
+			}
+			i++
+			return tr.Calls[i-1], nil
+		}
+		sum, err := StreamTrace(next, tr.Lines, pol, Options{}, func(r *CallReport) error {
+			c := *r
+			call := *r.Call // the stream lets go of it after
+			c.Call = &call
+			gotCalls = append(gotCalls, c)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocked, reported := 0, 0
+		for _, c := range wantCalls {
+			if c.Rule != "" {
+				blocked++
+			}
+			reported += len(c.Observed) + len(c.Suspect)
+		}
+		if blocked == 0 && name == "shipped" || reported == 0 {
+			t.Errorf("%s: %d calls blocked, %d reports: the comparison shows little", name, blocked, reported)
+		}
+		if i := firstDiff(gotCalls, wantCalls); i >= 0 {
+			t.Errorf("%s: %d and %d calls, first difference at %d:\n stream %+v\n  whole %+v", name, len(gotCalls), len(wantCalls), i, at(gotCalls, i), at(wantCalls, i))
+		}
+		if !reflect.DeepEqual(sum.Reports, want.LineReports()) || sum.Attempts != want.Result.Attempts || sum.Calls != len(tr.Calls) {
+			t.Errorf("%s: stream %d calls, %d attempts, reports %+v\nwhole %d attempts, reports %+v", name, sum.Calls, sum.Attempts, sum.Reports, want.Result.Attempts, want.LineReports())
+		}
+	}
 }

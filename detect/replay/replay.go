@@ -1,8 +1,8 @@
 package replay
 
 import (
-	"container/heap"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
@@ -93,37 +93,93 @@ type Options struct {
 // Run replays a trace through a fresh engine and tracker with the policy.
 // The policy's lines are the trace's when it names none.
 func Run(tr *Trace, pol policy.Policy, opts Options) (*Result, error) {
-	if opts.Start.IsZero() {
-		opts.Start = Epoch
-	}
 	if len(pol.Lines) == 0 {
 		pol.Lines = tr.Lines
 	}
 	res := &Result{}
+	i := 0
+	next := func() (Call, error) {
+		if i == len(tr.Calls) {
+			return Call{}, io.EOF
+		}
+		i++
+		return tr.Calls[i-1], nil
+	}
+	err := replay(next, tr.Registers, pol, opts, runHooks{
+		violation: func(v rules.Violation, t Trip, _ *callState) {
+			res.Violations = append(res.Violations, v)
+			res.Trips = append(res.Trips, t)
+		},
+		block: func(b Block, _ *callState) { res.Blocks = append(res.Blocks, b) },
+	}, &res.Attempts)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// runHooks is what a replay reports, as it happens: a Result gathers it
+// all (Run), a stream of a large trace file folds it into each call's
+// row and each line's report (StreamTrace).
+type runHooks struct {
+	// violation: a violation and its trip; call is the call it concerns
+	// (its Call-ID is the call's), nil for one that concerns none.
+	violation func(v rules.Violation, t Trip, call *callState)
+	// block: a request or response refused; call is nil for a REGISTER.
+	block func(b Block, call *callState)
+	// begin: a call is scheduled, in the order of the trace.
+	begin func(call *callState)
+	// done: a call's last step is over. Calls are done in the order of
+	// the trace, each after every call before it.
+	done func(call *callState)
+}
+
+// replay runs the calls next hands out (in order of start; io.EOF after
+// the last) and the registers through a fresh engine and tracker. The
+// calls are read only as far as the simulated clock needs them, and a
+// call's state is let go when it is done, so a long trace costs the
+// memory of the calls in flight, not of the trace.
+func replay(next func() (Call, error), regs []Register, pol policy.Policy, opts Options, hooks runHooks, attempts *int) error {
+	if opts.Start.IsZero() {
+		opts.Start = Epoch
+	}
 	var onViolation func(rules.Violation)
 	eng, err := rules.New(pol, rules.Options{
 		DefaultCountry: opts.DefaultCountry,
 		OnViolation:    func(v rules.Violation) { onViolation(v) },
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	r := &runner{tr: tr, eng: eng, res: res, opts: opts, lines: eng.Lines()}
+	r := &runner{next: next, regs: regs, eng: eng, hooks: hooks, opts: opts, lines: eng.Lines()}
 	onViolation = func(v rules.Violation) {
-		res.Violations = append(res.Violations, v)
-		res.Trips = append(res.Trips, TripOf(v, r.cur, r.attempts))
+		var cs *callState
+		if r.curCall && v.CallID == callIDOf(r.cur) {
+			cs = r.state(r.cur)
+		}
+		if hooks.violation != nil {
+			hooks.violation(v, TripOf(v, r.cur, r.attempts), cs)
+		}
 	}
 	r.tracker = dialog.New(dialog.Options{OnEnd: eng.CallEnded, OnAnswer: eng.CallAnswered})
 	r.schedule()
-	r.loop()
-	return res, nil
+	err = r.loop()
+	if attempts != nil {
+		*attempts = r.attempts
+	}
+	return err
 }
 
 type step struct {
-	at   time.Duration
-	seq  int
+	at time.Duration
+	// ord orders steps at the same time: the calls' in the order of the
+	// trace, each call's in the order of its kinds, then registers, then
+	// the expiry. It is the order a replay that pushed every step up
+	// front, in that order, used to get from a sequence number; the
+	// results must not change with how far ahead the calls are read.
+	ord  uint64
 	kind stepKind
-	call int // index into tr.Calls, or tr.Registers for register steps
+	call int // index of the call in the trace, or in its Registers for register steps
 }
 
 type stepKind uint8
@@ -138,58 +194,168 @@ const (
 	stExpire
 )
 
+const (
+	ordRegister = 1 << 62
+	ordExpire   = 2 << 62
+)
+
+// queue is a heap of steps by (at, ord), written out rather than through
+// container/heap, whose interface boxes every step pushed.
 type queue []step
 
-func (q queue) Len() int { return len(q) }
-func (q queue) Less(i, j int) bool {
+func (q queue) less(i, j int) bool {
 	if q[i].at != q[j].at {
 		return q[i].at < q[j].at
 	}
-	return q[i].seq < q[j].seq
+	return q[i].ord < q[j].ord
 }
-func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *queue) Push(x any)   { *q = append(*q, x.(step)) }
-func (q *queue) Pop() any {
-	old := *q
-	s := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return s
+
+func (q *queue) push(s step) {
+	*q = append(*q, s)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		up := (i - 1) / 2
+		if !h.less(i, up) {
+			break
+		}
+		h[i], h[up] = h[up], h[i]
+		i = up
+	}
+}
+
+func (q *queue) pop() step {
+	h := *q
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < last && h.less(l, m) {
+			m = l
+		}
+		if r < last && h.less(r, m) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	*q = h
+	return top
 }
 
 type runner struct {
-	tr      *Trace
+	next    func() (Call, error)
+	regs    []Register
 	eng     *rules.Engine
 	tracker *dialog.Tracker
 	lines   *detect.Lines
-	res     *Result
+	hooks   runHooks
 	opts    Options
 	q       queue
-	seq     int
 	stopped bool
 
-	state    []callState
+	// peek is the next call to schedule, read ahead of the clock (hasPeek).
+	peek    Call
+	hasPeek bool
+	loaded  int           // calls scheduled so far
+	last    time.Duration // the latest step scheduled, for the expiry
+	// live holds the state of calls base, base+1, ... that are scheduled
+	// and not yet done (and of those done after a call still going:
+	// hooks.done keeps the order of the trace): n of them from live[head],
+	// a ring whose size is a power of two, so that calls come and go
+	// without being copied.
+	live    []callState
+	head, n int
+	base    int
+
+	readErr  error // from the source, ends the replay
 	attempts int
-	cur      int // index of the call or register being decided
+	cur      int  // index of the call or register being decided
+	curCall  bool // cur is a call
 }
 
 type callState struct {
+	call    Call
+	index   int
 	req     *sip.Request
 	line    string
 	remote  string
 	dir     detect.Direction
 	attempt int
 	done    bool // blocked or ended: later steps are skipped
+	steps   int  // steps still queued
+	// report is what the rules made of the call, for a stream's rows.
+	report CallReport
+}
+
+func (r *runner) state(i int) *callState {
+	return &r.live[(r.head+i-r.base)&(len(r.live)-1)]
+}
+
+// add makes room for the state of the next call and returns it.
+func (r *runner) add() *callState {
+	if r.n == len(r.live) {
+		grown := make([]callState, max(64, 2*len(r.live)))
+		for k := 0; k < r.n; k++ {
+			grown[k] = r.live[(r.head+k)&(len(r.live)-1)]
+		}
+		r.live, r.head = grown, 0
+	}
+	r.n++
+	return &r.live[(r.head+r.n-1)&(len(r.live)-1)]
 }
 
 func (r *runner) push(at time.Duration, kind stepKind, i int) {
-	r.seq++
-	heap.Push(&r.q, step{at: at, seq: r.seq, kind: kind, call: i})
+	ord := uint64(i)<<3 | uint64(kind)
+	switch kind {
+	case stRegister:
+		ord = ordRegister | uint64(i)
+	case stExpire:
+		ord = ordExpire
+	default:
+		r.state(i).steps++
+	}
+	r.q.push(step{at: at, ord: ord, kind: kind, call: i})
 }
 
 func (r *runner) schedule() {
-	r.state = make([]callState, len(r.tr.Calls))
-	var last time.Duration
-	for i, c := range r.tr.Calls {
+	for i, g := range r.regs {
+		r.push(g.At, stRegister, i)
+		r.last = max(r.last, g.At)
+	}
+	// The tracker's expiry, as the proxy runs it, once a simulated
+	// minute; each tick schedules the next (expire).
+	r.push(time.Minute, stExpire, 0)
+}
+
+// read takes the next call from the source into peek.
+func (r *runner) read() error {
+	c, err := r.next()
+	if err == io.EOF {
+		r.hasPeek = false
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	r.peek, r.hasPeek = c, true
+	return nil
+}
+
+// load schedules the calls that start by the next step: a call's steps
+// all fall at or after its start, so the ones still unread cannot come
+// first.
+func (r *runner) load() {
+	for r.hasPeek && (len(r.q) == 0 || r.peek.Start <= r.q[0].at) {
+		i := r.loaded
+		r.loaded++
+		cs := r.add()
+		cs.call, cs.index = r.peek, i
+		c := &cs.call
 		r.push(c.Start, stInvite, i)
 		if c.Early != 0 && c.Ring > time.Second {
 			r.push(c.Start+time.Second, stEarly, i)
@@ -201,22 +367,33 @@ func (r *runner) schedule() {
 			}
 			r.push(c.Start+c.Ring+c.Talk, stBye, i)
 		}
-		last = max(last, c.Start+c.Ring+c.Talk)
-	}
-	for i, g := range r.tr.Registers {
-		r.push(g.At, stRegister, i)
-		last = max(last, g.At)
-	}
-	// The tracker's expiry, as the proxy runs it, once a simulated minute.
-	for t := time.Minute; t <= last+time.Minute; t += time.Minute {
-		r.push(t, stExpire, 0)
+		r.last = max(r.last, c.Start+c.Ring+c.Talk)
+		if r.hooks.begin != nil {
+			r.hooks.begin(r.state(i))
+		}
+		r.peek = Call{}
+		if err := r.read(); err != nil {
+			r.hasPeek = false
+			r.readErr = err
+			return
+		}
 	}
 }
 
-func (r *runner) loop() {
-	for r.q.Len() > 0 && !r.stopped {
-		s := heap.Pop(&r.q).(step)
-		r.cur = s.call
+func (r *runner) loop() error {
+	if err := r.read(); err != nil {
+		return err
+	}
+	for !r.stopped {
+		r.load()
+		if r.readErr != nil {
+			return r.readErr
+		}
+		if len(r.q) == 0 {
+			break
+		}
+		s := r.q.pop()
+		r.cur, r.curCall = s.call, s.kind != stRegister && s.kind != stExpire
 		at := r.opts.Start.Add(s.at)
 		switch s.kind {
 		case stInvite:
@@ -228,12 +405,12 @@ func (r *runner) loop() {
 		case stRefer:
 			r.refer(s, at)
 		case stBye:
-			if cs := &r.state[s.call]; !cs.done {
+			if cs := r.state(s.call); !cs.done {
 				cs.done = true
 				// Who hangs up is a pacing signal, so the BYE comes from
 				// the side the trace names (the caller when it names none).
 				from := dialog.Caller
-				if r.tr.Calls[s.call].Bye == ByeCallee {
+				if cs.call.Bye == ByeCallee {
 					from = dialog.Callee
 				}
 				r.tracker.ByeFrom(callIDOf(s.call), at, from)
@@ -242,31 +419,61 @@ func (r *runner) loop() {
 			r.register(s, at)
 		case stExpire:
 			r.tracker.Expire(at)
+			// The ticks run to a minute past the last step: while calls
+			// are still unread, one of them starts after this tick.
+			if t := s.at + time.Minute; r.hasPeek || t <= r.last+time.Minute {
+				r.push(t, stExpire, 0)
+			}
 		}
-		if s.kind != stRegister && s.kind != stExpire && r.state[s.call].done {
-			r.state[s.call].req = nil // a call over holds no SIP message: long traces stay small
+		if r.curCall {
+			cs := r.state(s.call)
+			if cs.done {
+				cs.req = nil // a call over holds no SIP message: long traces stay small
+			}
+			cs.steps--
+			r.retire()
 		}
+	}
+	return nil
+}
+
+// retire lets go of the calls at the front of live whose steps are all
+// over, in the order of the trace.
+func (r *runner) retire() {
+	for r.n > 0 && r.live[r.head].steps == 0 {
+		if r.hooks.done != nil {
+			r.hooks.done(&r.live[r.head])
+		}
+		r.live[r.head] = callState{}
+		r.head = (r.head + 1) & (len(r.live) - 1)
+		r.n--
+		r.base++
 	}
 }
 
 func callIDOf(i int) string { return "c" + strconv.Itoa(i) + "@replay" }
 
 func (r *runner) blocked(s step, kind string, v detect.Verdict, attempt int) {
-	r.res.Blocks = append(r.res.Blocks, Block{At: s.at, Kind: kind, Index: s.call, Attempt: attempt, Rule: v.Rule, Status: v.Status})
+	var cs *callState
+	if kind != "register" {
+		cs = r.state(s.call)
+	}
+	if r.hooks.block != nil {
+		r.hooks.block(Block{At: s.at, Kind: kind, Index: s.call, Attempt: attempt, Rule: v.Rule, Status: v.Status}, cs)
+	}
 	if r.opts.StopAtFirstBlock {
 		r.stopped = true
 	}
 }
 
 func (r *runner) invite(s step, at time.Time) {
-	c := &r.tr.Calls[s.call]
+	cs := r.state(s.call)
+	c := &cs.call
 	req := buildInvite(c, s.call)
 	line, remote := detect.Classify(r.lines, c.Direction, req)
-	cs := &r.state[s.call]
 	cs.req, cs.line, cs.remote, cs.dir = req, line, remote, c.Direction
 	if c.Direction == detect.Outbound {
 		r.attempts++
-		r.res.Attempts = r.attempts
 		cs.attempt = r.attempts
 	}
 	v := r.eng.Decide(&detect.Event{At: at, Direction: c.Direction, Line: line, Remote: remote, Request: req})
@@ -287,11 +494,11 @@ func (r *runner) invite(s step, at time.Time) {
 // early is a provisional response: from the local side for an inbound
 // call (decided, like the proxy does), from upstream for an outbound one.
 func (r *runner) early(s step, at time.Time) {
-	cs := &r.state[s.call]
+	cs := r.state(s.call)
 	if cs.done {
 		return
 	}
-	c := &r.tr.Calls[s.call]
+	c := &cs.call
 	if c.Direction == detect.Inbound {
 		res := sip.NewResponseFromRequest(cs.req, c.Early, "", nil)
 		if c.EarlyDiversion {
@@ -305,11 +512,11 @@ func (r *runner) early(s step, at time.Time) {
 }
 
 func (r *runner) final(s step, at time.Time) {
-	cs := &r.state[s.call]
+	cs := r.state(s.call)
 	if cs.done {
 		return
 	}
-	c := &r.tr.Calls[s.call]
+	c := &cs.call
 	id := callIDOf(s.call)
 	status := c.Status
 	if status == 487 {
@@ -333,7 +540,7 @@ func (r *runner) final(s step, at time.Time) {
 // decideResponse shows the rules a response from the local side; it
 // reports whether it was blocked.
 func (r *runner) decideResponse(s step, at time.Time, res *sip.Response) bool {
-	cs := &r.state[s.call]
+	cs := r.state(s.call)
 	v := r.eng.Decide(&detect.Event{At: at, Direction: cs.dir, Line: cs.line, Remote: cs.remote, Request: cs.req, Response: res})
 	if !v.Block {
 		return false
@@ -345,11 +552,11 @@ func (r *runner) decideResponse(s step, at time.Time, res *sip.Response) bool {
 }
 
 func (r *runner) refer(s step, at time.Time) {
-	cs := &r.state[s.call]
+	cs := r.state(s.call)
 	if cs.done {
 		return
 	}
-	c := &r.tr.Calls[s.call]
+	c := &cs.call
 	req := sip.NewRequest(sip.REFER, sip.Uri{Scheme: "sip", User: c.Remote, Host: "edge.example"})
 	addr := func(user, tag string) *sip.FromHeader {
 		h := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "pbx.example"}, Params: sip.NewParams()}
@@ -373,7 +580,7 @@ func (r *runner) refer(s step, at time.Time) {
 }
 
 func (r *runner) register(s step, at time.Time) {
-	g := &r.tr.Registers[s.call]
+	g := &r.regs[s.call]
 	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: "edge.example"})
 	aor := sip.Uri{Scheme: "sip", User: g.Line, Host: "edge.example"}
 	from := &sip.FromHeader{Address: aor, Params: sip.NewParams()}

@@ -3,8 +3,10 @@ package replay
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +150,148 @@ func FuzzTraceFile(f *testing.F) {
 		}
 		if len(back.Calls) != len(tr.Calls) {
 			t.Fatalf("%d calls back of %d", len(back.Calls), len(tr.Calls))
+		}
+	})
+}
+
+// TestTraceReaderOrder: a file out of order within ReorderWindow comes
+// back as ReadTraceFile sorts it (by start, stably); a call further back
+// than that is an ErrTraceOrder naming its line and the latest above it.
+func TestTraceReaderOrder(t *testing.T) {
+	at := func(start string, remote int) string {
+		return `{"start": ` + start + `, "direction": "outbound", "line": "+15551230001", "remote": "+1312555` + strconv.Itoa(1000+remote) + `", "ring_s": 1, "status": 486}` + "\n"
+	}
+	in := at("0", 1) + at("7200", 2) + at("60", 3) + at("7200", 4) + "\n" + at("3600", 5) + at("20000", 6) + at("7300", 7)
+	want, err := ReadTraceFile(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, NewTraceReader(strings.NewReader(in)))
+	if !reflect.DeepEqual(got, want.Calls) {
+		t.Errorf("calls:\n got %+v\nwant %+v", got, want.Calls)
+	}
+	_, err = readAllErr(NewTraceReader(strings.NewReader(in + at("40000", 8) + at("7400", 9))))
+	if !errors.Is(err, ErrTraceOrder) || !errors.Is(err, ErrTraceFile) ||
+		!strings.Contains(err.Error(), "line 10 starts at 7400s, more than 4h0m0s before a call above it (line 9, at 40000s)") {
+		t.Errorf("error %v: want ErrTraceOrder naming line 10 and line 9", err)
+	}
+}
+
+func readAll(t *testing.T, r *TraceReader) []Call {
+	t.Helper()
+	calls, err := readAllErr(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return calls
+}
+
+func readAllErr(r *TraceReader) ([]Call, error) {
+	var calls []Call
+	for {
+		c, err := r.Next()
+		if err == io.EOF {
+			return calls, nil
+		}
+		if err != nil {
+			return calls, err
+		}
+		calls = append(calls, c)
+	}
+}
+
+// TestTraceLineScan: the fast path takes the usual lines and gives what
+// encoding/json gives; the unusual ones it leaves to encoding/json.
+func TestTraceLineScan(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		fast bool
+	}{
+		{`{"start": 0, "direction": "outbound", "line": "+15551230001", "remote": "+13125550101", "ring_s": 12.5, "status": 200, "talk_s": 3.25, "bye": "callee"}`, true},
+		{`{"start":1e3,"direction":"inbound","line":"+15551230001","remote":"x","ring_s":0,"status":302,"diversion":["+1555","+1556"],"from":"f","pai":"p"}`, true},
+		{` { "diversion" : [ ] , "start" : -0.5E-2 } `, true},
+		{`{}`, true},
+		{`{"Start": 0}`, false},                      // encoding/json matches keys without regard to case
+		{`{"start": 0, "start": 1}`, false},          // the last wins
+		{`{"remote": "\u002b1312"}`, false},          // escapes
+		{`{"remote": "é"}`, false},                   // not ASCII
+		{`{"status": 200.0}`, false},                 // not an int
+		{`{"start": 01}`, false},                     // not JSON
+		{`{"start": 1e999}`, false},                  // out of range
+		{`{"from": null}`, false},                    // null
+		{`{"direction": "Outbound"}`, false},         // encoding/json's error
+		{`{"start": 0}}`, false},                     // what follows
+		{`{"start": 0, "diversion": ["a",]}`, false}, // not JSON
+	} {
+		var fast, slow traceFields
+		var p traceParser
+		ok := fast.scan([]byte(c.line), &p)
+		if ok != c.fast {
+			t.Errorf("%s: fast path %v, want %v", c.line, ok, c.fast)
+		}
+		if ok {
+			if err := slow.decode([]byte(c.line)); err != nil {
+				t.Errorf("%s: fast path takes it, encoding/json says %v", c.line, err)
+			} else if !reflect.DeepEqual(fast, slow) {
+				t.Errorf("%s:\n fast %+v\n json %+v", c.line, fast, slow)
+			}
+		}
+	}
+}
+
+// FuzzTraceLineScan: whatever line the fast path takes, encoding/json
+// takes too, with the same fields.
+func FuzzTraceLineScan(f *testing.F) {
+	for _, s := range []string{
+		`{"start": 0, "direction": "outbound", "line": "+15551230001", "remote": "+13125550101", "ring_s": 12.5, "status": 200, "talk_s": 3.25, "bye": "callee"}`,
+		`{"start":1e3,"direction":"inbound","line":"+15551230001","remote":"x","ring_s":0,"status":302,"diversion":["+1555","+1556"],"from":"f","pai":"p"}`,
+		` { "diversion" : [ ] , "start" : -0.5E-2 } `,
+		`{"status": -12, "talk_s": 1E+2}`,
+		`{"start": 0}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast, slow traceFields
+		var p traceParser
+		if !fast.scan(b, &p) {
+			return
+		}
+		if err := slow.decode(b); err != nil {
+			t.Fatalf("fast path takes %q, encoding/json says %v", b, err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%q:\n fast %+v\n json %+v", b, fast, slow)
+		}
+	})
+}
+
+// FuzzTraceReader: a TraceReader reads what ReadTraceFile reads, in the
+// same order, or stops with ErrTraceFile; never a panic.
+func FuzzTraceReader(f *testing.F) {
+	line := func(start string) string {
+		return `{"start": ` + start + `, "direction": "outbound", "line": "+15551230001", "remote": "+13125550101", "ring_s": 1, "status": 486}` + "\n"
+	}
+	f.Add([]byte(line("0") + line("20000") + line("5")))
+	f.Add([]byte(line("0") + line("20000") + line("40000") + line("5")))
+	f.Add([]byte(line("1") + "\n" + line("1e3") + line("0.5")))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := readAllErr(NewTraceReader(bytes.NewReader(data)))
+		want, werr := ReadTraceFile(bytes.NewReader(data))
+		if err != nil {
+			if !errors.Is(err, ErrTraceFile) {
+				t.Fatalf("error %v is not ErrTraceFile", err)
+			}
+			if werr == nil && !errors.Is(err, ErrTraceOrder) {
+				t.Fatalf("TraceReader: %v; ReadTraceFile reads it", err)
+			}
+			return
+		}
+		if werr != nil {
+			t.Fatalf("TraceReader reads it; ReadTraceFile: %v", werr)
+		}
+		if len(got) != len(want.Calls) || len(got) > 0 && !reflect.DeepEqual(got, want.Calls) {
+			t.Fatalf("calls:\n reader %+v\n   file %+v", got, want.Calls)
 		}
 	})
 }

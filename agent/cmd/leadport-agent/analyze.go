@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -59,7 +60,8 @@ func analyzeCmd(args []string, stdout, stderr io.Writer) error {
 	if len(lines) > 0 {
 		pol.Lines = lines
 	}
-	runs, err := analyzeFiles(fs.Args(), pol)
+	in, err := readInputs(fs.Args(), pol)
+	defer in.cleanup()
 	if err != nil {
 		return err
 	}
@@ -69,13 +71,14 @@ func analyzeCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	if *asJSON {
-		if err := writeAnalysisJSON(w, runs, mask); err != nil {
-			return err
-		}
+		err = writeAnalysisJSON(w, in.runs, pol, mask)
 	} else {
-		printAnalysis(w, runs, polName, mask)
+		err = printAnalysis(w, in.runs, pol, polName, mask)
 	}
-	return w.Flush()
+	if ferr := w.Flush(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 func parseLines(s string) ([]string, error) {
@@ -98,21 +101,49 @@ type analyzeRun struct {
 	source    string // the file, or the captures' files
 	kind      string // "capture" or "trace"
 	linesFrom string // where the lines came from, for the report
-	a         *replay.Analysis
-	files     []string // the captures' files, with their stats
-	stats     []capture.Stats
-	took      time.Duration
+	// A trace file is read twice: once when the inputs are checked (its
+	// calls counted, its lines found), then as it is replayed, from path
+	// (a copy of standard input in a temporary file).
+	path  string
+	calls int
+	lines []string
+	// The captures are read whole (detect/capture) and replayed before
+	// the report, into a.
+	a     *replay.Analysis
+	files []string // the captures' files, with their stats
+	stats []capture.Stats
+	// After the replay: the lines' reports and how long it took.
+	reports []replay.LineReport
+	took    time.Duration
 }
 
-func analyzeFiles(files []string, pol policy.Policy) ([]analyzeRun, error) {
-	var runs []analyzeRun
+// inputs are the runs of an analysis and the temporary files to remove.
+type inputs struct {
+	runs []*analyzeRun
+	temp []string
+}
+
+func (in *inputs) cleanup() {
+	for _, name := range in.temp {
+		os.Remove(name)
+	}
+}
+
+// readInputs reads and checks every input before anything is printed,
+// so that an input that cannot be read is an error, not a report cut
+// short. Trace files are only checked here (their calls counted and
+// lines noted: the replay needs them from the start); they are read
+// again, a call at a time, as they are replayed. Captures are read
+// whole and replayed.
+func readInputs(files []string, pol policy.Policy) (*inputs, error) {
+	in := &inputs{}
 	var msgs []capture.Message
 	var capFiles []string
 	var capStats []capture.Stats
 	for _, name := range files {
 		f, err := openInput(name)
 		if err != nil {
-			return nil, err
+			return in, err
 		}
 		br := bufio.NewReaderSize(f, 64<<10)
 		head, _ := br.Peek(4)
@@ -120,28 +151,23 @@ func analyzeFiles(files []string, pol policy.Policy) ([]analyzeRun, error) {
 			m, st, err := capture.Read(br, capture.Options{})
 			f.Close()
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
+				return in, fmt.Errorf("%s: %w", name, err)
 			}
 			msgs = append(msgs, m...)
 			capFiles = append(capFiles, name)
 			capStats = append(capStats, st)
 			continue
 		}
-		tr, err := replay.ReadTraceFile(br)
+		r := &analyzeRun{source: name, kind: "trace", linesFrom: "the trace's", path: name}
+		if len(pol.Lines) > 0 {
+			r.linesFrom = "given"
+		}
+		err = checkTrace(r, br, name == "-", in)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return in, fmt.Errorf("%s: %w", name, err)
 		}
-		start := time.Now()
-		a, err := replay.AnalyzeTrace(tr, pol, replay.Options{})
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		from := "the trace's"
-		if len(pol.Lines) > 0 {
-			from = "given"
-		}
-		runs = append(runs, analyzeRun{source: name, kind: "trace", linesFrom: from, a: a, took: time.Since(start)})
+		in.runs = append(in.runs, r)
 	}
 	if len(capFiles) > 0 {
 		// Files of one rotated capture come in any order; the replay
@@ -150,15 +176,82 @@ func analyzeFiles(files []string, pol policy.Policy) ([]analyzeRun, error) {
 		start := time.Now()
 		a, err := replay.AnalyzeMessages(msgs, pol, replay.CaptureOptions{})
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", strings.Join(capFiles, ", "), err)
+			return in, fmt.Errorf("%s: %w", strings.Join(capFiles, ", "), err)
 		}
 		from := "given"
 		if a.InferredLines {
 			from = "inferred from the capture"
 		}
-		runs = append(runs, analyzeRun{source: strings.Join(capFiles, ","), kind: "capture", linesFrom: from, a: a, files: capFiles, stats: capStats, took: time.Since(start)})
+		in.runs = append(in.runs, &analyzeRun{source: strings.Join(capFiles, ","), kind: "capture", linesFrom: from, a: a,
+			calls: len(a.Calls), lines: a.Lines, files: capFiles, stats: capStats, reports: a.LineReports(), took: time.Since(start)})
 	}
-	return runs, nil
+	return in, nil
+}
+
+// checkTrace reads a trace file through, counting its calls and noting
+// its lines. Standard input cannot be read twice, so it is copied to a
+// temporary file on the way.
+func checkTrace(r *analyzeRun, src io.Reader, stdin bool, in *inputs) error {
+	if stdin {
+		tmp, err := os.CreateTemp("", "leadport-analyze-*.jsonl")
+		if err != nil {
+			return fmt.Errorf("a copy of standard input: %w", err)
+		}
+		in.temp = append(in.temp, tmp.Name())
+		r.path = tmp.Name()
+		defer tmp.Close()
+		bw := bufio.NewWriterSize(tmp, 64<<10)
+		if err := readTrace(r, io.TeeReader(src, bw)); err != nil {
+			return err
+		}
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("a copy of standard input: %w", err)
+		}
+		return tmp.Close()
+	}
+	return readTrace(r, src)
+}
+
+func readTrace(r *analyzeRun, src io.Reader) error {
+	tr := replay.NewTraceReader(src)
+	for {
+		if _, err := tr.Next(); err == io.EOF {
+			break
+		} else if err != nil {
+			return err
+		}
+	}
+	r.calls, r.lines = tr.Calls(), tr.Lines()
+	return nil
+}
+
+// eachCall replays the runs in turn and hands over their calls, one at
+// a time, as soon as each is final: a trace of many agent-days has
+// millions, which are never all held. After it, each run has its line
+// reports.
+func eachCall(runs []*analyzeRun, pol policy.Policy, fn func(*analyzeRun, *replay.CallReport) error) error {
+	for _, r := range runs {
+		each := func(c *replay.CallReport) error { return fn(r, c) }
+		if r.kind == "capture" {
+			if err := r.a.EachCall(each); err != nil {
+				return err
+			}
+			continue
+		}
+		f, err := os.Open(r.path)
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		tr := replay.NewTraceReader(bufio.NewReaderSize(f, 64<<10))
+		sum, err := replay.StreamTrace(tr.Next, r.lines, pol, replay.Options{}, each)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.source, err)
+		}
+		r.reports, r.took = sum.Reports, time.Since(start)
+	}
+	return nil
 }
 
 func openInput(name string) (io.ReadCloser, error) {
@@ -233,11 +326,12 @@ func intp(n int) *int {
 	return &n
 }
 
-func lineReports(runs []analyzeRun, mask func(string) string) []lineJSON {
+func lineReports(runs []*analyzeRun, mask func(string) string) []lineJSON {
 	out := []lineJSON{}
 	for _, r := range runs {
-		for _, l := range r.a.LineReports() {
-			lj := lineJSON{Line: mask(l.Line), Source: r.source, Inferred: r.a.InferredLines, Attempts: l.Attempts,
+		inferred := r.a != nil && r.a.InferredLines
+		for _, l := range r.reports {
+			lj := lineJSON{Line: mask(l.Line), Source: r.source, Inferred: inferred, Attempts: l.Attempts,
 				FirstSuspect: intp(l.FirstSuspect), FirstBlock: intp(l.FirstBlock), Rules: []ruleJSON{}}
 			for _, rr := range l.Rules {
 				lj.Rules = append(lj.Rules, ruleJSON{Rule: rr.Rule, Action: rr.Action, Count: rr.Count, FirstAttempt: intp(rr.FirstAttempt), Evidence: rr.Evidence})
@@ -248,61 +342,151 @@ func lineReports(runs []analyzeRun, mask func(string) string) []lineJSON {
 	return out
 }
 
-// eachCall hands over the calls of every run in the JSON form, one at a
-// time: a trace of many agent-days has hundreds of thousands.
-func eachCall(runs []analyzeRun, mask func(string) string, fn func(*callJSON) error) error {
-	for _, r := range runs {
-		verdicts := callVerdicts(r.a)
-		att := r.a.LineAttempts()
-		for i, c := range r.a.Calls {
-			cj := callJSON{Source: r.source, N: i + 1, Start: c.Start.Seconds(), Direction: dirName(c.Direction), Line: mask(c.Line),
-				Remote: mask(c.Remote), From: mask(c.From), PAI: mask(c.PAI), Ring: c.Ring.Seconds(), Status: c.Status,
-				Talk: c.Talk.Seconds(), Bye: string(c.Bye), Attempt: att[i], Verdict: "allowed"}
-			for _, d := range c.Diversion {
-				cj.Diversion = append(cj.Diversion, mask(d))
-			}
-			v := verdicts[i]
-			if v.rule != "" {
-				cj.Verdict, cj.Rule, cj.BlockStatus = "blocked", v.rule, v.status
-			}
-			cj.Observed, cj.Suspect = v.observed, v.suspect
-			if err := fn(&cj); err != nil {
-				return err
-			}
-		}
+// callRow puts a call's report in the JSON form.
+func callRow(cj *callJSON, source string, cr *replay.CallReport, mask func(string) string) {
+	c := cr.Call
+	*cj = callJSON{Source: source, N: cr.Index + 1, Start: c.Start.Seconds(), Direction: dirName(c.Direction), Line: mask(c.Line),
+		Remote: mask(c.Remote), From: mask(c.From), PAI: mask(c.PAI), Ring: c.Ring.Seconds(), Status: c.Status,
+		Talk: c.Talk.Seconds(), Bye: string(c.Bye), Attempt: cr.Attempt, Verdict: "allowed", Observed: cr.Observed, Suspect: cr.Suspect}
+	for _, d := range c.Diversion {
+		cj.Diversion = append(cj.Diversion, mask(d))
 	}
-	return nil
+	if cr.Rule != "" {
+		cj.Verdict, cj.Rule, cj.BlockStatus = "blocked", cr.Rule, cr.Status
+	}
 }
 
-// writeAnalysisJSON writes the one document, the lines indented and each
-// call on a line of its own, so that a large one can be read with grep
-// as well as with jq.
-func writeAnalysisJSON(w io.Writer, runs []analyzeRun, mask func(string) string) error {
-	lines, err := json.MarshalIndent(lineReports(runs, mask), "", "  ")
-	if err != nil {
-		return err
-	}
-	if _, err := fmt.Fprintf(w, "{\"lines\": %s,\n\"calls\": [", lines); err != nil {
+// writeAnalysisJSON writes the one document, each call on a line of its
+// own, so that a large one can be read with grep as well as with jq. The
+// calls come first, each written as soon as the replay is done with it:
+// the lines' reports are known only at the end.
+func writeAnalysisJSON(w *bufio.Writer, runs []*analyzeRun, pol policy.Policy, mask func(string) string) error {
+	if _, err := io.WriteString(w, "{\"calls\": ["); err != nil {
 		return err
 	}
 	sep := "\n"
-	err = eachCall(runs, mask, func(c *callJSON) error {
-		b, err := json.Marshal(c)
-		if err != nil {
-			return err
-		}
-		if _, err := io.WriteString(w, sep); err != nil {
-			return err
-		}
+	var cj callJSON
+	var buf []byte
+	err := eachCall(runs, pol, func(r *analyzeRun, cr *replay.CallReport) error {
+		callRow(&cj, r.source, cr, mask)
+		buf = appendCallJSON(append(buf[:0], sep...), &cj)
 		sep = ",\n"
-		_, err = w.Write(b)
+		_, err := w.Write(buf)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	_, err = io.WriteString(w, "\n]}\n")
+	lines, err := json.MarshalIndent(lineReports(runs, mask), "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "\n],\n\"lines\": %s}\n", lines)
 	return err
+}
+
+// appendCallJSON appends a call as json.Marshal writes it, without its
+// reflection (a third of the time of a large analysis went to it); a
+// value it has no quick form for is left to encoding/json
+// (TestAppendCallJSON).
+func appendCallJSON(b []byte, c *callJSON) []byte {
+	b = append(b, `{"source":`...)
+	b = appendJSONString(b, c.Source)
+	b = append(b, `,"n":`...)
+	b = strconv.AppendInt(b, int64(c.N), 10)
+	b = append(b, `,"start":`...)
+	b = appendJSONFloat(b, c.Start)
+	b = append(b, `,"direction":`...)
+	b = appendJSONString(b, c.Direction)
+	if c.Line != "" {
+		b = append(b, `,"line":`...)
+		b = appendJSONString(b, c.Line)
+	}
+	b = append(b, `,"remote":`...)
+	b = appendJSONString(b, c.Remote)
+	if c.From != "" {
+		b = append(b, `,"from":`...)
+		b = appendJSONString(b, c.From)
+	}
+	if c.PAI != "" {
+		b = append(b, `,"pai":`...)
+		b = appendJSONString(b, c.PAI)
+	}
+	if len(c.Diversion) > 0 {
+		b = appendJSONList(append(b, `,"diversion":`...), c.Diversion)
+	}
+	b = append(b, `,"ring_s":`...)
+	b = appendJSONFloat(b, c.Ring)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(c.Status), 10)
+	if c.Talk != 0 {
+		b = append(b, `,"talk_s":`...)
+		b = appendJSONFloat(b, c.Talk)
+	}
+	if c.Bye != "" {
+		b = append(b, `,"bye":`...)
+		b = appendJSONString(b, c.Bye)
+	}
+	if c.Attempt != 0 {
+		b = append(b, `,"attempt":`...)
+		b = strconv.AppendInt(b, int64(c.Attempt), 10)
+	}
+	b = append(b, `,"verdict":`...)
+	b = appendJSONString(b, c.Verdict)
+	if c.Rule != "" {
+		b = append(b, `,"rule":`...)
+		b = appendJSONString(b, c.Rule)
+	}
+	if c.BlockStatus != 0 {
+		b = append(b, `,"block_status":`...)
+		b = strconv.AppendInt(b, int64(c.BlockStatus), 10)
+	}
+	if len(c.Observed) > 0 {
+		b = appendJSONList(append(b, `,"observed":`...), c.Observed)
+	}
+	if len(c.Suspect) > 0 {
+		b = appendJSONList(append(b, `,"suspect":`...), c.Suspect)
+	}
+	return append(b, '}')
+}
+
+// appendJSONString writes printable ASCII as it is; encoding/json
+// escapes the rest (and <, >, & for HTML).
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+func appendJSONList(b []byte, l []string) []byte {
+	b = append(b, '[')
+	for i, s := range l {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return append(b, ']')
+}
+
+// appendJSONFloat writes seconds as encoding/json does: the shortest
+// form that reads back the same, in exponent form below 1e-6 and from
+// 1e21, which it leaves to encoding/json.
+func appendJSONFloat(b []byte, f float64) []byte {
+	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) || math.IsNaN(f) {
+		q, err := json.Marshal(f)
+		if err != nil {
+			return append(b, "null"...) // NaN and infinities: a Duration has none
+		}
+		return append(b, q...)
+	}
+	return strconv.AppendFloat(b, f, 'f', -1, 64)
 }
 
 func dirName(d detect.Direction) string {
@@ -312,57 +496,19 @@ func dirName(d detect.Direction) string {
 	return "unknown"
 }
 
-// callVerdict is what the rules did to one call.
-type callVerdict struct {
-	rule     string // the rule that blocked it
-	status   int
-	refer    string // a REFER of the call that was refused
-	observed []string
-	suspect  []string
-}
+// tableBlock is how many calls the text table aligns at once: its
+// columns are set by the widest cell of each block, and a table of
+// millions of calls is not held to find them.
+const tableBlock = 1000
 
-func callVerdicts(a *replay.Analysis) []callVerdict {
-	out := make([]callVerdict, len(a.Calls))
-	for _, b := range a.Result.Blocks {
-		if b.Kind == "register" || b.Index >= len(out) {
-			continue
-		}
-		v := &out[b.Index]
-		switch {
-		case b.Kind == "refer":
-			v.refer = b.Rule
-		case v.rule == "":
-			v.rule, v.status = b.Rule, b.Status
-		}
-	}
-	for i, t := range a.Result.Trips {
-		ci := a.TripCall[i]
-		if ci < 0 {
-			continue
-		}
-		v := &out[ci]
-		switch t.Action {
-		case replay.TripSuspect:
-			if !slices.Contains(v.suspect, t.Rule) {
-				v.suspect = append(v.suspect, t.Rule)
-			}
-		case "observed":
-			if !slices.Contains(v.observed, t.Rule) {
-				v.observed = append(v.observed, t.Rule)
-			}
-		}
-	}
-	return out
-}
-
-func printAnalysis(w io.Writer, runs []analyzeRun, polName string, mask func(string) string) {
+func printAnalysis(w *bufio.Writer, runs []*analyzeRun, pol policy.Policy, polName string, mask func(string) string) error {
 	fmt.Fprintf(w, "policy: %s\n", polName)
 	for _, r := range runs {
 		name := r.kind + " " + r.source
 		if len(r.files) > 1 {
 			name = fmt.Sprintf("captures (%d files, one stream)", len(r.files))
 		}
-		fmt.Fprintf(w, "\n%s: %d call%s, replayed in %s\n", name, len(r.a.Calls), plural(len(r.a.Calls)), r.took.Round(time.Millisecond))
+		fmt.Fprintf(w, "\n%s: %d call%s\n", name, r.calls, plural(r.calls))
 		for i, st := range r.stats {
 			fmt.Fprintf(w, "  %s (%s): %d packets, %d SIP messages", r.files[i], st.Format, st.Packets, st.Messages)
 			if st.Undecoded > 0 {
@@ -376,11 +522,15 @@ func printAnalysis(w io.Writer, runs []analyzeRun, polName string, mask func(str
 			}
 			fmt.Fprintln(w)
 		}
-		if r.a.Skipped > 0 {
+		if r.a != nil && r.a.Skipped > 0 {
 			fmt.Fprintf(w, "  %d messages not readable as SIP, left out\n", r.a.Skipped)
 		}
-		ls := make([]string, len(r.a.Lines))
-		for i, l := range r.a.Lines {
+		lines := r.lines
+		if len(pol.Lines) > 0 && r.kind == "trace" {
+			lines = pol.Lines
+		}
+		ls := make([]string, len(lines))
+		for i, l := range lines {
 			ls[i] = mask(l)
 		}
 		if len(ls) == 0 {
@@ -391,7 +541,10 @@ func printAnalysis(w io.Writer, runs []analyzeRun, polName string, mask func(str
 	fmt.Fprintln(w, "\ncalls")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  #\tstart\tdir\tline\tremote\tring\tstatus\ttalk\tbye\tattempt\tverdict")
-	_ = eachCall(runs, mask, func(c *callJSON) error {
+	var c callJSON
+	rows := 0
+	err := eachCall(runs, pol, func(r *analyzeRun, cr *replay.CallReport) error {
+		callRow(&c, r.source, cr, mask)
 		verdict := c.Verdict
 		if c.Rule != "" {
 			verdict = fmt.Sprintf("blocked %d %s", c.BlockStatus, c.Rule)
@@ -412,9 +565,17 @@ func printAnalysis(w io.Writer, runs []analyzeRun, polName string, mask func(str
 		}
 		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.N, strconv.FormatFloat(c.Start, 'f', 1, 64)+"s", c.Direction[:min(3, len(c.Direction))], dash(c.Line), c.Remote,
 			secs(c.Ring), dash(status), secs(c.Talk), dash(c.Bye), dash(att), verdict)
+		if rows++; rows%tableBlock == 0 {
+			return tw.Flush()
+		}
 		return nil
 	})
-	tw.Flush()
+	if err != nil {
+		return err
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
 	fmt.Fprintln(w, "\nlines")
 	for _, l := range lineReports(runs, mask) {
 		fmt.Fprintf(w, "  %s (%s): %d outbound attempt%s, first suspect %s, first block %s\n", l.Line, l.Source, l.Attempts, plural(l.Attempts), nth(l.FirstSuspect), nth(l.FirstBlock))
@@ -422,6 +583,15 @@ func printAnalysis(w io.Writer, runs []analyzeRun, polName string, mask func(str
 			fmt.Fprintf(w, "    %s %s x%d, first at attempt %s: %s\n", r.Rule, r.Action, r.Count, nth(r.FirstAttempt), figures(r.Evidence))
 		}
 	}
+	fmt.Fprintln(w)
+	for _, r := range runs {
+		name := r.kind + " " + r.source
+		if len(r.files) > 1 {
+			name = "captures"
+		}
+		fmt.Fprintf(w, "%s replayed in %s\n", name, r.took.Round(time.Millisecond))
+	}
+	return nil
 }
 
 func plural(n int) string {

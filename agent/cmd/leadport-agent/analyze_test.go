@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,11 +166,82 @@ func TestAnalyzeTrace(t *testing.T) {
 	}
 }
 
+// TestAnalyzeJSONOrder: the calls come first in the document, written as
+// the replay is done with them; the lines' reports, known at the end,
+// after them.
+func TestAnalyzeJSONOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "day.jsonl")
+	if err := os.WriteFile(path, []byte(analyzeTrace), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ := runAnalyze(t, "--json", path)
+	calls, lines := strings.Index(out, `"calls": [`), strings.Index(out, `"lines": [`)
+	if calls < 0 || lines < calls {
+		t.Errorf("calls at %d, lines at %d: want the calls first\n%s", calls, lines, out)
+	}
+	if n := strings.Count(out, "\n{\"source\":"); n != 10 {
+		t.Errorf("%d calls on lines of their own, want 10", n)
+	}
+}
+
+// TestAnalyzeStdin: a trace file on standard input is read as from a
+// file (it is copied aside to be read twice).
+func TestAnalyzeStdin(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "day.jsonl")
+	if err := os.WriteFile(path, []byte(analyzeTrace), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, want, _ := runAnalyze(t, "--json", path)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	stdin := os.Stdin
+	os.Stdin = f
+	code, got, errOut := runAnalyze(t, "--json", "-")
+	os.Stdin = stdin
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if want = strings.NewReplacer(`"source":"`+path+`"`, `"source":"-"`, `"source": "`+path+`"`, `"source": "-"`).Replace(want); got != want {
+		t.Errorf("from standard input:\n%s\nfrom the file:\n%s", got, want)
+	}
+}
+
+// TestAppendCallJSON: the hand-written form of a call is json.Marshal's,
+// byte for byte, also for the values it leaves to encoding/json.
+func TestAppendCallJSON(t *testing.T) {
+	rows := []callJSON{
+		{Source: "day.jsonl", N: 1, Start: 0, Direction: "outbound", Remote: "+1312***0101", Ring: 20, Status: 487, Verdict: "allowed"},
+		{Source: "a,b", N: 2, Start: 3605.123456789, Direction: "inbound", Line: "+1555***0001", Remote: "*72+1312***0102",
+			From: "x", PAI: "y", Diversion: []string{"+1555***0009", "z"}, Ring: 9.3, Status: 200, Talk: 184.25, Bye: "callee",
+			Attempt: 7, Verdict: "blocked", Rule: "pacing", BlockStatus: 403, Observed: []string{"quota"}, Suspect: []string{"pacing", "callerid"}},
+		{Source: `we"ird\<&>` + "\u2028\x01\xff", N: 3, Start: 1e-7, Direction: "unknown", Remote: "é", Ring: 1e21, Status: 0, Talk: -0.5, Verdict: "allowed"},
+		{Source: "s", Start: 1e-6, Ring: 123456789.000001, Diversion: []string{}},
+	}
+	for i := range rows {
+		want, err := json.Marshal(&rows[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendCallJSON(nil, &rows[i]); string(got) != string(want) {
+			t.Errorf("row %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+}
+
 func TestAnalyzeErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.jsonl")
 	line := strings.SplitAfter(analyzeTrace, "\n")[0]
 	if err := os.WriteFile(bad, []byte(line+strings.Replace(line, `"ring_s"`, `"ring"`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Ten hours back: beyond what the reader puts back in order.
+	at := func(s string) string { return strings.Replace(line, `"start": 0`, `"start": `+s, 1) }
+	late := filepath.Join(dir, "late.jsonl")
+	if err := os.WriteFile(late, []byte(at("0")+at("18000")+at("36000")+at("100")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	pol := filepath.Join(dir, "policy.json")
@@ -182,6 +255,7 @@ func TestAnalyzeErrors(t *testing.T) {
 	}{
 		{nil, 2, "usage: leadport-agent analyze"},
 		{[]string{bad}, 1, `line 2: json: unknown field "ring"`},
+		{[]string{late}, 1, "line 4 starts at 100s, more than 4h0m0s before a call above it (line 3, at 36000s); sort the file"},
 		{[]string{"--lines", "5551230001", bad}, 1, "--lines: 555***0001 is not an E.164 number"},
 		{[]string{"--policy", pol, bad}, 1, "pacing.action"},
 		{[]string{filepath.Join(dir, "missing.pcap")}, 1, "no such file"},
@@ -225,6 +299,9 @@ func BenchmarkAnalyze(b *testing.B) {
 			}
 		}
 	}
+	// In time order, as a device's export is: the lines' days were made
+	// one line after another.
+	slices.SortStableFunc(tr.Calls, func(x, y replay.Call) int { return cmp.Compare(x.Start, y.Start) })
 	path := filepath.Join(b.TempDir(), "agent-days.jsonl")
 	f, err := os.Create(path)
 	if err != nil {
@@ -240,13 +317,28 @@ func BenchmarkAnalyze(b *testing.B) {
 	tr = replay.Trace{}
 	var took, cpu time.Duration
 	for b.Loop() {
+		// The output goes to a file, as a technician's would: held in a
+		// buffer, its growth would be a third of what is measured.
+		out, err := os.Create(filepath.Join(b.TempDir(), "out.json"))
+		if err != nil {
+			b.Fatal(err)
+		}
 		start, cpu0 := time.Now(), cpuTime()
-		var out, errOut bytes.Buffer
-		if code := run([]string{"analyze", "--json", path}, &out, &errOut); code != 0 {
+		var errOut bytes.Buffer
+		if code := run([]string{"analyze", "--json", path}, out, &errOut); code != 0 {
 			b.Fatalf("exit %d: %s", code, errOut.String())
 		}
 		took, cpu = took+time.Since(start), cpu+cpuTime()-cpu0
-		doc := decodeAnalysis(b, out.String())
+		b.StopTimer()
+		if err := out.Close(); err != nil {
+			b.Fatal(err)
+		}
+		got, err := os.ReadFile(out.Name())
+		if err != nil {
+			b.Fatal(err)
+		}
+		doc := decodeAnalysis(b, string(got))
+		b.StartTimer()
 		if len(doc.Calls) != calls || len(doc.Lines) != lines {
 			b.Fatalf("%d calls on %d lines back, want %d on %d", len(doc.Calls), len(doc.Lines), calls, lines)
 		}
