@@ -111,8 +111,21 @@ log: {level: debug}
 	if err != nil {
 		t.Fatal(err)
 	}
-	go lost.WaitAnswer(ctx, sipgo.AnswerOptions{})
+	lostDone := make(chan error, 1)
+	go func() { lostDone <- lost.WaitAnswer(ctx, sipgo.AnswerOptions{}) }()
 	waitLogged(t, b, "upstream does not answer OPTIONS")
+	// The agent gives the call up (Timer B, 8 s) and answers it: the
+	// caller's wait ends before the agent stops. Stopped first, the caller
+	// would cancel after the test, on a user agent already closed (sipgo
+	// then dereferences a nil response).
+	select {
+	case err := <-lostDone:
+		if err == nil {
+			t.Error("the call to a silent upstream was answered")
+		}
+	case <-time.After(25 * time.Second):
+		t.Fatal("the call to a silent upstream got no final answer from the agent within 25 s")
+	}
 	b.stop(t, syscall.SIGTERM, 15*time.Second)
 
 	for _, p := range []*proc{a, b} {
