@@ -183,11 +183,11 @@ var doctorQuietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // doctorSIPEdge is a SIP user agent that answers OPTIONS with 200, over
 // transport (udp or tcp) on loopback; it counts what it answered.
-// doctorSIPEdge answers OPTIONS; with a skew, its answers carry a Date
-// that far from this host's clock.
-func doctorSIPEdge(t *testing.T, transport string, skew ...time.Duration) (addr string, answered *atomic.Int32) {
+// doctorSIPServer is a quiet SIP user agent and server on loopback, named
+// name; the caller closes the user agent.
+func doctorSIPServer(t *testing.T, name string) (*sipgo.UserAgent, *sipgo.Server) {
 	t.Helper()
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("edge"), sipgo.WithUserAgentHostname("127.0.0.1"),
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(name), sipgo.WithUserAgentHostname("127.0.0.1"),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(doctorQuietLog)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(doctorQuietLog)))
 	if err != nil {
@@ -197,6 +197,14 @@ func doctorSIPEdge(t *testing.T, transport string, skew ...time.Duration) (addr 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ua, srv
+}
+
+// doctorSIPEdge answers OPTIONS; with a skew, its answers carry a Date
+// that far from this host's clock.
+func doctorSIPEdge(t *testing.T, transport string, skew ...time.Duration) (addr string, answered *atomic.Int32) {
+	t.Helper()
+	ua, srv := doctorSIPServer(t, "edge")
 	answered = new(atomic.Int32)
 	srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		answered.Add(1)

@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -15,16 +14,7 @@ import (
 // answer(req); it returns the address and the REGISTERs it got.
 func doctorRegistrar(t *testing.T, answer func(*sip.Request) *sip.Response) (string, chan *sip.Request) {
 	t.Helper()
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("registrar"), sipgo.WithUserAgentHostname("127.0.0.1"),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(doctorQuietLog)),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(doctorQuietLog)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(doctorQuietLog))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ua, srv := doctorSIPServer(t, "registrar")
 	got := make(chan *sip.Request, 4)
 	srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
