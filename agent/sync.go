@@ -34,7 +34,7 @@ func (a *Agent) newSync() (*lpsync.Client, error) {
 		return nil, nil
 	}
 	if strings.Contains(a.deviceID, ".") {
-		a.log.Warn("the device id has a '.': NATS brokers drop MQTT topics with one (mosquitto and others do not)", "device_id", a.deviceID)
+		a.log.Warn("the device id has a '.': NATS brokers refuse it as an MQTT client id, in every version (mosquitto and others take it; docs/fleet.md)", "device_id", a.deviceID)
 	}
 	tlsConf, err := MQTTTLS(m)
 	if err != nil {
