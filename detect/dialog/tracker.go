@@ -347,13 +347,27 @@ const (
 func (t *Tracker) Bye(key string, at time.Time) { t.ByeFrom(key, at, "") }
 
 // ByeFrom ends a call by a BYE that `from` sent (empty: not known).
-func (t *Tracker) ByeFrom(key string, at time.Time, from Party) {
+func (t *Tracker) ByeFrom(key string, at time.Time, from Party) { t.bye(key, at, from, "") }
+
+// ByeTagged ends a call by a BYE whose From carries tag: the caller sent
+// it when that is the initial INVITE's tag (CallerTag), else the callee;
+// not known when the INVITE had none. The proxy's way: one lookup, under
+// the lock that ends the call.
+func (t *Tracker) ByeTagged(key string, at time.Time, tag string) { t.bye(key, at, "", tag) }
+
+func (t *Tracker) bye(key string, at time.Time, from Party, tag string) {
 	var ended *Call
 	t.mu.Lock()
 	if c := t.calls[key]; c != nil && c.State != Terminated {
 		if c.State != Confirmed {
 			// BYE on an early dialog (RFC 3261 15): the caller gave up.
 			c.Disposition = Cancelled
+		}
+		if from == "" && c.CallerTag != "" {
+			from = Callee
+			if tag == c.CallerTag {
+				from = Caller
+			}
 		}
 		c.EndedBy = from
 		ended = t.endLocked(c, at)

@@ -26,6 +26,14 @@ func respSE(id string, status int, s float64, se time.Duration) step {
 	return func(tr *Tracker) { tr.Response(id, status, at(s), se) }
 }
 func bye(id string, s float64) step { return func(tr *Tracker) { tr.Bye(id, at(s)) } }
+func beginTagged(id string, s float64, tag string) step {
+	return func(tr *Tracker) {
+		tr.Begin(Call{CallID: id, Line: "+15551230001", Direction: detect.Outbound, Remote: "+15557654321", StartedAt: at(s), CallerTag: tag})
+	}
+}
+func byeTagged(id string, s float64, tag string) step {
+	return func(tr *Tracker) { tr.ByeTagged(id, at(s), tag) }
+}
 func byeFrom(id string, s float64, from Party) step {
 	return func(tr *Tracker) { tr.ByeFrom(id, at(s), from) }
 }
@@ -52,6 +60,12 @@ func TestTracker(t *testing.T) {
 			&Call{Disposition: Answered, FinalStatus: 200, AnsweredAt: at(5), EndedAt: at(9), EndedBy: Callee}},
 		{"answered, the caller hangs up", []step{begin("a", 0), resp("a", 200, 5), byeFrom("a", 7.5, Caller)},
 			&Call{Disposition: Answered, FinalStatus: 200, AnsweredAt: at(5), EndedAt: at(7.5), EndedBy: Caller}},
+		{"the BYE's From tag is the caller's", []step{beginTagged("a", 0, "t-caller"), resp("a", 200, 5), byeTagged("a", 8, "t-caller")},
+			&Call{Disposition: Answered, FinalStatus: 200, AnsweredAt: at(5), EndedAt: at(8), EndedBy: Caller}},
+		{"the BYE's From tag is another", []step{beginTagged("a", 0, "t-caller"), resp("a", 200, 5), byeTagged("a", 8, "t-callee")},
+			&Call{Disposition: Answered, FinalStatus: 200, AnsweredAt: at(5), EndedAt: at(8), EndedBy: Callee}},
+		{"no tag on the INVITE: the sender is not known", []step{begin("a", 0), resp("a", 200, 5), byeTagged("a", 8, "t-callee")},
+			&Call{Disposition: Answered, FinalStatus: 200, AnsweredAt: at(5), EndedAt: at(8)}},
 		{"busy", []step{begin("a", 0), resp("a", 486, 1)},
 			&Call{Disposition: Busy, FinalStatus: 486, EndedAt: at(1)}},
 		{"declined everywhere", []step{begin("a", 0), resp("a", 600, 1)},

@@ -200,12 +200,8 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	case req.Method == sip.BYE:
 		// Who hangs up, and when, is a sign of a dialer (answering-machine
 		// detection ends calls from the caller's side seconds after the
-		// answer): a BYE with the caller's From tag comes from the caller.
-		from := dialog.Callee
-		if c, ok := p.tracker.Get(rc.key); ok && c.CallerTag != "" && c.CallerTag == fromTag(req) {
-			from = dialog.Caller
-		}
-		p.tracker.ByeFrom(rc.key, at, from)
+		// answer): the tracker tells by the BYE's From tag.
+		p.tracker.ByeTagged(rc.key, at, fromTag(req))
 	case req.Method == sip.REGISTER:
 		p.prepareRegister(out, fwd)
 	}
