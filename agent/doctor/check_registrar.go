@@ -53,20 +53,25 @@ func (registrar) Run(ctx context.Context, env *Env) []Result {
 	return append(out, pathVerdict(res))
 }
 
-// pathVerdict reads the registrar's answer to the probe.
+// pathVerdict reads the registrar's answer to the probe, as the proxy reads
+// the answers to the phones' REGISTERs (sipproxy.PathSupport).
 func pathVerdict(res *sip.Response) Result {
 	var r Result
-	switch code := res.StatusCode; {
-	case code == sip.StatusBadExtension && hasTag(res, "Unsupported", "path"):
+	code := res.StatusCode
+	switch support := sipproxy.PathSupport(res); {
+	case support == sipproxy.PathRefused:
 		r.Status = Warn
 		r.Found = "the registrar refuses Path (420 Unsupported: path): the agent falls back to contact mode at the first registration"
 		r.Fix = "set sip.register_mode: contact, so the mode is the one in force from the start"
-	case code >= 200 && code < 300 && res.GetHeader("Path") != nil:
+	case support == sipproxy.PathTaken:
 		r.Status, r.Found = OK, fmt.Sprintf("the registrar takes Path (answered %d with the Path)", code)
-	case code >= 200 && code < 300:
+	case support == sipproxy.PathIgnored:
 		r.Status = Warn
 		r.Found = fmt.Sprintf("the registrar ignores Path (answered %d without it): calls to the phones would not come through the agent; it falls back to contact mode at the first registration", code)
 		r.Fix = "set sip.register_mode: contact"
+	case code >= 200 && code < 300:
+		r.Status = OK
+		r.Found = fmt.Sprintf("the registrar answers REGISTER (%d, with no binding of the line to show whether it keeps a Path): whether it takes Path shows at the phones' first registration (leadport-agent status, sip.register)", code)
 	case code == sip.StatusUnauthorized || code == sip.StatusProxyAuthRequired:
 		r.Status = OK
 		r.Found = fmt.Sprintf("the registrar answers REGISTER (%d, it asks for credentials first): whether it takes Path shows at the phones' first registration (leadport-agent status, sip.register)", code)
@@ -100,15 +105,4 @@ func runningRegistrations(reg agentRegister) (Result, bool) {
 			Fix:   "set sip.register_mode: contact"}, true
 	}
 	return Result{Status: OK, Found: fmt.Sprintf("the running agent registers phones in %s mode, no line failing", reg.Mode)}, true
-}
-
-func hasTag(m *sip.Response, name, tag string) bool {
-	for _, h := range m.GetHeaders(name) {
-		for _, t := range strings.Split(h.Value(), ",") {
-			if strings.EqualFold(strings.TrimSpace(t), tag) {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -38,9 +38,15 @@ func doctorRegistrar(t *testing.T, answer func(*sip.Request) *sip.Response) (str
 // TestDoctorRegistrar: the registrar line of the report, from the probe
 // REGISTER in path mode and from a running agent's sip.register.
 func TestDoctorRegistrar(t *testing.T) {
-	ok200 := func(echo bool) func(*sip.Request) *sip.Response {
+	// ok200 answers the query with the line's binding (as a registrar
+	// with a phone registered does), echoing the Path or not; without a
+	// binding the 200 shows nothing of Path.
+	ok200 := func(echo, binding bool) func(*sip.Request) *sip.Response {
 		return func(req *sip.Request) *sip.Response {
 			res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+			if binding {
+				res.AppendHeader(sip.NewHeader("Contact", "<sip:+15551230001@192.0.2.20:5062>;expires=300"))
+			}
 			if p := req.GetHeader("Path"); echo && p != nil {
 				res.AppendHeader(sip.NewHeader("Path", p.Value()))
 			}
@@ -63,10 +69,12 @@ func TestDoctorRegistrar(t *testing.T) {
 		running string // the running agent's sip.register, JSON
 		want    []string
 	}{
-		{name: "takes Path", mode: "path", answer: ok200(true),
+		{name: "takes Path", mode: "path", answer: ok200(true, true),
 			want: []string{`(?m)^OK    registrar +the registrar takes Path \(answered 200 with the Path\)`}},
-		{name: "ignores Path", mode: "path", answer: ok200(false),
+		{name: "ignores Path", mode: "path", answer: ok200(false, true),
 			want: []string{`(?m)^WARN  registrar +the registrar ignores Path`, `fix: set sip\.register_mode: contact`}},
+		{name: "no binding to tell", mode: "path", answer: ok200(false, false),
+			want: []string{`(?m)^OK    registrar +the registrar answers REGISTER \(200, with no binding of the line`}},
 		{name: "refuses Path", mode: "path", answer: status(420, sip.NewHeader("Unsupported", "path")),
 			want: []string{`(?m)^WARN  registrar +the registrar refuses Path \(420 Unsupported: path\)`}},
 		{name: "asks for credentials", mode: "path", answer: status(401, sip.NewHeader("WWW-Authenticate", `Digest realm="leadport.test", nonce="n"`)),

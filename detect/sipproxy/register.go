@@ -130,15 +130,44 @@ func (p *Proxy) registerAnswered(line string, fwd *sip.Request, res *sip.Respons
 		return
 	}
 	why := ""
-	switch {
-	case res.StatusCode == sip.StatusBadExtension && headerHasTag(res, "Unsupported", "path"):
+	switch PathSupport(res) {
+	case PathRefused:
 		why = "the registrar refuses Path (420 Unsupported: path)"
-	case res.StatusCode >= 200 && res.StatusCode < 300 && res.GetHeader("Path") == nil && len(res.GetHeaders("Contact")) > 0:
+	case PathIgnored:
 		why = "the registrar ignores Path (no Path in its 200)"
 	}
 	if why != "" && p.pathRefused.CompareAndSwap(false, true) {
 		p.log.Warn("registrations go in contact mode from now on: "+why, "register_mode", string(RegisterContact))
 	}
+}
+
+// PathAnswer is what a registrar's final answer to a REGISTER that
+// carried a Path says of its Path support (RFC 3327).
+type PathAnswer int
+
+// What a registrar's answer says of Path.
+const (
+	PathUnknown PathAnswer = iota // a challenge, an error, or a 2xx with no binding to go by
+	PathTaken                     // a 2xx that echoes the Path (RFC 3327 5.3)
+	PathIgnored                   // a 2xx with bindings and no Path: calls would bypass the agent
+	PathRefused                   // 420 with Unsupported: path
+)
+
+// PathSupport reads a registrar's final answer to a REGISTER with a Path:
+// the proxy's fallback to contact mode and the doctor's probe judge it the
+// same way.
+func PathSupport(res *sip.Response) PathAnswer {
+	switch code := res.StatusCode; {
+	case code == sip.StatusBadExtension && headerHasTag(res, "Unsupported", "path"):
+		return PathRefused
+	case code < 200 || code >= 300:
+		return PathUnknown
+	case res.GetHeader("Path") != nil:
+		return PathTaken
+	case len(res.GetHeaders("Contact")) > 0:
+		return PathIgnored
+	}
+	return PathUnknown
 }
 
 func headerHasTag(m interface{ GetHeaders(string) []sip.Header }, name, tag string) bool {
