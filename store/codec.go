@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // ErrCorrupt marks bytes in the file that do not decode: a damaged disk, a
@@ -75,19 +76,32 @@ func (s *stored) encode() []byte { return s.appendTo(make([]byte, 0, s.size())) 
 // decodeStored parses v. The result aliases v, which bbolt only guarantees
 // for the life of the transaction: copy what must outlive it.
 func decodeStored(v []byte) (*stored, error) {
-	d := decoder{b: v}
 	s := &stored{}
+	if err := decodeStoredInto(s, v); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// decodeStoredInto is decodeStored into s, reusing its parts slice: the
+// drain decodes every record into one stored. On error s holds nothing
+// usable.
+func decodeStoredInto(s *stored, v []byte) error {
+	d := decoder{b: v}
+	parts := s.parts[:0]
+	*s = stored{}
 	if ver := d.byte(); ver != codecVersion {
-		return nil, d.fail(fmt.Errorf("record format %d, want %d", ver, codecVersion))
+		return d.fail(fmt.Errorf("record format %d, want %d", ver, codecVersion))
 	}
 	s.typ = Type(d.byte())
 	copy(s.id[:], d.bytes(16))
 	s.created = int64(d.uvarint(1 << 62))
 	s.public = d.bytes(int(d.uvarint(maxPublicLen)))
 	n := int(d.uvarint(maxParts))
-	if d.err == nil && n > 0 {
-		s.parts = make([]sealedPart, 0, min(n, len(d.b)/32))
+	if d.err == nil && n > 0 && parts == nil {
+		parts = make([]sealedPart, 0, min(n, len(d.b)/32))
 	}
+	s.parts = parts
 	for i := 0; i < n && d.err == nil; i++ {
 		var p sealedPart
 		copy(p.ref[:], d.bytes(len(p.ref)))
@@ -102,9 +116,9 @@ func decodeStored(v []byte) (*stored, error) {
 		d.err = fmt.Errorf("unknown type %d", s.typ)
 	}
 	if d.err != nil {
-		return nil, d.fail(d.err)
+		return d.fail(d.err)
 	}
-	return s, nil
+	return nil
 }
 
 // decoder reads v front to back; the first error sticks and later reads
@@ -149,7 +163,7 @@ func (d *decoder) uvarint(max uint64) uint64 {
 	v, n := binary.Uvarint(d.b)
 	// Only the shortest encoding is valid: a record has exactly one form,
 	// which keeps the decoder and encoder exact inverses.
-	if n <= 0 || n != len(binary.AppendUvarint(nil, v)) {
+	if n <= 0 || n != uvarintLen(v) {
 		d.err = errors.New("bad varint")
 		return 0
 	}
@@ -160,3 +174,6 @@ func (d *decoder) uvarint(max uint64) uint64 {
 	d.b = d.b[n:]
 	return v
 }
+
+// uvarintLen is len(binary.AppendUvarint(nil, v)), without the slice.
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }

@@ -50,13 +50,23 @@ func FuzzDecodeStored(f *testing.F) {
 		f.Add(enc)
 		f.Add(enc[:len(enc)/2])
 	}
+	// The drain decodes every record into one stored: what the last
+	// record left in it must not show through.
+	reuse := sampleStored()[2]
 	f.Fuzz(func(t *testing.T, data []byte) {
 		st, err := decodeStored(data)
+		rerr := decodeStoredInto(reuse, data)
+		if (err == nil) != (rerr == nil) {
+			t.Fatalf("decodeStored: %v, decodeStoredInto a used record: %v", err, rerr)
+		}
 		if err != nil {
 			return
 		}
 		if !bytes.Equal(st.encode(), data) {
 			t.Fatalf("decode/encode not inverse for %x", data)
+		}
+		if !bytes.Equal(reuse.encode(), data) {
+			t.Fatalf("decode into a used record/encode not inverse for %x", data)
 		}
 		r := Record{Type: st.typ, Public: st.public}
 		if p, err := r.Decode(); err == nil {

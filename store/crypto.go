@@ -1,6 +1,7 @@
 package store
 
 import (
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -114,14 +115,21 @@ func seal(key, aad, plaintext []byte) ([]byte, error) {
 }
 
 func open(key, aad, sealed []byte) ([]byte, error) {
-	if len(sealed) < sealOver {
-		return nil, fmt.Errorf("%w: sealed value of %d bytes", ErrCorrupt, len(sealed))
-	}
 	aead, err := chacha20poly1305.NewX(key)
 	if err != nil {
 		return nil, err
 	}
-	pt, err := aead.Open(nil, sealed[:nonceSize], sealed[nonceSize:], aad)
+	return openWith(aead, nil, aad, sealed)
+}
+
+// openWith is open with the key's AEAD already made, the plaintext
+// appended to dst: the drain keeps one AEAD per data key and one buffer
+// for the plaintexts of a record.
+func openWith(aead cipher.AEAD, dst, aad, sealed []byte) ([]byte, error) {
+	if len(sealed) < sealOver {
+		return nil, fmt.Errorf("%w: sealed value of %d bytes", ErrCorrupt, len(sealed))
+	}
+	pt, err := aead.Open(dst, sealed[:nonceSize], sealed[nonceSize:], aad)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
@@ -134,9 +142,20 @@ func open(key, aad, sealed []byte) ([]byte, error) {
 // was sealed (see idSeqOffset): time, type and 32 random bits still tell
 // records apart.
 func partAAD(id [16]byte, ref subjectRef) []byte {
+	var aad partAADBuf
+	return aad.set(id, ref)
+}
+
+// partAADBuf holds a part's associated data; a reader that keeps one
+// builds it without allocating (what goes through the AEAD interface
+// escapes).
+type partAADBuf [16 + len(subjectRef{})]byte
+
+func (a *partAADBuf) set(id [16]byte, ref subjectRef) []byte {
 	clear(id[idSeqOffset : idSeqOffset+idSeqLen])
-	aad := make([]byte, 0, len(id)+len(ref))
-	return append(append(aad, id[:]...), ref[:]...)
+	copy(a[:16], id[:])
+	copy(a[16:], ref[:])
+	return a[:]
 }
 
 // sealField encrypts one personal field: uvarint(len name) name value.
@@ -152,11 +171,20 @@ func openField(dataKey []byte, id [16]byte, ref subjectRef, sealed []byte) (name
 	if err != nil {
 		return "", nil, err
 	}
+	nm, value, err := splitField(pt)
+	if err != nil {
+		return "", nil, err
+	}
+	return string(nm), value, nil
+}
+
+// splitField takes apart an opened field: uvarint(len name) name value.
+func splitField(pt []byte) (name, value []byte, err error) {
 	n, w := binary.Uvarint(pt)
 	if w <= 0 || uint64(len(pt)-w) < n {
-		return "", nil, fmt.Errorf("%w: personal field framing", ErrCorrupt)
+		return nil, nil, fmt.Errorf("%w: personal field framing", ErrCorrupt)
 	}
-	return string(pt[w : w+int(n)]), pt[w+int(n):], nil
+	return pt[w : w+int(n)], pt[w+int(n):], nil
 }
 
 // loadDeviceKey reads the device key, or creates it when create is set and

@@ -411,18 +411,24 @@ func (r Record) MarshalJSON() ([]byte, error) {
 // stored parts instead of decoded and encoded again. The upload path makes
 // one per record, so this is most of its CPU.
 func (r *Record) AppendJSON(dst []byte) ([]byte, error) {
-	pub := bytes.TrimSpace(r.Public)
+	return appendRecordJSON(dst, r.ID, r.Type, r.Public, r.Personal)
+}
+
+// appendRecordJSON is Record.AppendJSON from the record's parts: the
+// drain has the id as text on its stack, not as a string.
+func appendRecordJSON[S ~string | ~[]byte](dst []byte, id S, typ Type, public []byte, personal []Field) ([]byte, error) {
+	pub := bytes.TrimSpace(public)
 	if len(pub) < 2 || pub[0] != '{' || pub[len(pub)-1] != '}' {
-		return dst, fmt.Errorf("record %s: %w: public fields are not an object", r.ID, ErrCorrupt)
+		return dst, fmt.Errorf("record %s: %w: public fields are not an object", string(id), ErrCorrupt)
 	}
 	dst = append(dst, `{"id":"`...)
-	dst = append(dst, r.ID...)
+	dst = append(dst, id...)
 	dst = append(dst, `","type":"`...)
-	dst = append(dst, r.Type.String()...)
+	dst = append(dst, typ.String()...)
 	dst = append(dst, '"')
 	numbers := 0
-	for _, f := range r.Personal {
-		if r.Type == TypeViolation && f.Name == "numbers" {
+	for _, f := range personal {
+		if typ == TypeViolation && f.Name == "numbers" {
 			numbers++
 			continue
 		}
@@ -434,7 +440,7 @@ func (r *Record) AppendJSON(dst []byte) ([]byte, error) {
 	if numbers > 0 {
 		dst = append(dst, `,"numbers":[`...)
 		first := true
-		for _, f := range r.Personal {
+		for _, f := range personal {
 			if f.Name != "numbers" {
 				continue
 			}
