@@ -43,3 +43,7 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
+
+// paho with one change: each PUBLISH is assembled in a buffer kept for the
+// next, not in a new one grown to its payload's size (third_party/README.md).
+replace github.com/eclipse/paho.mqtt.golang v1.5.1 => ./third_party/paho.mqtt.golang
