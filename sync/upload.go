@@ -34,6 +34,10 @@ type flight struct {
 // de-duplicates on record ids).
 func (c *Client) uploader(ctx context.Context) {
 	var passed uint64 // the connection whose barrier the upload has waited for
+	// A batch buffer kept from one pass to the next: the outbox is looked
+	// at every Idle and after every append, mostly to find nothing or a
+	// few records, and each look allocated BatchBytes per record type.
+	var kept []byte
 	for {
 		epoch, ok := c.waitConnected(ctx)
 		if !ok {
@@ -50,7 +54,7 @@ func (c *Client) uploader(ctx context.Context) {
 				continue
 			}
 		}
-		sent, err := c.drain(ctx, epoch)
+		sent, err := c.drain(ctx, epoch, &kept)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -82,7 +86,8 @@ func (c *Client) uploader(ctx context.Context) {
 // as soon as an erase waits, after its batches in flight are
 // acknowledged: so every batch read before an erase has reached the
 // broker when the erase runs, and none read before it goes after it.
-func (c *Client) drain(ctx context.Context, epoch uint64) (int, error) {
+// *kept is a batch buffer to start with, and one to keep when it ends.
+func (c *Client) drain(ctx context.Context, epoch uint64, kept *[]byte) (int, error) {
 	c.gate.RLock()
 	defer c.gate.RUnlock()
 	// Within the gate: the keys it keeps must not outlive an erase.
@@ -113,8 +118,17 @@ func (c *Client) drain(ctx context.Context, epoch uint64) (int, error) {
 	}
 	// Payload buffers (BatchBytes each) go round: paho holds one until its
 	// PUBACK, and a fresh one per batch was a tenth of the drain's CPU in
-	// zeroing and collecting them.
+	// zeroing and collecting them. At most MaxInFlight+1 during a pass,
+	// one kept after it.
 	var spare [][]byte
+	if *kept != nil {
+		spare, *kept = append(spare, *kept), nil
+	}
+	defer func() {
+		if len(spare) > 0 {
+			*kept = spare[len(spare)-1][:0]
+		}
+	}()
 	settle := func(f flight) error {
 		if !f.token.WaitTimeout(c.o.AckTimeout) {
 			return fmt.Errorf("no PUBACK within %s", c.o.AckTimeout)
@@ -155,6 +169,7 @@ func (c *Client) drain(ctx context.Context, epoch uint64) (int, error) {
 				return acked, err
 			}
 			if n == 0 {
+				spare = append(spare, f.buf) // nothing read: the buffer goes back
 				break
 			}
 			after = last
@@ -180,7 +195,7 @@ func (c *Client) drain(ctx context.Context, epoch uint64) (int, error) {
 
 // publishNext packs the next records of type t after seq `after` into one
 // batch of at most BatchBytes (a larger record goes alone) and publishes
-// it.
+// it. With nothing to send, the flight holds only the buffer, emptied.
 func (c *Client) publishNext(rd *store.Drain, buf []byte, t store.Type, after, epoch uint64) (flight, uint64, int, error) {
 	if buf == nil {
 		buf = make([]byte, 0, c.o.BatchBytes+4096)
@@ -192,7 +207,7 @@ func (c *Client) publishNext(rd *store.Drain, buf []byte, t store.Type, after, e
 		return flight{}, 0, 0, fmt.Errorf("reading the %s outbox: %w", t, err)
 	}
 	if n == 0 {
-		return flight{}, 0, 0, nil
+		return flight{buf: buf[:0]}, 0, 0, nil
 	}
 	buf = append(buf, "]}"...)
 	tok := c.cli.Publish(c.topic(t.String()), 1, false, buf)
