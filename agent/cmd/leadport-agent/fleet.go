@@ -27,7 +27,7 @@ import (
 
 // fleetCmd holds the platform-side tools: what the platform team and the
 // tests use to make keys, sign and send commands, watch a device, list
-// the fleet and erase a subject across it.
+// the fleet, erase a subject across it and collect the records.
 func fleetCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return errUsage
@@ -47,6 +47,8 @@ func fleetCmd(args []string, stdout, stderr io.Writer) error {
 		return fleetDevices(args[1:], stdout, stderr)
 	case "erase":
 		return fleetErase(args[1:], stdout, stderr)
+	case "collect":
+		return fleetCollect(args[1:], stdout, stderr)
 	}
 	return errUsage
 }
