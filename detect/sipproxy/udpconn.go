@@ -2,6 +2,7 @@ package sipproxy
 
 import (
 	"net"
+	"os"
 	"time"
 )
 
@@ -14,18 +15,35 @@ import (
 type udpConn struct {
 	*net.UDPConn
 	p   *Proxy
-	oob []byte // control messages (the kernel's receive time); one reader
+	raw *rawUDP // the socket's calls without the runtime's syscall path; nil: through net.UDPConn
+	oob []byte  // control messages (the kernel's receive time); one reader
 }
 
 func newUDPConn(p *Proxy, c *net.UDPConn) *udpConn {
 	enableRxTimestamps(c)
-	return &udpConn{UDPConn: c, p: p, oob: make([]byte, 128)}
+	u := &udpConn{UDPConn: c, p: p, oob: make([]byte, 128)}
+	if os.Getenv("LEADPORT_UDP_NETIO") == "" {
+		raw, err := newRawUDP(c)
+		if err != nil {
+			p.log.Warn("UDP listener: raw socket calls unavailable, using the standard path", "err", err)
+		}
+		u.raw = raw
+	}
+	return u
+}
+
+func (c *udpConn) readMsg(b []byte) (n, oobn int, from *net.UDPAddr, err error) {
+	if c.raw != nil {
+		return c.raw.readMsg(b, c.oob)
+	}
+	n, oobn, _, from, err = c.ReadMsgUDP(b, c.oob)
+	return n, oobn, from, err
 }
 
 // ReadFrom returns the next datagram admitted.
 func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, oobn, _, addr, err := c.ReadMsgUDP(b, c.oob)
+		n, oobn, addr, err := c.readMsg(b)
 		if err != nil {
 			return n, addr, err
 		}
@@ -43,6 +61,9 @@ func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if !c.p.gateWrite(addr, len(b)) {
 		return len(b), nil
+	}
+	if ua, ok := addr.(*net.UDPAddr); ok && c.raw != nil {
+		return c.raw.writeTo(b, ua)
 	}
 	return c.UDPConn.WriteTo(b, addr)
 }
