@@ -21,6 +21,7 @@
 //	leadport-agent fleet verify --key PEM [--at TIME] [FILE|-]
 //	leadport-agent fleet devices --broker URL [--json]
 //	leadport-agent fleet erase --broker URL --key FILE --kid ID (--subject N | --all-data) (--device D ... | --all) --wait DURATION [--ledger FILE] [--json]
+//	leadport-agent fleet collect --broker URL --out DIR [--group G] [--instance NAME] [--json]
 package main
 
 import (
@@ -54,7 +55,7 @@ func commands() []command {
 		{"start", "start                      start the system service", serviceCmd("start")},
 		{"stop", "stop                       stop the system service", serviceCmd("stop")},
 		{"restart", "restart                    restart the system service", serviceCmd("restart")},
-		{"fleet", "fleet keygen|sign|send|tail|verify|devices|erase  platform-side tools: keys, signed commands, watching a device, checking a call's Identity, the roster, a fleet-wide erase", fleetCmd},
+		{"fleet", "fleet keygen|sign|send|tail|verify|devices|erase|collect  platform-side tools: keys, signed commands, watching a device, checking a call's Identity, the roster, a fleet-wide erase, collecting the records", fleetCmd},
 	}
 }
 
