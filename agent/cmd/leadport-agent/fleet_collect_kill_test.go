@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/leadport/leadport-agent/sync/synctest"
 )
 
 // TestCollectSIGKILL: two collectors share a device's uploads; one, the
@@ -23,24 +21,7 @@ import (
 // of records it wrote and did not acknowledge, and every file ends with a
 // whole line.
 func TestCollectSIGKILL(t *testing.T) {
-	brokers := []struct {
-		name  string
-		start func(t *testing.T) (url string, acked func(clientID string) int)
-	}{
-		{"mochi", func(t *testing.T) (string, func(string) int) {
-			b := synctest.StartBroker(t)
-			return b.URL(), func(clientID string) int {
-				n := 0
-				for _, typ := range collectTypes() {
-					n += len(b.Acked(clientID, "leadport/v1/dev/pbx-k1/"+typ))
-				}
-				return n
-			}
-		}},
-		{"mosquitto", func(t *testing.T) (string, func(string) int) {
-			return synctest.StartMosquittoPersistent(t).URL(), nil
-		}},
-	}
+	brokers := collectBrokers("pbx-k1")
 	for _, bk := range brokers {
 		t.Run(bk.name, func(t *testing.T) {
 			url, acked := bk.start(t)

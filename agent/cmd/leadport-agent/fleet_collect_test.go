@@ -174,18 +174,7 @@ func (d *collectDevice) run(t *testing.T, broker string) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func (d *collectDevice) pending(t *testing.T) int {
-	t.Helper()
-	st, err := d.db.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, ts := range st.Outbox {
-		n += ts.Pending
-	}
-	return n
-}
+func (d *collectDevice) pending(t *testing.T) int { return d.db.Backlog() }
 
 // waitUploaded waits until every device's outbox is empty: every record
 // reached the broker, which acknowledged it.
@@ -269,21 +258,24 @@ func hasAll(got map[string][]collectLine, devs ...*collectDevice) bool {
 	return true
 }
 
-// TestCollectSharedGroup: two collectors in one group share three devices'
-// uploads; every record lands exactly once across both outputs, each
-// collector took part, and their summaries add up to what the devices
-// sent. Through mochi-mqtt and through mosquitto.
-func TestCollectSharedGroup(t *testing.T) {
-	brokers := []struct {
-		name  string
-		start func(t *testing.T) (url string, acked func(clientID string) int)
-	}{
+// collectBroker starts a broker for a collector test; acked, when the
+// broker can tell (mochi-mqtt), counts the batches of the devices that a
+// client acknowledged.
+type collectBroker struct {
+	name  string
+	start func(t *testing.T) (url string, acked func(clientID string) int)
+}
+
+// collectBrokers are the brokers the collector tests run through, mochi
+// counting the acknowledgements of the given devices' batches.
+func collectBrokers(devices ...string) []collectBroker {
+	return []collectBroker{
 		{"mochi", func(t *testing.T) (string, func(string) int) {
 			b := synctest.StartBroker(t)
 			return b.URL(), func(clientID string) int {
 				n := 0
 				for _, typ := range collectTypes() {
-					for _, dev := range []string{"pbx-c1", "pbx-c2", "pbx-c3"} {
+					for _, dev := range devices {
 						n += len(b.Acked(clientID, "leadport/v1/dev/"+dev+"/"+typ))
 					}
 				}
@@ -294,6 +286,14 @@ func TestCollectSharedGroup(t *testing.T) {
 			return synctest.StartMosquittoPersistent(t).URL(), nil
 		}},
 	}
+}
+
+// TestCollectSharedGroup: two collectors in one group share three devices'
+// uploads; every record lands exactly once across both outputs, each
+// collector took part, and their summaries add up to what the devices
+// sent. Through mochi-mqtt and through mosquitto.
+func TestCollectSharedGroup(t *testing.T) {
+	brokers := collectBrokers("pbx-c1", "pbx-c2", "pbx-c3")
 	for _, bk := range brokers {
 		t.Run(bk.name, func(t *testing.T) {
 			url, acked := bk.start(t)
