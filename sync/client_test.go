@@ -210,7 +210,7 @@ func fill(t testing.TB, db *storetest.DB, n int, remote func(i int) string) []st
 
 func remoteN(i int) string { return fmt.Sprintf("+1212555%04d", i%10000) }
 
-func pending(t testing.TB, db *storetest.DB) int { return db.Backlog() }
+func pending(t testing.TB, db *storetest.DB) int { return db.Backlog(t) }
 
 func drainSize() int {
 	if testing.Short() {

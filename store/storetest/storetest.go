@@ -248,11 +248,11 @@ func FillUsage(t testing.TB, s *store.Store, n int, remote func(i int) string) [
 }
 
 // Backlog is how many records wait in the outboxes, all types together.
-func (db *DB) Backlog() int {
-	db.t.Helper()
+func (db *DB) Backlog(t testing.TB) int {
+	t.Helper()
 	st, err := db.Stats()
 	if err != nil {
-		db.t.Fatalf("store stats: %v", err)
+		t.Fatalf("store stats: %v", err)
 	}
 	n := 0
 	for _, ts := range st.Outbox {

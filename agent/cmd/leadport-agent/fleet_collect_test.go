@@ -174,7 +174,7 @@ func (d *collectDevice) run(t *testing.T, broker string) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func (d *collectDevice) pending(t *testing.T) int { return d.db.Backlog() }
+func (d *collectDevice) pending(t *testing.T) int { return d.db.Backlog(t) }
 
 // waitUploaded waits until every device's outbox is empty: every record
 // reached the broker, which acknowledged it.
