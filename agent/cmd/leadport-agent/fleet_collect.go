@@ -58,6 +58,12 @@ func collectTypes() []string {
 // it is subscribed (tests wait on it rather than sleeping).
 type collectReadyKey struct{}
 
+// collectBeforeAckKey is the context key of a func(records int) that the
+// writer calls once a round is durable and before it is acknowledged:
+// tests hold it there to cut the connection with batches written and not
+// acknowledged, which a timed cut cannot promise.
+type collectBeforeAckKey struct{}
+
 // collectSummary is what fleet collect prints when it stops.
 type collectSummary struct {
 	ClientID string `json:"client_id"`
@@ -153,6 +159,7 @@ func collect(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	stopQueue := context.AfterFunc(ctx, q.close)
 	defer stopQueue()
 	w := &collectWriter{prefix: b.prefix, types: types, sink: sink, log: log, sum: &sum}
+	w.beforeAck, _ = ctx.Value(collectBeforeAckKey{}).(func(records int))
 	written := make(chan error, 1)
 	go func() { written <- w.run(q) }()
 
@@ -467,6 +474,9 @@ type collectWriter struct {
 	log    *slog.Logger
 	sum    *collectSummary
 	now    func() time.Time
+	// beforeAck, when set (tests), is told how many records a durable
+	// round holds before the round is acknowledged.
+	beforeAck func(records int)
 }
 
 // writeGroup bounds what one fsync round covers.
@@ -517,6 +527,13 @@ func (w *collectWriter) run(q *msgQueue) error {
 		}
 		if err := w.sink.sync(); err != nil {
 			return fmt.Errorf("%w (nothing of it acknowledged; the broker keeps it)", err)
+		}
+		if w.beforeAck != nil {
+			n := 0
+			for _, c := range records {
+				n += c
+			}
+			w.beforeAck(n)
 		}
 		for _, m := range msgs {
 			m.Ack()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	gosync "sync"
 	"testing"
 	"time"
@@ -62,8 +63,14 @@ type inProcessCollector struct {
 // until it is subscribed.
 func startCollector(t *testing.T, out string, args ...string) *inProcessCollector {
 	t.Helper()
+	return startCollectorCtx(t, context.Background(), out, args...)
+}
+
+// startCollectorCtx is startCollector with test hooks in ctx.
+func startCollectorCtx(t *testing.T, ctx context.Context, out string, args ...string) *inProcessCollector {
+	t.Helper()
 	c := &inProcessCollector{out: out, done: make(chan error, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel
 	ready := make(chan struct{})
 	ctx = context.WithValue(ctx, collectReadyKey{}, ready)
@@ -556,21 +563,34 @@ func TestCollectReconnect(t *testing.T) {
 			url, restart := bk.start(t)
 			gate := synctest.NewGate(t, strings.TrimPrefix(url, "tcp://"))
 			out := filepath.Join(t.TempDir(), "out")
-			c := startCollector(t, out, "--broker", gate.URL(), "--group", "ingest", "--instance", "r")
+			// The writer is held, once per cut, with a round written and
+			// fsynced but not acknowledged: the cut then always finds
+			// batches in flight, however fast the collector is.
+			hold := &ackHold{}
+			ctx := context.WithValue(context.Background(), collectBeforeAckKey{}, hold.beforeAck)
+			c := startCollectorCtx(t, ctx, out, "--broker", gate.URL(), "--group", "ingest", "--instance", "r")
 			d := newCollectDevice(t, "pbx-r1")
 			d.fill(t, 3000, 10)
 			devGate := synctest.NewGate(t, strings.TrimPrefix(url, "tcp://"))
-			d.run(t, devGate.URL())
+			if bk.cuts == 0 {
+				d.run(t, devGate.URL())
+			}
 			back := func() int { return strings.Count(c.stderr.String(), "reconnected and subscribed") }
 			for cut := 1; cut <= bk.cuts; cut++ {
 				// In the middle of the upload: some records written, not
 				// all of them.
-				pollUntil(t, 30*time.Second, fmt.Sprintf("records written before cut %d", cut), func() bool { return collectedCount(out) > 600*cut })
-				if d.pending(t) == 0 {
-					t.Fatalf("cut %d came after the upload: it would interrupt nothing", cut)
+				reached, release := hold.arm(600 * cut)
+				if cut == 1 {
+					d.run(t, devGate.URL())
+				}
+				select {
+				case <-reached:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("cut %d: the collector never held a written round before acknowledging it", cut)
 				}
 				gate.Shut()
 				gate.Open()
+				close(release)
 				pollUntil(t, 30*time.Second, fmt.Sprintf("the collector back after cut %d", cut), func() bool { return back() == cut })
 			}
 			waitUploaded(t, d)
@@ -591,7 +611,44 @@ func TestCollectReconnect(t *testing.T) {
 			pollUntil(t, 30*time.Second, "every record after the broker's restart", func() bool { return hasAll(collected(t, out), d) })
 			s := c.stop(t)
 			t.Logf("%d records, %d batches, %d redelivered", len(d.ids), s.Batches, s.Redelivered)
+			if bk.cuts > 0 && s.Redelivered == 0 {
+				t.Errorf("no batch came again after %d cuts, each with a round written and not acknowledged", bk.cuts)
+			}
 		})
+	}
+}
+
+// ackHold holds the collector's writer once, after a given number of
+// records, between a durable round and its acknowledgements.
+type ackHold struct {
+	mu       sync.Mutex
+	written  int
+	at       int
+	reached  chan struct{}
+	released chan struct{}
+}
+
+// arm holds the first round that takes the records written to at least
+// at: reached closes when the writer waits, and closing release lets it go.
+func (h *ackHold) arm(at int) (reached, release chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.at, h.reached, h.released = at, make(chan struct{}), make(chan struct{})
+	return h.reached, h.released
+}
+
+func (h *ackHold) beforeAck(records int) {
+	h.mu.Lock()
+	h.written += records
+	var reached, release chan struct{}
+	if h.reached != nil && h.written >= h.at {
+		reached, release = h.reached, h.released
+		h.reached = nil
+	}
+	h.mu.Unlock()
+	if reached != nil {
+		close(reached)
+		<-release
 	}
 }
 
