@@ -136,7 +136,7 @@ probe_s=${BENCH_PROBE_SECONDS:-5}
 recovery_ms=${BENCH_RECOVERY_MS:-100}
 idle_s=${BENCH_IDLE_SECONDS:-10}
 base_port=${BENCH_BASE_PORT:-15060}
-kam_children=${BENCH_KAMAILIO_CHILDREN:-2}
+kam_children=${BENCH_KAMAILIO_CHILDREN:-4} # its best here (scripts/kamailio/kamailio.cfg)
 kam_shm=${BENCH_KAMAILIO_SHM_MB:-512}
 
 for tool in sipp kamailio ss awk; do
