@@ -34,7 +34,61 @@ import (
 type rawUDP struct {
 	rc syscall.RawConn
 	v6 bool // an AF_INET6 socket (dual stack when bound to a wildcard)
+	// The reader's state, kept so that a read allocates nothing of its
+	// own: a closure handed to RawConn.Read escapes with every variable it
+	// captures. One reader (sipgo's read loop); mu keeps it honest.
+	mu sync.Mutex
+	rd rawRead
 }
+
+// rawRead is one recvmsg's arguments and results; recv is its callback.
+type rawRead struct {
+	sa    syscall.RawSockaddrAny
+	iov   syscall.Iovec
+	msg   syscall.Msghdr
+	none  byte // what iov points at for an empty buffer
+	n     int
+	errno syscall.Errno
+	recv  func(fd uintptr) bool // rd.call, made once
+}
+
+func (rd *rawRead) call(fd uintptr) bool {
+	r1, _, e := syscall.RawSyscall(syscall.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&rd.msg)), syscall.MSG_DONTWAIT)
+	if e == syscall.EAGAIN || e == syscall.EINTR {
+		return false // nothing to read: the poller waits for the next datagram
+	}
+	rd.n, rd.errno = int(r1), e
+	return true
+}
+
+// rawWrite is one sendto's arguments and results; writers are many, so
+// these go round in a pool.
+type rawWrite struct {
+	sa4   syscall.RawSockaddrInet4
+	sa6   syscall.RawSockaddrInet6
+	sa    unsafe.Pointer
+	salen uintptr
+	p     unsafe.Pointer
+	len   int
+	n     int
+	errno syscall.Errno
+	send  func(fd uintptr) bool // w.call, made once
+}
+
+func (w *rawWrite) call(fd uintptr) bool {
+	r1, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(w.p), uintptr(w.len), syscall.MSG_DONTWAIT, uintptr(w.sa), w.salen)
+	if e == syscall.EAGAIN {
+		return false // the socket buffer is full: the poller waits for room
+	}
+	w.n, w.errno = int(r1), e
+	return true
+}
+
+var rawWrites = sync.Pool{New: func() any {
+	w := &rawWrite{}
+	w.send = w.call
+	return w
+}}
 
 func newRawUDP(c *net.UDPConn) (*rawUDP, error) {
 	rc, err := c.SyscallConn()
@@ -42,6 +96,7 @@ func newRawUDP(c *net.UDPConn) (*rawUDP, error) {
 		return nil, err
 	}
 	r := &rawUDP{rc: rc}
+	r.rd.recv = r.rd.call
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		var sa syscall.Sockaddr
@@ -60,103 +115,78 @@ func newRawUDP(c *net.UDPConn) (*rawUDP, error) {
 // and the sender as net.UDPConn gives it (a 16-byte address from an
 // AF_INET6 socket, v4-mapped for IPv4 senders).
 func (r *rawUDP) readMsg(b, oob []byte) (n, oobn int, from *net.UDPAddr, err error) {
-	var sa syscall.RawSockaddrAny
-	var iov syscall.Iovec
-	var msg syscall.Msghdr
-	var buf byte
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rd := &r.rd
+	rd.iov.Base = &rd.none
 	if len(b) > 0 {
-		iov.Base = &b[0]
-	} else {
-		iov.Base = &buf
+		rd.iov.Base = &b[0]
 	}
-	iov.SetLen(len(b))
-	var errno syscall.Errno
-	rerr := r.rc.Read(func(fd uintptr) bool {
-		msg = syscall.Msghdr{Name: (*byte)(unsafe.Pointer(&sa)), Namelen: syscall.SizeofSockaddrAny, Iov: &iov, Iovlen: 1}
-		if len(oob) > 0 {
-			msg.Control = &oob[0]
-			msg.SetControllen(len(oob))
-		}
-		r1, _, e := syscall.RawSyscall(syscall.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), syscall.MSG_DONTWAIT)
-		switch e {
-		case syscall.EAGAIN:
-			return false // the poller waits for the next datagram
-		case syscall.EINTR:
-			return false // not expected with MSG_DONTWAIT; tried again after the poller says readable
-		}
-		n, errno = int(r1), e
-		return true
-	})
+	rd.iov.SetLen(len(b))
+	rd.msg = syscall.Msghdr{Name: (*byte)(unsafe.Pointer(&rd.sa)), Namelen: syscall.SizeofSockaddrAny, Iov: &rd.iov, Iovlen: 1}
+	if len(oob) > 0 {
+		rd.msg.Control = &oob[0]
+		rd.msg.SetControllen(len(oob))
+	}
+	rd.errno = 0
+	rerr := r.rc.Read(rd.recv)
+	// Not to keep the caller's buffers reachable from here.
+	rd.iov.Base, rd.msg.Control = nil, nil
 	if rerr != nil {
 		return 0, 0, nil, rerr
 	}
-	if errno != 0 {
-		return 0, 0, nil, &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvmsg", errno)}
+	if rd.errno != 0 {
+		return 0, 0, nil, &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvmsg", rd.errno)}
 	}
-	oobn = int(msg.Controllen)
-	switch sa.Addr.Family {
+	switch rd.sa.Addr.Family {
 	case syscall.AF_INET:
-		p := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		p := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&rd.sa))
 		from = net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4(p.Addr), ntohs(p.Port)))
 	case syscall.AF_INET6:
-		p := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&sa))
+		p := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&rd.sa))
 		ip := netip.AddrFrom16(p.Addr)
 		if p.Scope_id != 0 {
 			ip = ip.WithZone(zoneName(int(p.Scope_id)))
 		}
 		from = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, ntohs(p.Port)))
 	}
-	return n, oobn, from, nil
+	return rd.n, int(rd.msg.Controllen), from, nil
 }
 
 // writeTo is WriteTo for a *net.UDPAddr, with the same address handling
 // as net.UDPConn: IPv4 destinations go v4-mapped on an AF_INET6 socket.
 func (r *rawUDP) writeTo(b []byte, to *net.UDPAddr) (int, error) {
 	ap := to.AddrPort()
-	var sa4 syscall.RawSockaddrInet4
-	var sa6 syscall.RawSockaddrInet6
-	var sa unsafe.Pointer
-	var salen uintptr
+	w := rawWrites.Get().(*rawWrite)
+	defer rawWrites.Put(w)
 	switch ip := ap.Addr(); {
 	case !ip.IsValid():
 		return 0, &net.OpError{Op: "write", Net: "udp", Addr: to, Err: errMissingAddress}
 	case r.v6:
-		sa6.Family = syscall.AF_INET6
-		sa6.Port = htons(ap.Port())
-		sa6.Addr = ip.As16()
+		w.sa6 = syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Port: htons(ap.Port()), Addr: ip.As16()}
 		if z := ip.Zone(); z != "" {
-			sa6.Scope_id = uint32(zoneIndex(z))
+			w.sa6.Scope_id = uint32(zoneIndex(z))
 		}
-		sa, salen = unsafe.Pointer(&sa6), syscall.SizeofSockaddrInet6
+		w.sa, w.salen = unsafe.Pointer(&w.sa6), syscall.SizeofSockaddrInet6
 	case ip.Unmap().Is4():
-		sa4.Family = syscall.AF_INET
-		sa4.Port = htons(ap.Port())
-		sa4.Addr = ip.Unmap().As4()
-		sa, salen = unsafe.Pointer(&sa4), syscall.SizeofSockaddrInet4
+		w.sa4 = syscall.RawSockaddrInet4{Family: syscall.AF_INET, Port: htons(ap.Port()), Addr: ip.Unmap().As4()}
+		w.sa, w.salen = unsafe.Pointer(&w.sa4), syscall.SizeofSockaddrInet4
 	default:
 		return 0, &net.OpError{Op: "write", Net: "udp", Addr: to, Err: &net.AddrError{Err: "non-IPv4 address", Addr: ip.String()}}
 	}
-	var p unsafe.Pointer
+	w.p, w.len, w.errno = nil, len(b), 0
 	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
+		w.p = unsafe.Pointer(&b[0])
 	}
-	var n int
-	var errno syscall.Errno
-	werr := r.rc.Write(func(fd uintptr) bool {
-		r1, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(p), uintptr(len(b)), syscall.MSG_DONTWAIT, uintptr(sa), salen)
-		if e == syscall.EAGAIN {
-			return false // the socket buffer is full: the poller waits for room
-		}
-		n, errno = int(r1), e
-		return true
-	})
+	werr := r.rc.Write(w.send)
+	w.p = nil // not to keep the caller's buffer reachable from the pool
 	if werr != nil {
 		return 0, werr
 	}
-	if errno != 0 {
-		return 0, &net.OpError{Op: "write", Net: "udp", Addr: to, Err: os.NewSyscallError("sendto", errno)}
+	if w.errno != 0 {
+		return 0, &net.OpError{Op: "write", Net: "udp", Addr: to, Err: os.NewSyscallError("sendto", w.errno)}
 	}
-	return n, nil
+	return w.n, nil
 }
 
 var errMissingAddress = errors.New("missing address")

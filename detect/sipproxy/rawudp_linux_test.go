@@ -124,3 +124,40 @@ func mustUDPAddr(t *testing.T, s string) *net.UDPAddr {
 	}
 	return a
 }
+
+// TestRawUDPAllocations: the raw calls allocate no more than net.UDPConn's
+// (the sender's address only): the callbacks and their arguments are kept,
+// not made per datagram, on the path every SIP message takes.
+func TestRawUDPAllocations(t *testing.T) {
+	conn, err := net.ListenUDP("udp", mustUDPAddr(t, "127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw, err := newRawUDP(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := conn.LocalAddr().(*net.UDPAddr)
+	msg, buf, oob := []byte("OPTIONS sip:a SIP/2.0\r\n\r\n"), make([]byte, 2048), make([]byte, 128)
+	// Each datagram goes to the socket itself and is read back.
+	rawAllocs := testing.AllocsPerRun(200, func() {
+		if _, err := raw.writeTo(msg, to); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := raw.readMsg(buf, oob); err != nil {
+			t.Fatal(err)
+		}
+	})
+	netAllocs := testing.AllocsPerRun(200, func() {
+		if _, err := conn.WriteTo(msg, to); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, _, err := conn.ReadMsgUDP(buf, oob); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if rawAllocs > netAllocs {
+		t.Errorf("raw write and read: %.0f allocations, net.UDPConn's: %.0f", rawAllocs, netAllocs)
+	}
+}
