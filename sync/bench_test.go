@@ -114,14 +114,14 @@ func benchStore(b *testing.B) *storetest.DB {
 }
 
 // agentGC sets the collector as the agent's daemon runs with it, until
-// the benchmark ends: GOGC 200 and the default memory budget as the soft
-// memory limit, unless GOGC or GOMEMLIMIT say otherwise (tuneGC in
-// agent/cmd/leadport-agent/profile.go; keep the two alike). At Go's
+// the benchmark ends: config.GCPercent and the default memory budget as
+// the soft memory limit, unless GOGC or GOMEMLIMIT say otherwise (as
+// tuneGC in agent/cmd/leadport-agent/profile.go does). At Go's
 // defaults the drain's heap is a third smaller than the agent's (twice
 // what is live, not three times), and every page it grows by faults in.
 func agentGC(b *testing.B) {
 	if os.Getenv("GOGC") == "" {
-		old := debug.SetGCPercent(200)
+		old := debug.SetGCPercent(config.GCPercent)
 		b.Cleanup(func() { debug.SetGCPercent(old) })
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {

@@ -180,6 +180,10 @@ const (
 	// process stays at 57-64 MB resident up to its capacity and 74-77 MB
 	// with three times that offered (docs/sip.md, "Figures").
 	DefaultMemoryBudget = 48 * MiB
+	// GCPercent is the agent's GOGC unless the environment sets one: half
+	// Go's collections, within the memory budget as the soft limit
+	// (leadport-agent's tuneGC, and the drain benchmark that runs as it).
+	GCPercent = 200
 	// MinMemoryBudget: below it the runtime and the store's working set
 	// alone fill the budget and every call would be refused.
 	MinMemoryBudget    = 16 * MiB

@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"time"
+
+	"github.com/leadport/leadport-agent/agent/config"
 )
 
 // tuneGC sets the collector for the daemon unless GOGC or GOMEMLIMIT say
@@ -23,7 +25,7 @@ import (
 // and twice the proxy's capacity offered took the process past 1 GB.)
 func tuneGC(budget int64) {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200)
+		debug.SetGCPercent(config.GCPercent)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" && budget > 0 {
 		debug.SetMemoryLimit(budget)
