@@ -68,13 +68,16 @@ type SIPSecurity struct {
 // new requests it refused with 503 since start, by reason (queue: waited
 // too long in the socket buffer; busy: too many goroutines waiting for a
 // CPU; memory: live objects and stacks past 60 % of the budget; pending: too
-// many requests awaiting their final response), and the figures it
-// decides on (in_hand: goroutines at work or waiting for an answer).
+// many requests awaiting their final response; unanswered: too many new
+// requests in the works or not yet answered at all by the next hop), and
+// the figures it decides on (in_hand: goroutines at work or waiting for an
+// answer).
 type Admission struct {
 	Refused           uint64            `json:"refused"`
 	RefusedByReason   map[string]uint64 `json:"refused_by_reason,omitempty"`
 	InHand            int64             `json:"in_hand"`
 	Pending           int64             `json:"pending"`
+	Unanswered        int64             `json:"unanswered"`
 	HeldBytes         int64             `json:"held_bytes"` // live heap and goroutine stacks
 	Runnable          int64             `json:"runnable"`   // goroutines waiting for a CPU
 	MemoryBudgetBytes int64             `json:"memory_budget_bytes"`

@@ -28,6 +28,8 @@ import (
 //     for every message it reads);
 //   - live objects and goroutine stacks passed the share of the memory
 //     budget kept for calls;
+//   - MaxUnanswered new requests are being worked on or wait for the next
+//     hop's first answer: the work in progress, bounded like a window;
 //   - MaxPending initial requests await their final response.
 //
 // Refusing costs a scan of the header bytes and one send, a few
@@ -40,14 +42,15 @@ import (
 type shedReason int
 
 const (
-	shedQueue   shedReason = iota // waited too long in the socket buffer
-	shedBusy                      // too many goroutines waiting for a CPU
-	shedMemory                    // live heap and stacks past the budget's share
-	shedPending                   // MaxPending initial requests in progress
+	shedQueue      shedReason = iota // waited too long in the socket buffer
+	shedBusy                         // too many goroutines waiting for a CPU
+	shedMemory                       // live heap and stacks past the budget's share
+	shedPending                      // MaxPending initial requests in progress
+	shedUnanswered                   // MaxUnanswered new requests in the works
 	shedReasons
 )
 
-var shedNames = [shedReasons]string{"queue", "busy", "memory", "pending"}
+var shedNames = [shedReasons]string{"queue", "busy", "memory", "pending", "unanswered"}
 
 const (
 	// maxSojourn is the default of Options.MaxQueueDelay: the longest a
@@ -132,6 +135,9 @@ const backlogHint = 16
 func (p *Proxy) overloaded(waited time.Duration) shedReason {
 	if waited > p.opts.MaxQueueDelay {
 		return shedQueue
+	}
+	if p.unanswered.Load() >= int64(p.opts.MaxUnanswered) {
+		return shedUnanswered
 	}
 	p.admit.refresh(time.Now())
 	if p.admit.runnable.Load() > shedRunnable {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -192,4 +193,90 @@ func TestPeekAllocatesNothing(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("peekRequest allocates %v times a datagram", n)
 	}
+}
+
+// TestUnansweredWindow: new requests the next hop has not answered at all
+// are bounded (Options.MaxUnanswered); past the bound new calls get 503
+// with Retry-After, and the next hop's first answer, a 100 Trying, makes
+// room again. The next hop is a bare UDP socket, so nothing answers for
+// it behind the test's back (sipgo's UAS sends 100 Trying on its own
+// after 200 ms).
+func TestUnansweredWindow(t *testing.T) {
+	hop, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hop.Close()
+	r := newRig(t, "udp", func(o *Options, _ *rig) {
+		o.Upstream = Endpoint{"udp", "127.0.0.1", hop.LocalAddr().(*net.UDPAddr).Port}
+		o.MaxUnanswered = 2
+	})
+	type relayed struct {
+		req  *sip.Request
+		from *net.UDPAddr
+	}
+	got := make(chan relayed, 64)
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := hop.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if m, err := sip.ParseMessage(append([]byte(nil), buf[:n]...)); err == nil {
+				if req, ok := m.(*sip.Request); ok && req.IsInvite() {
+					got <- relayed{req, from}
+				}
+			}
+		}
+	}()
+	// nextInvite waits for the next INVITE with a Call-ID not seen before:
+	// the proxy retransmits those it relayed.
+	seen := map[string]relayed{}
+	nextInvite := func() relayed {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case rl := <-got:
+				if _, ok := seen[callID(rl.req)]; !ok {
+					seen[callID(rl.req)] = rl
+					return rl
+				}
+			case <-deadline:
+				t.Fatal("the next hop got no new INVITE within 10 s")
+			}
+		}
+	}
+	call := func() *sipgo.DialogClientSession {
+		t.Helper()
+		s, err := r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	call()
+	a := nextInvite()
+	call()
+	nextInvite()
+	waitFor(t, "two new requests counted unanswered", func() bool { return r.p.Stats().Unanswered == 2 })
+
+	refused := call()
+	err = refused.WaitAnswer(ctxT(t), sipgo.AnswerOptions{})
+	var de *sipgo.ErrDialogResponse
+	if !errors.As(err, &de) || de.Res.StatusCode != 503 || de.Res.GetHeader("Retry-After") == nil {
+		t.Fatalf("third call with two unanswered: %v, want 503 with Retry-After", err)
+	}
+	if st := r.p.Stats(); st.Shed["unanswered"] == 0 {
+		t.Errorf("shed by reason = %v, want unanswered counted", st.Shed)
+	}
+
+	trying := sip.NewResponseFromRequest(a.req, 100, "Trying", nil)
+	if _, err := hop.WriteToUDP([]byte(trying.String()), a.from); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the answered request leaves the window", func() bool { return r.p.Stats().Unanswered == 1 })
+	call()
+	nextInvite() // relayed: there was room again
 }

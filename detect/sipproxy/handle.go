@@ -58,6 +58,9 @@ type reqCtx struct {
 	// finalSent is set once the server transaction has its final response
 	// (relayed or made by the agent).
 	finalSent bool
+	// unanswered: the request counts in Proxy.unanswered until the next
+	// hop's first answer or its end (answered).
+	unanswered bool
 }
 
 func callID(m sip.Message) string {
@@ -116,6 +119,7 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	inDialog := hasToTag(req)
+	rc := &reqCtx{at: at, inDialog: inDialog, callID: callID(req)}
 	if !inDialog {
 		// New work: refused while the proxy is overloaded (admit.go).
 		// Requests inside dialogs (BYE, re-INVITE, ACK) always pass, so
@@ -129,6 +133,13 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		if n := p.pending.Add(1); r < 0 && n > int64(p.opts.MaxPending) {
 			r = shedPending
 		}
+		// UDP datagrams were let in against the count of a moment ago;
+		// those read since then and queued for a CPU are counted now.
+		rc.unanswered = true
+		if n := p.unanswered.Add(1); r < 0 && n > int64(p.opts.MaxUnanswered) {
+			r = shedUnanswered
+		}
+		defer p.answered(rc)
 		if r >= 0 {
 			p.pending.Add(-1)
 			p.refuse(tx, req, r)
@@ -145,7 +156,6 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		p.answerOptions(tx, req)
 		return
 	}
-	rc := &reqCtx{at: at, inDialog: inDialog, callID: callID(req)}
 	ownVias := p.ownVias(req)
 	if ownVias >= 2 {
 		p.reply(tx, req, sip.StatusLoopDetected, "", "")
@@ -217,6 +227,16 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	p.relay(in, out, req, fwd, tx, rc)
+}
+
+// answered takes a new request out of the work in progress (Options.MaxUnanswered):
+// the next hop has answered it, or it has ended. Called from the request's
+// own goroutine only.
+func (p *Proxy) answered(rc *reqCtx) {
+	if rc.unanswered {
+		rc.unanswered = false
+		p.unanswered.Add(-1)
+	}
 }
 
 // refuse answers a new request 503 with Retry-After: the proxy is
@@ -605,6 +625,7 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 			if !ok {
 				return
 			}
+			p.answered(rc)
 			if p.relayResponse(out, req, fwd, tx, res, rc) {
 				return
 			}

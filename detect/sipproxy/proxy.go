@@ -79,6 +79,13 @@ type Options struct {
 	// that a call storm costs a bounded amount of memory and the calls in
 	// progress keep being served. Default 2,000.
 	MaxPending int
+	// MaxUnanswered bounds the new requests in the works: read and not
+	// yet relayed, or relayed and not yet answered at all (not even 100
+	// Trying) by the next hop. Past it new ones get 503 with Retry-After.
+	// It is the window that keeps an overloaded proxy's queue, and the
+	// collector's work on it, short (docs/sip.md, "Admission control").
+	// Default 64.
+	MaxUnanswered int
 	// MemoryBudget is the memory the process may use, in bytes: once live
 	// objects and goroutine stacks fill 60 % of it, new requests get 503
 	// with Retry-After (see admit.go). 0: no memory check.
@@ -135,8 +142,11 @@ type Proxy struct {
 	c       counters
 
 	pending atomic.Int64 // initial requests awaiting a final response
-	admit   *admission
-	upAddrs atomic.Pointer[[]net.IP] // upstream host, resolved
+	// unanswered: new requests being worked on or awaiting the next hop's
+	// first answer (Options.MaxUnanswered)
+	unanswered atomic.Int64
+	admit      *admission
+	upAddrs    atomic.Pointer[[]net.IP] // upstream host, resolved
 	// udpOnlyUntil (unix ns) is set when the upstream refused TCP for a
 	// large request: until then such requests go over UDP directly.
 	udpOnlyUntil atomic.Int64
@@ -253,6 +263,9 @@ func New(opts Options) (*Proxy, error) {
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 2000
 	}
+	if opts.MaxUnanswered <= 0 {
+		opts.MaxUnanswered = 64
+	}
 	if opts.MaxQueueDelay <= 0 {
 		opts.MaxQueueDelay = maxSojourn
 	}
@@ -316,6 +329,7 @@ func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 func (p *Proxy) Stats() Stats {
 	s := p.c.snapshot()
 	s.Pending = p.pending.Load()
+	s.Unanswered = p.unanswered.Load()
 	s.InHand = p.inHand()
 	s.Held = p.admit.held.Load()
 	s.Runnable = p.admit.runnable.Load()

@@ -96,7 +96,7 @@ type Stats struct {
 	TCPSwitches    uint64
 	RelayErrors    uint64
 	Overloaded     uint64            // new requests refused with 503: overloaded
-	Shed           map[string]uint64 // ... by reason: queue, busy, memory, pending
+	Shed           map[string]uint64 // ... by reason: queue, busy, memory, pending, unanswered
 	Throttled      uint64            // messages held back at the socket: too many in hand
 	Signed         uint64            // calls given the agent's Identity
 	SignTime       time.Duration     // total
@@ -107,6 +107,7 @@ type Stats struct {
 	DurableTimeout uint64            // held DurableWait and relayed without it
 	Security       SecurityStats     // unknown sources: limits, refusals, reports
 	Pending        int64             // initial requests awaiting a final response
+	Unanswered     int64             // new requests in the works or awaiting a first answer
 	InHand         int64             // goroutines at work or waiting for an answer (estimate)
 	Held           int64             // bytes: live heap at the last collection and goroutine stacks (sampled)
 	Runnable       int64             // goroutines waiting for a CPU (sampled)
