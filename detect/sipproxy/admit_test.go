@@ -53,7 +53,7 @@ func TestRefusal(t *testing.T) {
 		"Contact: <sip:+15551230001@10.0.0.1>\r\n" +
 		"Content-Type: application/sdp\r\n" +
 		"Content-Length: 4\r\n\r\nv=0\n"
-	out := refusal([]byte(req), shedQueue)
+	out := refusal(nil, []byte(req), shedQueue)
 	msg, err := sip.NewParser().ParseSIP(out)
 	if err != nil {
 		t.Fatalf("refusal does not parse: %v\n%s", err, out)
@@ -80,7 +80,7 @@ func TestRefusal(t *testing.T) {
 	if w := res.GetHeader("Warning"); w == nil || !strings.Contains(w.Value(), "overload: queue") {
 		t.Errorf("Warning = %v, want the reason", w)
 	}
-	if refusal([]byte("INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n"), shedBusy) != nil {
+	if refusal(nil, []byte("INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n"), shedBusy) != nil {
 		t.Error("a request without Via got a refusal nobody can match")
 	}
 }
@@ -94,7 +94,7 @@ func FuzzPeekRequest(f *testing.F) {
 		if !ok && (m != nil || tag != nil) {
 			t.Fatal("not a request, yet a method or tag")
 		}
-		out := refusal(data, shedMemory)
+		out := refusal(nil, data, shedMemory)
 		if out != nil && (!bytes.HasPrefix(out, []byte("SIP/2.0 503 ")) || !bytes.HasSuffix(out, []byte("\r\n\r\n"))) {
 			t.Fatalf("refusal is not a whole 503: %q", out)
 		}
@@ -279,4 +279,34 @@ func TestUnansweredWindow(t *testing.T) {
 	waitFor(t, "the answered request leaves the window", func() bool { return r.p.Stats().Unanswered == 1 })
 	call()
 	nextInvite() // relayed: there was room again
+}
+
+// TestRefusalAllocatesNothing: offered several times its capacity the
+// proxy refuses thousands of requests a second.
+func TestRefusalAllocatesNothing(t *testing.T) {
+	req := []byte("INVITE sip:+15557654321@edge SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1\r\n" +
+		"From: <sip:+15551230001@pbx>;tag=abc\r\nTo: <sip:+15557654321@edge>\r\nCall-ID: c1@pbx\r\nCSeq: 1 INVITE\r\n\r\n")
+	buf := make([]byte, 0, 2048)
+	if n := testing.AllocsPerRun(100, func() {
+		if buf = refusal(buf[:0], req, shedUnanswered); len(buf) == 0 {
+			t.Fatal("no refusal")
+		}
+	}); n != 0 {
+		t.Errorf("refusal allocates %v times a request", n)
+	}
+}
+
+// TestSalvaged agrees with malformed.go's salvage, whatever the case.
+func TestSalvaged(t *testing.T) {
+	for _, name := range []string{"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq",
+		"Contact", "m", "Max-Forwards", "Content-Length", "l", "x", "tox", "Route", ""} {
+		for _, n := range []string{name, strings.ToUpper(name)} {
+			if got := salvaged([]byte(n)) != 0; got != salvage[strings.ToLower(n)] {
+				t.Errorf("salvaged(%q) = %v, want %v", n, got, !got)
+			}
+		}
+	}
+	if salvaged([]byte("VIA")) != 'v' || salvaged([]byte("T")) != 't' || salvaged([]byte("Call-ID")) != 'o' {
+		t.Error("salvaged does not tell Via and To from the rest")
+	}
 }
