@@ -686,10 +686,10 @@ recovery() {
 
 # overload TARGET FACTOR CAPACITY: one overload run; sets the ov_* entries
 # for "TARGET FACTOR".
-declare -A ov_plan ov_offered ov_done ov_pct ov_refused ov_failed ov_mem ov_alive ov_rec ov_res ov_probe ov_status
+declare -A ov_plan ov_offered ov_done ov_pct ov_refused ov_failed ov_mem ov_anon ov_alive ov_rec ov_res ov_probe ov_status
 overload() {
   local target=$1 factor=$2 cap=$3 key="$1 $2" rate prate dir ov_pid probe_pid=
-  local t_start t_probe t_end t_stop mem peak=0 rec after good pref rc_ov=0 rc_probe=0 ok_ov failed_ov created_ov refused sf
+  local t_start t_probe t_end t_stop mem peak=0 anon apeak=0 rec after good pref rc_ov=0 rc_probe=0 ok_ov failed_ov created_ov refused sf
   rate=$((cap * factor))
   prate=$((cap * probe_pct / 100))
   [ "$prate" -lt 1 ] && prate=1
@@ -722,6 +722,8 @@ overload() {
     if [ "$now_us" -ge "$next" ]; then
       mem=$(mem_kb "$proxy_pid")
       [ "${mem:-0}" -gt "$peak" ] && peak=$mem
+      anon=$(awk '/^RssAnon/ { print $2 }' "/proc/$proxy_pid/status" 2>/dev/null || true)
+      [ "${anon:-0}" -gt "$apeak" ] && apeak=$anon
       next=$((next + 500000))
     fi
     if [ -z "$probe_pid" ] && [ "$now_us" -ge "$t_probe" ]; then
@@ -780,14 +782,14 @@ overload() {
   ov_done[$key]=$(awk -v c="$completed" -v s="$secs" 'BEGIN { printf "%.0f", c / s }')
   ov_pct[$key]=$(awk -v c="$completed" -v s="$secs" -v k="$cap" 'BEGIN { printf "%.0f", c / s / k * 100 }')
   ov_refused[$key]=$refused ov_failed[$key]=$failed_ov
-  ov_mem[$key]=$peak
+  ov_mem[$key]=$peak ov_anon[$key]=$apeak
   read -r rec after good pref < <(recovery "$(echo "$dir"/probe/*_shortmessages.log)" "$t_end" "$recovery_ms" 2>/dev/null || echo "- 0 0 0")
   ov_rec[$key]=$rec
   ov_res[$key]=$(awk -v r="$prate" 'BEGIN { printf "%.1f", 1000 / r }')
   ov_probe[$key]="$good of $after normal, $pref refused; a call every ${ov_res[$key]:-?} ms"
-  log "$(printf '%s %sx: %s calls in %ss (%s/s offered), %s completed (%s/s, %s%% of %s), %s refused (503), %s failed; peak memory %d KiB; survived: %s; recovery %s ms (probe after the end: %s)%s' \
+  log "$(printf '%s %sx: %s calls in %ss (%s/s offered), %s completed (%s/s, %s%% of %s), %s refused (503), %s failed; peak memory %d KiB (anonymous %d KiB); survived: %s; recovery %s ms (probe after the end: %s)%s' \
     "$target" "$factor" "$created_ov" "$secs" "${ov_offered[$key]}" "$completed" "${ov_done[$key]}" "${ov_pct[$key]}" "$cap" \
-    "$refused" "$failed_ov" "$peak" "${ov_alive[$key]}" "$rec" "${ov_probe[$key]}" "${ov_status[$key]:+; status: ${ov_status[$key]}}")"
+    "$refused" "$failed_ov" "$peak" "$apeak" "${ov_alive[$key]}" "$rec" "${ov_probe[$key]}" "${ov_status[$key]:+; status: ${ov_status[$key]}}")"
   [ "$rc_ov" -gt 1 ] && log "(the overload UAC exited $rc_ov: see $dir/uac.out)"
   [ "$rc_probe" -gt 1 ] && log "(the probe UAC exited $rc_probe: see $dir/probe/uac.out)"
   return 0
@@ -940,6 +942,11 @@ if [ ${#ov_ran[@]} -gt 0 ]; then
     read -r t f <<<"$k"
     printf '%-10s %3s %8s %8s %10s %6s %9s %8s %9.1f %8s %10s  %s\n' "$t" "${f}x" "${ov_plan[$k]}" "${ov_offered[$k]}" "${ov_done[$k]}" "${ov_pct[$k]}" \
       "${ov_refused[$k]}" "${ov_failed[$k]}" "$(awk -v k="${ov_mem[$k]}" 'BEGIN { print k / 1024 }')" "${ov_alive[$k]}" "${ov_rec[$k]}" "${ov_probe[$k]}"
+  done
+  for k in "${ov_ran[@]}"; do
+    [[ $k == agent* ]] || continue
+    printf '   %s: anonymous memory (heap, stacks, the runtime: what memory_budget bounds) peaked at %.1f MiB; the rest of the RSS is file pages (the binary, bbolt'"'"'s map)\n' \
+      "${k}x" "$(awk -v k="${ov_anon[$k]}" 'BEGIN { print k / 1024 }')"
   done
 fi
 

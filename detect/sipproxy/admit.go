@@ -127,6 +127,49 @@ func (a *admission) refresh(now time.Time) {
 	}
 }
 
+// window decides the "unanswered" refusals. A window that refused the
+// moment it filled also refused calls far below capacity: a stall of a few
+// tens of milliseconds (a collection, the VM descheduled) leaves that many
+// milliseconds of calls in the socket buffer, read at once afterwards. So
+// a full window refuses only once it has stayed full for grace; from then
+// on it refuses whenever full, until a hold passes with no refusal (the
+// overload is over). At four times its size it refuses at once, stall or
+// not: that much in the works is an overload by any measure.
+type window struct {
+	size       int64
+	grace      time.Duration
+	hold       time.Duration
+	fullSince  atomic.Int64 // unix ns; 0: not full at the last look
+	lastRefuse atomic.Int64 // unix ns of the last refusal
+}
+
+const (
+	windowGrace = 50 * time.Millisecond
+	windowHold  = time.Second
+)
+
+// shed says whether a new request must be refused with n new requests
+// in the works at now (unix ns).
+func (w *window) shed(n, now int64) bool {
+	if n < w.size {
+		w.fullSince.Store(0)
+		return false
+	}
+	refuse := n >= 4*w.size || now-w.lastRefuse.Load() < int64(w.hold)
+	if !refuse {
+		since := w.fullSince.Load()
+		if since == 0 {
+			w.fullSince.CompareAndSwap(0, now)
+			since = now
+		}
+		refuse = now-since >= int64(w.grace)
+	}
+	if refuse {
+		w.lastRefuse.Store(now)
+	}
+	return refuse
+}
+
 // backlogHint runnable goroutines call Options.OnBacklog: far below
 // shedRunnable, so that processors come back before anything is refused.
 const backlogHint = 16
@@ -136,10 +179,11 @@ func (p *Proxy) overloaded(waited time.Duration) shedReason {
 	if waited > p.opts.MaxQueueDelay {
 		return shedQueue
 	}
-	if p.unanswered.Load() >= int64(p.opts.MaxUnanswered) {
+	now := time.Now()
+	if p.window.shed(p.unanswered.Load(), now.UnixNano()) {
 		return shedUnanswered
 	}
-	p.admit.refresh(time.Now())
+	p.admit.refresh(now)
 	if p.admit.runnable.Load() > shedRunnable {
 		return shedBusy
 	}

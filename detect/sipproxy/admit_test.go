@@ -210,6 +210,7 @@ func TestUnansweredWindow(t *testing.T) {
 	r := newRig(t, "udp", func(o *Options, _ *rig) {
 		o.Upstream = Endpoint{"udp", "127.0.0.1", hop.LocalAddr().(*net.UDPAddr).Port}
 		o.MaxUnanswered = 2
+		o.windowGrace = -1 // TestWindow has the grace
 	})
 	type relayed struct {
 		req  *sip.Request
@@ -308,5 +309,37 @@ func TestSalvaged(t *testing.T) {
 	}
 	if salvaged([]byte("VIA")) != 'v' || salvaged([]byte("T")) != 't' || salvaged([]byte("Call-ID")) != 'o' {
 		t.Error("salvaged does not tell Via and To from the rest")
+	}
+}
+
+// TestWindow: a full window refuses only once it has stayed full for its
+// grace, then whenever full until a hold passes without a refusal; at four
+// times its size at once.
+func TestWindow(t *testing.T) {
+	ms := int64(time.Millisecond)
+	type look struct {
+		n, at  int64 // in the works, ms
+		refuse bool
+	}
+	tests := []struct {
+		name  string
+		looks []look
+	}{
+		{"below the size", []look{{0, 0, false}, {3, 1, false}, {3, 500, false}}},
+		{"a stall shorter than the grace", []look{{4, 0, false}, {9, 30, false}, {2, 40, false}, {4, 60, false}, {4, 100, false}}},
+		{"full past the grace", []look{{4, 0, false}, {5, 49, false}, {5, 50, true}, {4, 60, true}}},
+		{"held after a refusal", []look{{4, 0, false}, {4, 50, true}, {1, 51, false}, {4, 52, true}, {4, 1051, true}}},
+		{"the hold ends", []look{{4, 0, false}, {4, 50, true}, {1, 500, false}, {4, 1050, false}, {4, 1099, false}, {4, 1100, true}}},
+		{"four times the size", []look{{16, 0, true}, {3, 1, false}, {4, 2, true}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &window{size: 4, grace: 50 * time.Millisecond, hold: time.Second}
+			for i, l := range tt.looks {
+				if got := w.shed(l.n, (1000+l.at)*ms); got != l.refuse {
+					t.Fatalf("look %d (%d in the works at %d ms): shed = %v, want %v", i, l.n, l.at, got, l.refuse)
+				}
+			}
+		})
 	}
 }

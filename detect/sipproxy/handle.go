@@ -136,7 +136,7 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		// UDP datagrams were let in against the count of a moment ago;
 		// those read since then and queued for a CPU are counted now.
 		rc.unanswered = true
-		if n := p.unanswered.Add(1); r < 0 && n > int64(p.opts.MaxUnanswered) {
+		if n := p.unanswered.Add(1); r < 0 && p.window.shed(n-1, time.Now().UnixNano()) {
 			r = shedUnanswered
 		}
 		defer p.answered(rc)

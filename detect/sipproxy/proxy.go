@@ -125,6 +125,9 @@ type Options struct {
 
 	// testHook, when set by a test, runs first for every request.
 	testHook func(*sip.Request)
+	// windowGrace, when set by a test, replaces windowGrace; negative:
+	// none, the window refuses as soon as it is full.
+	windowGrace time.Duration
 }
 
 // Proxy relays SIP between the local side and the upstream.
@@ -145,6 +148,7 @@ type Proxy struct {
 	// unanswered: new requests being worked on or awaiting the next hop's
 	// first answer (Options.MaxUnanswered)
 	unanswered atomic.Int64
+	window     window // decides on unanswered
 	admit      *admission
 	upAddrs    atomic.Pointer[[]net.IP] // upstream host, resolved
 	// udpOnlyUntil (unix ns) is set when the upstream refused TCP for a
@@ -290,6 +294,10 @@ func New(opts Options) (*Proxy, error) {
 		regs:    newRegistrations(),
 		admit:   newAdmission(opts.MemoryBudget, opts.OnBacklog),
 		ready:   make(chan struct{}),
+	}
+	p.window.size, p.window.grace, p.window.hold = int64(opts.MaxUnanswered), windowGrace, windowHold
+	if opts.windowGrace != 0 {
+		p.window.grace = max(opts.windowGrace, 0)
 	}
 	p.lines.Store(opts.Lines)
 	p.decider.Store(&deciderBox{opts.Decider})
