@@ -11,6 +11,7 @@ import (
 	"github.com/leadport/leadport-agent/agent/api"
 	"github.com/leadport/leadport-agent/agent/config"
 	"github.com/leadport/leadport-agent/detect/rules"
+	"github.com/leadport/leadport-agent/detect/sipproxy"
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/store/phone"
 	lpsync "github.com/leadport/leadport-agent/sync"
@@ -194,7 +195,8 @@ var (
 	mCommands      = prometheus.NewDesc("leadport_sync_commands_total", "Platform commands received.", nil, nil)
 	mCmdRejected   = prometheus.NewDesc("leadport_sync_commands_rejected_total", "Platform commands rejected.", nil, nil)
 	mUpstreamAlive = prometheus.NewDesc("leadport_sip_upstream_up", "1 when the upstream answered the last OPTIONS.", nil, nil)
-	mRefused       = prometheus.NewDesc("leadport_sip_refused_total", "New requests refused with 503 by admission control, by reason (queue, busy, memory, pending).", []string{"reason"}, nil)
+	mRefused       = prometheus.NewDesc("leadport_sip_refused_total", "New requests refused with 503 by admission control, by reason (queue, busy, memory, pending, unanswered).", []string{"reason"}, nil)
+	mUnanswered    = prometheus.NewDesc("leadport_sip_unanswered", "New requests in the works or not yet answered at all by the next hop (admission control's window).", nil, nil)
 	mHeld          = prometheus.NewDesc("leadport_memory_held_bytes", "Live heap at the last collection plus goroutine stacks, as admission control samples it.", nil, nil)
 	mBudget        = prometheus.NewDesc("leadport_memory_budget_bytes", "The memory budget (memory_budget).", nil, nil)
 	mRegFailing    = prometheus.NewDesc("leadport_sip_register_failing_lines", "Lines whose registrations through the agent fail (two or more non-2xx answers in a row).", nil, nil)
@@ -204,7 +206,7 @@ var (
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mCalls, mActive, mRequests, mSIPErrors, mBlocked, mObserved, mRuleErrors, mPolicy,
 		mPending, mOldest, mStoreSize, mStoreMax, mSyncUp, mSyncRecords, mSyncLast, mCommands, mCmdRejected, mUpstreamAlive,
-		mRefused, mHeld, mBudget, mRegFailing, mRegFallback} {
+		mRefused, mUnanswered, mHeld, mBudget, mRegFailing, mRegFallback} {
 		ch <- d
 	}
 }
@@ -228,9 +230,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			"decision_panic": s.DecisionPanics, "relay": s.RelayErrors, "overload": s.Overloaded} {
 			counter(mSIPErrors, float64(n), kind)
 		}
-		for _, reason := range []string{"queue", "busy", "memory", "pending"} {
+		for _, reason := range sipproxy.RefusalReasons() {
 			counter(mRefused, float64(s.Shed[reason]), reason)
 		}
+		gauge(mUnanswered, float64(s.Unanswered))
 		gauge(mHeld, float64(s.Held))
 		gauge(mBudget, float64(s.MemoryBudget))
 		reg := a.registerStatus()

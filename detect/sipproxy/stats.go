@@ -166,3 +166,7 @@ func (c *counters) snapshot() Stats {
 	}
 	return s
 }
+
+// RefusalReasons names admission control's reasons, the keys of
+// Stats.Shed, so that exporters list every one from the start.
+func RefusalReasons() []string { return append([]string(nil), shedNames[:]...) }
