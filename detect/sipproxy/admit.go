@@ -334,9 +334,10 @@ func refusal(dst, data []byte, r shedReason) []byte {
 	return append(b, "\"\r\nServer: leadport-agent\r\nContent-Length: 0\r\n\r\n"...)
 }
 
-// salvaged tells the header lines a refusal copies (malformed.go's
-// salvage, without allocating): 'v' for Via, 't' for To, 'o' for From,
-// Call-ID and CSeq, 0 for the rest.
+// salvaged tells the header lines a stateless answer (a refusal, or
+// malformed.go's 400) copies back so the sender can match it to its
+// transaction, full names and compact, any case, without allocating: 'v'
+// for Via, 't' for To, 'o' for From, Call-ID and CSeq, 0 for the rest.
 func salvaged(name []byte) byte {
 	switch len(name) {
 	case 1:

@@ -297,18 +297,17 @@ func TestRefusalAllocatesNothing(t *testing.T) {
 	}
 }
 
-// TestSalvaged agrees with malformed.go's salvage, whatever the case.
+// TestSalvaged: the header lines a stateless answer copies, full names
+// and compact, whatever the case.
 func TestSalvaged(t *testing.T) {
-	for _, name := range []string{"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq",
-		"Contact", "m", "Max-Forwards", "Content-Length", "l", "x", "tox", "Route", ""} {
-		for _, n := range []string{name, strings.ToUpper(name)} {
-			if got := salvaged([]byte(n)) != 0; got != salvage[strings.ToLower(n)] {
-				t.Errorf("salvaged(%q) = %v, want %v", n, got, !got)
+	want := map[string]byte{"via": 'v', "v": 'v', "to": 't', "t": 't', "from": 'o', "f": 'o', "call-id": 'o', "i": 'o', "cseq": 'o',
+		"contact": 0, "m": 0, "max-forwards": 0, "content-length": 0, "l": 0, "x": 0, "tox": 0, "route": 0, "": 0}
+	for name, kind := range want {
+		for _, n := range []string{name, strings.ToUpper(name), strings.ToUpper(name[:min(1, len(name))]) + name[min(1, len(name)):]} {
+			if got := salvaged([]byte(n)); got != kind {
+				t.Errorf("salvaged(%q) = %q, want %q", n, got, kind)
 			}
 		}
-	}
-	if salvaged([]byte("VIA")) != 'v' || salvaged([]byte("T")) != 't' || salvaged([]byte("Call-ID")) != 'o' {
-		t.Error("salvaged does not tell Via and To from the rest")
 	}
 }
 

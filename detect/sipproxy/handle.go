@@ -127,8 +127,9 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		// TLS requests are judged here, and the bound on pending requests
 		// holds for all.
 		r := shedReason(-1)
-		if !strings.EqualFold(req.Transport(), "udp") {
-			r = p.overloaded(0)
+		udp := strings.EqualFold(req.Transport(), "udp")
+		if !udp {
+			r = p.overloaded(0) // the window's check included
 		}
 		if n := p.pending.Add(1); r < 0 && n > int64(p.opts.MaxPending) {
 			r = shedPending
@@ -136,7 +137,7 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		// UDP datagrams were let in against the count of a moment ago;
 		// those read since then and queued for a CPU are counted now.
 		rc.unanswered = true
-		if n := p.unanswered.Add(1); r < 0 && p.window.shed(n-1, time.Now().UnixNano()) {
+		if n := p.unanswered.Add(1); r < 0 && udp && p.window.shed(n-1, time.Now().UnixNano()) {
 			r = shedUnanswered
 		}
 		defer p.answered(rc)

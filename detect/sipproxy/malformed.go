@@ -105,13 +105,6 @@ func (p *Proxy) parseFailed(s *side, data string) {
 	p.c.response(sip.StatusBadRequest)
 }
 
-// salvage are the header names (full and compact) a 400 copies back so the
-// sender can match it to its transaction.
-var salvage = map[string]bool{
-	"via": true, "v": true, "from": true, "f": true, "to": true, "t": true,
-	"call-id": true, "i": true, "cseq": true,
-}
-
 // badRequest builds a 400 for a request that failed to parse, or nil when
 // too little of it makes sense to answer (no request line or no Via).
 func badRequest(data []byte) []byte {
@@ -129,14 +122,14 @@ func badRequest(data []byte) []byte {
 		if !ok {
 			continue
 		}
-		n := strings.ToLower(strings.TrimSpace(name))
-		if !salvage[n] {
+		k := salvaged([]byte(strings.TrimSpace(name)))
+		if k == 0 {
 			continue
 		}
-		if n == "via" || n == "v" {
+		if k == 'v' {
 			hasVia = true
 		}
-		if n == "to" || n == "t" {
+		if k == 't' {
 			hasTo = true
 			if !strings.Contains(strings.ToLower(l), "tag=") {
 				l += ";tag=lp400"
