@@ -48,12 +48,18 @@
 #     BENCH_PROBE_SECONDS past it; recovery is the time from the end of
 #     the overload to the 200 of the first probe call from which on every
 #     probe call was answered 200 within BENCH_RECOVERY_MS and its BYE
-#     answered (resolution: the probe's interval between calls);
+#     answered (resolution: the probe's interval between calls); and the
+#     cores the proxy and SIPp each used during the run, with the proxy's
+#     efficiency: its completed calls per CPU-second as a share of the same
+#     at its capacity (what refusing the excess cost it, apart from the CPU
+#     SIPp took from it);
 #  5. idle cost: each proxy with no calls for BENCH_IDLE_SECONDS: CPU time
 #     (utime+stime) per second and wake-ups per second (voluntary and
 #     involuntary context switches of all its threads, all processes);
 #  CPU time per call of each proxy (utime+stime from /proc/PID/stat, all of
-#  kamailio's processes) at its highest passing rate and at BENCH_LAT_RATE.
+#  kamailio's processes) at its highest passing rate and at BENCH_LAT_RATE,
+#  and at BENCH_LAT_RATE its context switches per call (all threads, all
+#  processes).
 #
 # A step runs BENCH_STEP_SECONDS of calls at one rate (-m = rate * seconds,
 # calls of BENCH_CALL_MS) against freshly started processes. It passes when
@@ -360,6 +366,19 @@ cpu_ticks() {
   echo "$t"
 }
 clk_tck=$(getconf CLK_TCK)
+# Context switches per call: on a virtual machine each one is dear, and
+# they show how a proxy's design spends CPU (a switch per message and
+# process for kamailio; the Go runtime's threads handing work between
+# them for the agent) with far less noise than CPU time.
+# ctxsw PID: voluntary and involuntary context switches of all threads of
+# PID and of its children (a thread that exited in between takes its count
+# with it).
+ctxsw() {
+  local p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    cat /proc/"$p"/task/*/status 2>/dev/null || true
+  done | awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { n += $2 } END { printf "%.0f\n", n }'
+}
 per_call() { # ticks0 ticks1 calls: CPU microseconds per call
   awk -v a="$1" -v b="$2" -v hz="$clk_tck" -v n="$3" 'BEGIN { if (n == 0) print "-"; else printf "%.0f", (b - a) / hz / n * 1e6 }'
 }
@@ -568,7 +587,7 @@ latency() {
     }'
 }
 
-declare -A p50 p99 cpu bye50 bye99 lat_status
+declare -A p50 p99 cpu csw bye50 bye99 lat_status
 lat_calls=$((lat_rate * lat_s))
 lat_targets="direct $targets"
 [[ " $targets " == *" agent "* ]] && [[ " $targets " != *" agent-unsigned "* ]] && lat_targets+=" agent-unsigned"
@@ -580,12 +599,13 @@ for t in $lat_targets; do
   mkdir -p "$dir"
   start_uas "$dir"
   start_proxy "$t" "$dir"
-  ticks0=0
-  [ -n "$proxy_pid" ] && ticks0=$(cpu_ticks "$proxy_pid")
+  ticks0=0 cs0=0
+  [ -n "$proxy_pid" ] && ticks0=$(cpu_ticks "$proxy_pid") cs0=$(ctxsw "$proxy_pid")
   run_uac "$dir" "$lat_rate" "$lat_calls" "$lat_call_ms" "$t" -trace_shortmsg
   if [ -n "$proxy_pid" ]; then
-    ticks1=$(cpu_ticks "$proxy_pid")
+    ticks1=$(cpu_ticks "$proxy_pid") cs1=$(ctxsw "$proxy_pid")
     cpu[$t]=$(per_call "$ticks0" "$ticks1" "$((ok + failed))")
+    csw[$t]=$(awk -v a="$cs0" -v b="$cs1" -v n="$((ok + failed))" 'BEGIN { if (n == 0) print "-"; else printf "%.1f", (b - a) / n }')
     if [[ "$t" == agent* ]]; then
       agent_status "$t" "$dir"
       lat_status[$t]=$st_summary
@@ -687,9 +707,11 @@ recovery() {
 # overload TARGET FACTOR CAPACITY: one overload run; sets the ov_* entries
 # for "TARGET FACTOR".
 declare -A ov_plan ov_offered ov_done ov_pct ov_refused ov_failed ov_mem ov_anon ov_alive ov_rec ov_res ov_probe ov_status
+declare -A ov_pcpu ov_scpu ov_eff
 overload() {
   local target=$1 factor=$2 cap=$3 key="$1 $2" rate prate dir ov_pid probe_pid=
   local t_start t_probe t_end t_stop mem peak=0 anon apeak=0 rec after good pref rc_ov=0 rc_probe=0 ok_ov failed_ov created_ov refused sf
+  local pt0 pt1=0 st0 st1=0
   rate=$((cap * factor))
   prate=$((cap * probe_pct / 100))
   [ "$prate" -lt 1 ] && prate=1
@@ -705,6 +727,7 @@ overload() {
   # length, would) when the proxy answers late
   now
   t_start=$now_us
+  pt0=$(cpu_ticks "$proxy_pid") st0=$(cpu_ticks "$uas_pid")
   launch_uac "$dir" "$uac_port" "$sf" "$target" "$rate" "$((rate * (ov_s + 60)))" "$call_ms" \
     -trace_counts -l "$((rate * (8 + call_ms / 1000)))"
   ov_pid=$launched_pid
@@ -732,6 +755,9 @@ overload() {
       probe_pid=$launched_pid
     fi
     if [ "$ended" = 0 ] && [ "$now_us" -ge "$t_end" ]; then
+      # The CPU each side had during the overload (the probe's last second
+      # included: it is a tenth of the capacity).
+      pt1=$(cpu_ticks "$proxy_pid") st1=$(($(cpu_ticks "$uas_pid") + $(cpu_ticks "$ov_pid") + $(cpu_ticks "$probe_pid")))
       kill -USR1 "$ov_pid" 2>/dev/null || true
       now
       t_end=$now_us ended=1
@@ -783,6 +809,14 @@ overload() {
   ov_pct[$key]=$(awk -v c="$completed" -v s="$secs" -v k="$cap" 'BEGIN { printf "%.0f", c / s / k * 100 }')
   ov_refused[$key]=$refused ov_failed[$key]=$failed_ov
   ov_mem[$key]=$peak ov_anon[$key]=$apeak
+  # Cores used by the proxy and by SIPp (UAC, probe and UAS) during the
+  # overload, and the proxy's completed calls per CPU-second as a share of
+  # what it did per CPU-second at its capacity (the search's CPU per call):
+  # how much of its CPU went to calls rather than to refusing the rest.
+  ov_pcpu[$key]=$(awk -v a="$pt0" -v b="$pt1" -v hz="$clk_tck" -v s="$secs" 'BEGIN { printf "%.2f", (b - a) / hz / s }')
+  ov_scpu[$key]=$(awk -v a="$st0" -v b="$st1" -v hz="$clk_tck" -v s="$secs" 'BEGIN { printf "%.2f", (b - a) / hz / s }')
+  ov_eff[$key]=$(awk -v c="$completed" -v a="$pt0" -v b="$pt1" -v hz="$clk_tck" -v us="${best_cpu[$target]:--}" '
+    BEGIN { cpu = (b - a) / hz; if (cpu <= 0 || us !~ /^[0-9.]+$/ || us <= 0) print "-"; else printf "%.0f", c / cpu / (1e6 / us) * 100 }')
   read -r rec after good pref < <(recovery "$(echo "$dir"/probe/*_shortmessages.log)" "$t_end" "$recovery_ms" 2>/dev/null || echo "- 0 0 0")
   ov_rec[$key]=$rec
   ov_res[$key]=$(awk -v r="$prate" 'BEGIN { printf "%.1f", 1000 / r }')
@@ -812,16 +846,6 @@ for t in $ov_targets; do
 done
 
 # --- 5. idle cost -------------------------------------------------------------------
-# ctxsw PID: voluntary and involuntary context switches of all threads of
-# PID and of its children (a thread that exited in between takes its count
-# with it).
-ctxsw() {
-  local p
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-    cat /proc/"$p"/task/*/status 2>/dev/null || true
-  done | awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { n += $2 } END { printf "%.0f\n", n }'
-}
-
 # cpu_ns PID: nanoseconds on a CPU of all threads of PID and of its
 # children (schedstat: finer than the 10 ms clock ticks of /proc/PID/stat,
 # which an idle process hardly reaches in a few seconds); empty where the
@@ -906,8 +930,9 @@ fi
 
 echo
 echo "== INVITE -> 200 at $lat_rate calls/s ($lat_calls calls), microseconds; CPU per call of the proxy"
-echo "   (agent and agent-unsigned: $nlines lines, every rule group observing, as in the search; target: agent CPU/call <= kamailio's)"
-printf '%-14s %8s %8s %10s %10s %12s %9s %9s\n' path p50 p99 "+p50" "+p99" "CPU us/call" "BYE p50" "BYE p99"
+echo "   (agent and agent-unsigned: $nlines lines, every rule group observing, as in the search; target: agent CPU/call <= kamailio's;"
+echo "    switches: the proxy's context switches per call, all its threads and processes)"
+printf '%-14s %8s %8s %10s %10s %12s %9s %9s %9s\n' path p50 p99 "+p50" "+p99" "CPU us/call" switches "BYE p50" "BYE p99"
 for t in $lat_targets; do
   [ "$t" = direct ] && [ -n "${shown_direct:-}" ] && continue
   [ "$t" = direct ] && shown_direct=1
@@ -916,7 +941,7 @@ for t in $lat_targets; do
     add50=$((p50[$t] - p50[direct]))
     add99=$((p99[$t] - p99[direct]))
   fi
-  printf '%-14s %8s %8s %10s %10s %12s %9s %9s\n' "$t" "${p50[$t]}" "${p99[$t]}" "$add50" "$add99" "${cpu[$t]:--}" "${bye50[$t]:--}" "${bye99[$t]:--}"
+  printf '%-14s %8s %8s %10s %10s %12s %9s %9s %9s\n' "$t" "${p50[$t]}" "${p99[$t]}" "$add50" "$add99" "${cpu[$t]:--}" "${csw[$t]:--}" "${bye50[$t]:--}" "${bye99[$t]:--}"
 done
 if [ -n "${p50[agent]:-}" ] && [ -n "${p50[agent-unsigned]:-}" ] && [ "${p50[agent]}" != - ] && [ "${p50[agent-unsigned]}" != - ]; then
   echo "signing adds p50 $((p50[agent] - p50[agent-unsigned])) us, p99 $((p99[agent] - p99[agent-unsigned])) us; the agent's mean time to sign a call: ${sign_us:--} us"
@@ -942,6 +967,11 @@ if [ ${#ov_ran[@]} -gt 0 ]; then
     read -r t f <<<"$k"
     printf '%-10s %3s %8s %8s %10s %6s %9s %8s %9.1f %8s %10s  %s\n' "$t" "${f}x" "${ov_plan[$k]}" "${ov_offered[$k]}" "${ov_done[$k]}" "${ov_pct[$k]}" \
       "${ov_refused[$k]}" "${ov_failed[$k]}" "$(awk -v k="${ov_mem[$k]}" 'BEGIN { print k / 1024 }')" "${ov_alive[$k]}" "${ov_rec[$k]}" "${ov_probe[$k]}"
+  done
+  echo "   CPU during each run, in cores: the proxy's, and SIPp's (UAC, probe, UAS) on the same cores; efficiency: the proxy's"
+  echo "   completed calls per CPU-second as % of the same at its capacity (the search's CPU per call): what refusing the rest cost it"
+  for k in "${ov_ran[@]}"; do
+    printf '   %s: proxy %s cores, SIPp %s cores; efficiency %s%%\n' "${k}x" "${ov_pcpu[$k]}" "${ov_scpu[$k]}" "${ov_eff[$k]}"
   done
   for k in "${ov_ran[@]}"; do
     [[ $k == agent* ]] || continue
