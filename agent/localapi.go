@@ -197,6 +197,7 @@ var (
 	mUpstreamAlive = prometheus.NewDesc("leadport_sip_upstream_up", "1 when the upstream answered the last OPTIONS.", nil, nil)
 	mRefused       = prometheus.NewDesc("leadport_sip_refused_total", "New requests refused with 503 by admission control, by reason (queue, busy, memory, pending, unanswered).", []string{"reason"}, nil)
 	mUnanswered    = prometheus.NewDesc("leadport_sip_unanswered", "New requests in the works or not yet answered at all by the next hop (admission control's window).", nil, nil)
+	mRetransmitted = prometheus.NewDesc("leadport_sip_retransmissions_answered_total", "Requests retransmitted after their final answer, answered again (or absorbed) from the answer kept for the transaction linger.", nil, nil)
 	mHeld          = prometheus.NewDesc("leadport_memory_held_bytes", "Live heap at the last collection plus goroutine stacks, as admission control samples it.", nil, nil)
 	mBudget        = prometheus.NewDesc("leadport_memory_budget_bytes", "The memory budget (memory_budget).", nil, nil)
 	mRegFailing    = prometheus.NewDesc("leadport_sip_register_failing_lines", "Lines whose registrations through the agent fail (two or more non-2xx answers in a row).", nil, nil)
@@ -206,7 +207,7 @@ var (
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mCalls, mActive, mRequests, mSIPErrors, mBlocked, mObserved, mRuleErrors, mPolicy,
 		mPending, mOldest, mStoreSize, mStoreMax, mSyncUp, mSyncRecords, mSyncLast, mCommands, mCmdRejected, mUpstreamAlive,
-		mRefused, mUnanswered, mHeld, mBudget, mRegFailing, mRegFallback} {
+		mRefused, mUnanswered, mRetransmitted, mHeld, mBudget, mRegFailing, mRegFallback} {
 		ch <- d
 	}
 }
@@ -234,6 +235,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(mRefused, float64(s.Shed[reason]), reason)
 		}
 		gauge(mUnanswered, float64(s.Unanswered))
+		counter(mRetransmitted, float64(s.Retransmitted))
 		gauge(mHeld, float64(s.Held))
 		gauge(mBudget, float64(s.MemoryBudget))
 		reg := a.registerStatus()

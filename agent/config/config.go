@@ -83,8 +83,8 @@ type SIP struct {
 	RegisterMode string `yaml:"register_mode"`
 	// MaxCallS ends a call with no BYE after this many seconds.
 	MaxCallS int `yaml:"max_call_s"`
-	// TransactionLingerMS is how long a transaction stays after its final
-	// response to absorb retransmissions (sipproxy.SetTransactionLinger).
+	// TransactionLingerMS is how long the final answer to a UDP request is
+	// kept to answer its retransmissions (sipproxy.SetTransactionLinger).
 	TransactionLingerMS int `yaml:"transaction_linger_ms"`
 	// Identity is "sign" (an RFC 8224 Identity header, signed with the
 	// device's call-signing key, on every call the rules let out) or

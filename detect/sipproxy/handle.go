@@ -91,6 +91,9 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	if !pass {
 		return // an unknown source's request, answered or dropped (gate.go)
 	}
+	if p.absorbed(req, tx) {
+		return // a retransmission of a request already answered (answered.go)
+	}
 	if req.IsAck() {
 		p.relayAck(in, req)
 		return
@@ -352,6 +355,9 @@ func (p *Proxy) reply(tx sip.ServerTransaction, req *sip.Request, status int, re
 func (p *Proxy) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response) {
 	res.SetDestination(req.Source())
 	p.c.response(res.StatusCode)
+	// Kept before it is sent: sipgo ends the transaction as soon as the
+	// answer is out, and a retransmission must then find it here.
+	p.answers.remember(req, res)
 	if err := tx.Respond(res); err != nil {
 		p.log.Debug("reply not sent", "call_id", callID(req), "status", res.StatusCode, "err", err)
 	}
@@ -735,6 +741,9 @@ func (p *Proxy) relayResponse(out *side, req, fwd *sip.Request, tx sip.ServerTra
 	// RFC 3581: back to the request's source. sipgo would derive it from
 	// the Via and get an IPv6 received= wrong.
 	res.SetDestination(req.Source())
+	if status >= 200 {
+		p.answers.remember(req, res) // before it is out, as in respond
+	}
 	if err := tx.Respond(res); err != nil {
 		p.log.Debug("response not relayed", "call_id", rc.callID, "status", status, "err", err)
 	}

@@ -158,7 +158,8 @@ type Proxy struct {
 	// registrations go in contact mode from then on (registerAnswered).
 	pathRefused atomic.Bool
 	ready       chan struct{}
-	gate        gate // per-source limits (gate.go)
+	gate        gate     // per-source limits (gate.go)
+	answers     *answers // final answers kept for retransmissions (answered.go)
 }
 
 type deciderBox struct{ d detect.Decider }
@@ -201,31 +202,35 @@ func init() {
 	sip.Timer_B, sip.Timer_F = 8*time.Second, 8*time.Second
 }
 
-// DefaultTransactionLinger is how long a transaction stays after its final
-// response, absorbing retransmissions; see SetTransactionLinger.
+// DefaultTransactionLinger is how long the final answer to a UDP request
+// is kept after it was sent, to answer retransmissions; see
+// SetTransactionLinger.
 const DefaultTransactionLinger = 100 * time.Millisecond
 
-// SetTransactionLinger sets how long transactions stay after their final
-// response (Timers J, L, I and M) for the whole process: sipgo keeps its
-// timers in package variables, read by every transaction. Call it once,
-// before any proxy runs.
+// SetTransactionLinger sets, for the whole process, how long the final
+// answer to a request that came over UDP is kept to answer its
+// retransmissions (answered.go). Call it once, before any proxy runs.
 //
-// RFC 3261 says 32 s for most; kamailio's tm lingers 5 s (wait_timer).
-// What lingers is the parsed request and its answer, several KB a call
-// with sipgo's message objects: 2 s held 60 MB at 2,000 calls/s, 500 ms
-// still most of a small device's memory budget, and that bound the call
-// rate the budget admits. A retransmission only comes after the final
-// answer when that answer was lost on the way (a request answered slower
-// than T1 is retransmitted while its transaction is still there), which
-// on the LAN or loopback the agent sits on is rare. One that comes after
-// the linger is relayed again as a new transaction: the next hop answers
-// it from its own, or with 481 for a BYE whose dialog is gone, and the
-// sender takes either as the end; the rules count an INVITE with the
-// Call-ID of the line's newest attempt once. Later 2xx retransmissions are
-// relayed statelessly (strayResponse, RFC 6026). Timer D (INVITE client
-// after a failure answer) is moot: client transactions end once their
-// final answer is relayed, the ACK for a failure already sent; it is cut
-// to 2 s all the same.
+// RFC 3261 keeps server transactions 32 s for this; kamailio's tm 5 s
+// (wait_timer). A retransmission only comes after the final answer when
+// that answer was lost on the way (a request answered slower than T1 is
+// retransmitted while its transaction is still in progress), which on the
+// LAN or loopback the agent sits on is rare. One that comes after the
+// linger is relayed again as a new transaction: the next hop answers it
+// from its own, or with 481 for a BYE whose dialog is gone, and the sender
+// takes either as the end; the rules count an INVITE with the Call-ID of
+// the line's newest attempt once. Later 2xx retransmissions are relayed
+// statelessly (strayResponse, RFC 6026).
+//
+// sipgo's own transactions end as soon as their final answer is out
+// (Timers J, L, I and M are 0): kept for the linger, each held its request
+// and answer, several KB with sipgo's message objects, and ended by a
+// timer that woke the runtime (answered.go says what that cost). A
+// failure answer to an INVITE still keeps its transaction until the ACK
+// (Timers G and H), as it must. Timer D (INVITE client after a failure
+// answer) is moot: client transactions end once their final answer is
+// relayed, the ACK for a failure already sent; it is cut to 2 s all the
+// same.
 //
 // The agent's branches stay random. Deriving them from the incoming
 // request, as a stateless proxy does so that a late retransmission reuses
@@ -233,7 +238,8 @@ const DefaultTransactionLinger = 100 * time.Millisecond
 // transaction reached a new one with the same key while it was in the map
 // but not yet started, and its state machine was nil.
 func SetTransactionLinger(d time.Duration) {
-	sip.Timer_J, sip.Timer_L, sip.Timer_M, sip.Timer_I = d, d, d, d
+	lingerNs.Store(int64(d))
+	sip.Timer_J, sip.Timer_L, sip.Timer_M, sip.Timer_I = 0, 0, 0, 0
 }
 
 // udpBuffer is the socket buffer asked for each UDP listener: a burst of
@@ -292,6 +298,7 @@ func New(opts Options) (*Proxy, error) {
 		now:     opts.Now,
 		tracker: opts.Tracker,
 		regs:    newRegistrations(),
+		answers: newAnswers(),
 		admit:   newAdmission(opts.MemoryBudget, opts.OnBacklog),
 		ready:   make(chan struct{}),
 	}
@@ -345,6 +352,7 @@ func (p *Proxy) Stats() Stats {
 	ts := p.tracker.Stats()
 	s.CallsActive, s.CallsTotal, s.CallsOverflow = ts.Active, ts.Total, ts.Overflow
 	s.Registrations = p.regs.count(p.now())
+	s.AnswersKept = p.answers.len()
 	return s
 }
 

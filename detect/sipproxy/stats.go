@@ -48,6 +48,7 @@ type counters struct {
 	durableN   atomic.Uint64 // BYE answers held until the call's record was stored
 	durableNs  atomic.Uint64
 	durableTO  atomic.Uint64 // ... relayed after DurableWait without it
+	retrans    atomic.Uint64 // retransmissions answered or absorbed from a kept answer (answered.go)
 	gate       gateCounters  // unknown sources (gate.go)
 }
 
@@ -105,6 +106,8 @@ type Stats struct {
 	DurableWaits   uint64            // BYE answers held until the call's record was stored
 	DurableTime    time.Duration     // total time they were held
 	DurableTimeout uint64            // held DurableWait and relayed without it
+	Retransmitted  uint64            // requests already answered, answered again from the answer kept (or absorbed)
+	AnswersKept    int               // final answers kept for the transaction linger
 	Security       SecurityStats     // unknown sources: limits, refusals, reports
 	Pending        int64             // initial requests awaiting a final response
 	Unanswered     int64             // new requests in the works or awaiting a first answer
@@ -143,6 +146,7 @@ func (c *counters) snapshot() Stats {
 		DurableWaits:   c.durableN.Load(),
 		DurableTime:    time.Duration(c.durableNs.Load()),
 		DurableTimeout: c.durableTO.Load(),
+		Retransmitted:  c.retrans.Load(),
 		Security:       c.gate.snapshot(),
 	}
 	for r := range c.shed {
