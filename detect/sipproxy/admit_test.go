@@ -202,11 +202,7 @@ func TestPeekAllocatesNothing(t *testing.T) {
 // it behind the test's back (sipgo's UAS sends 100 Trying on its own
 // after 200 ms).
 func TestUnansweredWindow(t *testing.T) {
-	hop, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hop.Close()
+	hop := loopbackUDP(t)
 	r := newRig(t, "udp", func(o *Options, _ *rig) {
 		o.Upstream = Endpoint{"udp", "127.0.0.1", hop.LocalAddr().(*net.UDPAddr).Port}
 		o.MaxUnanswered = 2
@@ -217,20 +213,11 @@ func TestUnansweredWindow(t *testing.T) {
 		from *net.UDPAddr
 	}
 	got := make(chan relayed, 64)
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := hop.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			if m, err := sip.ParseMessage(append([]byte(nil), buf[:n]...)); err == nil {
-				if req, ok := m.(*sip.Request); ok && req.IsInvite() {
-					got <- relayed{req, from}
-				}
-			}
+	go eachRequest(hop, func(req *sip.Request, from *net.UDPAddr) {
+		if req.IsInvite() {
+			got <- relayed{req, from}
 		}
-	}()
+	})
 	// nextInvite waits for the next INVITE with a Call-ID not seen before:
 	// the proxy retransmits those it relayed.
 	seen := map[string]relayed{}
@@ -264,7 +251,7 @@ func TestUnansweredWindow(t *testing.T) {
 	waitFor(t, "two new requests counted unanswered", func() bool { return r.p.Stats().Unanswered == 2 })
 
 	refused := call()
-	err = refused.WaitAnswer(ctxT(t), sipgo.AnswerOptions{})
+	err := refused.WaitAnswer(ctxT(t), sipgo.AnswerOptions{})
 	var de *sipgo.ErrDialogResponse
 	if !errors.As(err, &de) || de.Res.StatusCode != 503 || de.Res.GetHeader("Retry-After") == nil {
 		t.Fatalf("third call with two unanswered: %v, want 503 with Retry-After", err)

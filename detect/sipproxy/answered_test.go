@@ -10,6 +10,34 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
+// loopbackUDP is a bare UDP socket on 127.0.0.1 for the test: a next hop
+// or a client that speaks raw SIP.
+func loopbackUDP(t testing.TB) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// eachRequest hands fn each request c reads, until c is closed.
+func eachRequest(c *net.UDPConn, fn func(req *sip.Request, from *net.UDPAddr)) {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := c.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		if m, err := sip.ParseMessage(append([]byte(nil), buf[:n]...)); err == nil {
+			if req, ok := m.(*sip.Request); ok {
+				fn(req, from)
+			}
+		}
+	}
+}
+
 func parseRequest(t *testing.T, raw string) *sip.Request {
 	t.Helper()
 	m, err := sip.ParseMessage([]byte(raw))
@@ -101,42 +129,26 @@ func TestRetransmissionAnswered(t *testing.T) {
 	// that meets the ending transaction is dropped, as by sipgo).
 	defer lingerNs.Store(lingerNs.Load())
 	lingerNs.Store(int64(time.Minute))
-	hop, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hop.Close()
+	hop := loopbackUDP(t)
 	r := newRig(t, "udp", func(o *Options, _ *rig) {
 		o.Upstream = Endpoint{"udp", "127.0.0.1", hop.LocalAddr().(*net.UDPAddr).Port}
 	})
 	// The next hop answers every request but ACK with 200 (an INVITE with
 	// 486), and reports each request's method and Call-ID.
 	relayed := make(chan string, 64)
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := hop.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			m, err := sip.ParseMessage(append([]byte(nil), buf[:n]...))
-			req, ok := m.(*sip.Request)
-			if err != nil || !ok {
-				continue
-			}
-			relayed <- string(req.Method) + " " + callID(req)
-			if req.IsAck() {
-				continue
-			}
-			status, reason := 200, "OK"
-			if req.IsInvite() {
-				status, reason = 486, "Busy Here"
-			}
-			res := sip.NewResponseFromRequest(req, status, reason, nil)
-			res.To().Params.Add("tag", "hop")
-			hop.WriteToUDP([]byte(res.String()), from)
+	go eachRequest(hop, func(req *sip.Request, from *net.UDPAddr) {
+		relayed <- string(req.Method) + " " + callID(req)
+		if req.IsAck() {
+			return
 		}
-	}()
+		status, reason := 200, "OK"
+		if req.IsInvite() {
+			status, reason = 486, "Busy Here"
+		}
+		res := sip.NewResponseFromRequest(req, status, reason, nil)
+		res.To().Params.Add("tag", "hop")
+		hop.WriteToUDP([]byte(res.String()), from)
+	})
 	nextRelayed := func() string {
 		t.Helper()
 		select {
@@ -148,11 +160,7 @@ func TestRetransmissionAnswered(t *testing.T) {
 		}
 	}
 
-	phone, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer phone.Close()
+	phone := loopbackUDP(t)
 	proxyAddr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: r.port("udp")}
 	request := func(method, branch, cid, cseq string) []byte {
 		return []byte(fmt.Sprintf("%s sip:%s@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=%s;rport\r\n"+
