@@ -813,7 +813,8 @@ overload() {
   # overload, and the proxy's completed calls per CPU-second as a share of
   # what it did per CPU-second at its capacity (the search's CPU per call):
   # how much of its CPU went to calls rather than to refusing the rest.
-  ov_pcpu[$key]=$(awk -v a="$pt0" -v b="$pt1" -v hz="$clk_tck" -v s="$secs" 'BEGIN { printf "%.2f", (b - a) / hz / s }')
+  # A proxy that died before the end has no CPU left to read: "-".
+  ov_pcpu[$key]=$(awk -v a="$pt0" -v b="$pt1" -v hz="$clk_tck" -v s="$secs" 'BEGIN { if (b < a) print "-"; else printf "%.2f", (b - a) / hz / s }')
   ov_scpu[$key]=$(awk -v a="$st0" -v b="$st1" -v hz="$clk_tck" -v s="$secs" 'BEGIN { printf "%.2f", (b - a) / hz / s }')
   ov_eff[$key]=$(awk -v c="$completed" -v a="$pt0" -v b="$pt1" -v hz="$clk_tck" -v us="${best_cpu[$target]:--}" '
     BEGIN { cpu = (b - a) / hz; if (cpu <= 0 || us !~ /^[0-9.]+$/ || us <= 0) print "-"; else printf "%.0f", c / cpu / (1e6 / us) * 100 }')
