@@ -16,7 +16,9 @@ import (
 // TestForkedAnswers: a forking upstream answers one INVITE twice, from two
 // branches (two To tags). The caller must get both 2xx (RFC 3261 16.7
 // step 5 and RFC 6026), the second after the INVITE transaction has
-// ended; the call is answered once.
+// ended; the call is answered once. The two answers leave together, so
+// the proxy's per-response goroutines may take them in either order: the
+// case that lost one while the client transaction's Timer M was 0.
 func TestForkedAnswers(t *testing.T) {
 	r := newRig(t, "udp", nil)
 	r.edge.setAnswer(func(s *sipgo.DialogServerSession, tx sip.ServerTransaction) {
@@ -26,7 +28,16 @@ func TestForkedAnswers(t *testing.T) {
 			res.To().Params.Add("tag", tag)
 			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 			res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: tag, Host: "127.0.0.1", Port: r.edge.port}})
-			if err := tx.Respond(res); err != nil {
+			var err error
+			if tag == "fork1" {
+				err = tx.Respond(res)
+			} else {
+				// Another UAS's answer: not through this one's transaction,
+				// which its own Timer L (0 in this process) may have ended.
+				res.SetDestination(inv.Source())
+				err = r.edge.srv.WriteResponse(res)
+			}
+			if err != nil {
 				t.Errorf("edge answer %s: %v", tag, err)
 			}
 		}

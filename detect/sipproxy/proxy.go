@@ -222,12 +222,25 @@ const DefaultTransactionLinger = 100 * time.Millisecond
 // the line's newest attempt once. Later 2xx retransmissions are relayed
 // statelessly (strayResponse, RFC 6026).
 //
-// sipgo's own transactions end as soon as their final answer is out
-// (Timers J, L, I and M are 0): kept for the linger, each held its request
-// and answer, several KB with sipgo's message objects, and ended by a
-// timer that woke the runtime (answered.go says what that cost). A
+// sipgo's own server transactions end as soon as their final answer is
+// out (Timers J, L and I are 0): kept for the linger, each held its
+// request and answer, several KB with sipgo's message objects, and ended
+// by a timer that woke the runtime (answered.go says what that cost). A
 // failure answer to an INVITE still keeps its transaction until the ACK
-// (Timers G and H), as it must. Timer D (INVITE client after a failure
+// (Timers G and H), as it must.
+//
+// Timer M (INVITE client transaction after its first 2xx) is not 0 but
+// inviteAcceptedHold. sipgo hands each response to its transaction on a
+// goroutine of its own, so another fork's 2xx can reach the transaction
+// just after the first; while the transaction is "Accepted" it goes to
+// the proxy's retransmission hook and on to the caller, but once Timer M
+// has fired the state machine drops it without a word. At 0 that lost
+// one fork's answer in TestForkedAnswers. The relay ends the transaction
+// itself (Terminate, which takes it out of sipgo's map) as soon as the
+// first 2xx is relayed, and later 2xx then reach strayResponse; Timer M
+// only has to outlast that. It fires once a call whatever its value, so a
+// shorter one would save nothing but the transaction's memory for that
+// time. Timer D (INVITE client after a failure
 // answer) is moot: client transactions end once their final answer is
 // relayed, the ACK for a failure already sent; it is cut to 2 s all the
 // same.
@@ -239,8 +252,12 @@ const DefaultTransactionLinger = 100 * time.Millisecond
 // but not yet started, and its state machine was nil.
 func SetTransactionLinger(d time.Duration) {
 	lingerNs.Store(int64(d))
-	sip.Timer_J, sip.Timer_L, sip.Timer_M, sip.Timer_I = 0, 0, 0, 0
+	sip.Timer_J, sip.Timer_L, sip.Timer_I = 0, 0, 0
+	sip.Timer_M = inviteAcceptedHold
 }
+
+// inviteAcceptedHold is Timer M; see SetTransactionLinger.
+const inviteAcceptedHold = 100 * time.Millisecond
 
 // udpBuffer is the socket buffer asked for each UDP listener: a burst of
 // calls (a PBX re-registering every phone after a restart) must not
