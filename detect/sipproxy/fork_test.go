@@ -17,30 +17,49 @@ import (
 // branches (two To tags). The caller must get both 2xx (RFC 3261 16.7
 // step 5 and RFC 6026), the second after the INVITE transaction has
 // ended; the call is answered once. The two answers leave together, so
-// the proxy's per-response goroutines may take them in either order: the
-// case that lost one while the client transaction's Timer M was 0.
+// the proxy's per-response goroutines may take them in either order, and
+// one may find the client transaction just as it ends and be dropped there
+// (Timer M is 0: see SetTransactionLinger); the edge retransmits both
+// every 100 ms, as a UAS retransmits its 2xx until the ACK (RFC 3261
+// 13.3.1.4), and the retransmission must then come through.
 func TestForkedAnswers(t *testing.T) {
 	r := newRig(t, "udp", nil)
+	stop := make(chan struct{})
+	defer close(stop)
 	r.edge.setAnswer(func(s *sipgo.DialogServerSession, tx sip.ServerTransaction) {
 		inv := s.InviteRequest
+		var answers []*sip.Response
 		for _, tag := range []string{"fork1", "fork2"} {
 			res := sip.NewResponseFromRequest(inv, 200, "OK", []byte(testSDP))
 			res.To().Params.Add("tag", tag)
 			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 			res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: tag, Host: "127.0.0.1", Port: r.edge.port}})
-			var err error
-			if tag == "fork1" {
-				err = tx.Respond(res)
-			} else {
-				// Another UAS's answer: not through this one's transaction,
-				// which its own Timer L (0 in this process) may have ended.
-				res.SetDestination(inv.Source())
-				err = r.edge.srv.WriteResponse(res)
-			}
-			if err != nil {
-				t.Errorf("edge answer %s: %v", tag, err)
-			}
+			res.SetDestination(inv.Source())
+			answers = append(answers, res)
 		}
+		// The first through the transaction; the second as another UAS's,
+		// not through this one's transaction, which its own Timer L (0 in
+		// this process) may have ended.
+		if err := tx.Respond(answers[0]); err != nil {
+			t.Errorf("edge answer fork1: %v", err)
+		}
+		if err := r.edge.srv.WriteResponse(answers[1]); err != nil {
+			t.Errorf("edge answer fork2: %v", err)
+		}
+		go func() {
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					for _, res := range answers {
+						r.edge.srv.WriteResponse(res)
+					}
+				}
+			}
+		}()
 	})
 
 	caller, err := net.ListenPacket("udp", "127.0.0.1:0")

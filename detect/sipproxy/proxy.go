@@ -222,28 +222,25 @@ const DefaultTransactionLinger = 100 * time.Millisecond
 // the line's newest attempt once. Later 2xx retransmissions are relayed
 // statelessly (strayResponse, RFC 6026).
 //
-// sipgo's own server transactions end as soon as their final answer is
-// out (Timers J, L and I are 0): kept for the linger, each held its
+// sipgo's own transactions end as soon as their final answer is out
+// (Timers J, L and I are 0): kept for the linger, each held its
 // request and answer, several KB with sipgo's message objects, and ended
 // by a timer that woke the runtime (answered.go says what that cost). A
 // failure answer to an INVITE still keeps its transaction until the ACK
 // (Timers G and H), as it must.
 //
-// Timer M (INVITE client transaction after its first 2xx) is not 0 but
-// inviteAcceptedHold. sipgo hands each response to its transaction on a
-// goroutine of its own, so another fork's 2xx can reach the transaction
-// just after the first; while the transaction is "Accepted" it goes to
-// the proxy's retransmission hook and on to the caller, but once Timer M
-// has fired the state machine drops it without a word. At 0 that lost
-// one fork's answer in TestForkedAnswers. The relay ends the transaction
-// itself (Terminate, which takes it out of sipgo's map) as soon as the
-// first 2xx is relayed, and later 2xx then reach strayResponse; Timer M
-// only has to outlast that. It fires once a call whatever its value, so a
-// shorter one would save nothing but the transaction's memory for that
-// time. Timer D (INVITE client after a failure
-// answer) is moot: client transactions end once their final answer is
-// relayed, the ACK for a failure already sent; it is cut to 2 s all the
-// same.
+// Timer M (INVITE client transaction after its first 2xx) is 0 as well,
+// and that has a price. sipgo hands each response to its transaction on a
+// goroutine of its own and Terminate does not stop Timer M, so a 2xx of
+// another fork that reaches the transaction within microseconds of the
+// first can find it already ended, and sipgo drops it there; one arriving
+// any later finds no transaction and is relayed (strayResponse). The UAS
+// retransmits its 2xx until the ACK (RFC 3261 13.3.1.4), so the dropped
+// one reaches the caller T1 (500 ms) later (TestForkedAnswers). A Timer M
+// of 100 ms closed that gap but fired in an idle process once a call: 28.5
+// and 28.8 context switches a call at 100 calls/s against 23.8 and 24.5
+// (scripts/bench-idle.sh, two interleaved pairs), for a race between two
+// UASs answering in the same instant.
 //
 // The agent's branches stay random. Deriving them from the incoming
 // request, as a stateless proxy does so that a late retransmission reuses
@@ -252,12 +249,8 @@ const DefaultTransactionLinger = 100 * time.Millisecond
 // but not yet started, and its state machine was nil.
 func SetTransactionLinger(d time.Duration) {
 	lingerNs.Store(int64(d))
-	sip.Timer_J, sip.Timer_L, sip.Timer_I = 0, 0, 0
-	sip.Timer_M = inviteAcceptedHold
+	sip.Timer_J, sip.Timer_L, sip.Timer_I, sip.Timer_M = 0, 0, 0, 0
 }
-
-// inviteAcceptedHold is Timer M; see SetTransactionLinger.
-const inviteAcceptedHold = 100 * time.Millisecond
 
 // udpBuffer is the socket buffer asked for each UDP listener: a burst of
 // calls (a PBX re-registering every phone after a restart) must not
