@@ -190,7 +190,8 @@ func (a *Agent) statusDoc() lpsync.Status {
 		sip.Security = securityStatus(s.Security)
 		sip.Register = a.registerStatus()
 		sip.Admission = &lpsync.Admission{Refused: s.Overloaded, RefusedByReason: s.Shed, InHand: s.InHand,
-			Pending: s.Pending, Unanswered: s.Unanswered, HeldBytes: s.Held, Runnable: s.Runnable, MemoryBudgetBytes: s.MemoryBudget}
+			Pending: s.Pending, Unanswered: s.Unanswered, HeldBytes: s.Held, Runnable: s.Runnable, MemoryBudgetBytes: s.MemoryBudget,
+			ByesHeld: s.DurableHeld, ByesHeldPeak: s.DurableHeldTop}
 	} else {
 		sip.State = "off: sip.upstream is not set"
 	}

@@ -445,14 +445,15 @@ run_uac() { # as start_uac, then finish_uac
 # DIR/status.json) and checks it is configured as the figure says: its
 # lines are BENCH_LINES (one for agent-bare). Sets st_lines, st_calls,
 # st_blocks, st_viol (violations recorded, waiting for sync), st_queue (the
-# record writer's queue high-water mark), st_refused (new requests refused
+# record writer's queue high-water mark), st_byes (the most BYE answers
+# held for the store at once), st_refused (new requests refused
 # with 503 by admission control, by reason; "-" from an agent without it)
 # and st_summary.
 agent_status() {
   local want=$nlines
   [ "$1" = agent-bare ] && want=1
   "$agent_bin" status --json --socket "$2/api.sock" >"$2/status.json" 2>"$2/status.err" || true
-  read -r st_lines st_calls st_blocks st_viol st_queue st_refused < <(awk '
+  read -r st_lines st_calls st_blocks st_viol st_queue st_byes st_refused < <(awk '
     /"lines": \[/ { inl = 1; next }
     inl && /\]/ { inl = 0 }
     inl && /"\+/ { lines++ }
@@ -461,6 +462,7 @@ agent_status() {
     /"violation": \{/ { inv = 1 }
     inv && /"pending": [0-9]/ { gsub(/[^0-9]/, ""); viol = $0; inv = 0 }
     /"queue_high_water": [0-9]/ { gsub(/[^0-9]/, ""); queue = $0 }
+    /"byes_held_peak": [0-9]/ { gsub(/[^0-9]/, ""); byes = $0 }
     /"admission": \{/ { inadm = 1 }
     inadm && /"refused": [0-9]/ { gsub(/[^0-9]/, ""); refused = $0; inadm = 0 }
     /"refused_by_reason": \{/ { inr = 1; next }
@@ -469,10 +471,11 @@ agent_status() {
     END {
       if (refused != "" && why != "") refused = refused "(" why ")"
       print lines + 0, (calls == "" ? "?" : calls), (blocks == "" ? "?" : blocks), (viol == "" ? "?" : viol),
-        (queue == "" ? "-" : queue), (refused == "" ? "-" : refused)
+        (queue == "" ? "-" : queue), (byes == "" ? "-" : byes), (refused == "" ? "-" : refused)
     }
   ' "$2/status.json")
   st_summary="$st_lines lines, $st_calls calls, $st_blocks blocked, $st_viol violations recorded"
+  [ "$st_byes" != - ] && st_summary+=", BYE answers held for the store at most at once: $st_byes"
   [ "$st_refused" != - ] && st_summary+=", 503s sent by admission control: ${st_refused/(/ (}"
   if [ "$st_calls" = "?" ]; then
     st_summary="status unavailable (see $2/status.err)"

@@ -71,7 +71,9 @@ type SIPSecurity struct {
 // many requests awaiting their final response; unanswered: too many new
 // requests in the works or not yet answered at all by the next hop), and
 // the figures it decides on (in_hand: goroutines at work or waiting for an
-// answer).
+// answer); and the answers to BYEs held until the call's usage record is
+// stored, now and at most since start (each keeps its BYE's transactions
+// and goroutine: what a stalling store costs in memory).
 type Admission struct {
 	Refused           uint64            `json:"refused"`
 	RefusedByReason   map[string]uint64 `json:"refused_by_reason,omitempty"`
@@ -81,6 +83,8 @@ type Admission struct {
 	HeldBytes         int64             `json:"held_bytes"` // live heap and goroutine stacks
 	Runnable          int64             `json:"runnable"`   // goroutines waiting for a CPU
 	MemoryBudgetBytes int64             `json:"memory_budget_bytes"`
+	ByesHeld          int64             `json:"byes_held"`
+	ByesHeldPeak      int64             `json:"byes_held_peak"`
 }
 
 // UpstreamCheck is the last OPTIONS to the upstream.

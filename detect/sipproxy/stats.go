@@ -48,6 +48,8 @@ type counters struct {
 	durableN   atomic.Uint64 // BYE answers held until the call's record was stored
 	durableNs  atomic.Uint64
 	durableTO  atomic.Uint64 // ... relayed after DurableWait without it
+	durableIn  atomic.Int64  // BYE answers held now
+	durableTop atomic.Int64  // the most held at once since start
 	retrans    atomic.Uint64 // retransmissions answered or absorbed from a kept answer (answered.go)
 	gate       gateCounters  // unknown sources (gate.go)
 }
@@ -106,6 +108,8 @@ type Stats struct {
 	DurableWaits   uint64            // BYE answers held until the call's record was stored
 	DurableTime    time.Duration     // total time they were held
 	DurableTimeout uint64            // held DurableWait and relayed without it
+	DurableHeld    int64             // BYE answers held now, each with its transaction and goroutine
+	DurableHeldTop int64             // the most held at once since start
 	Retransmitted  uint64            // requests already answered, answered again from the answer kept (or absorbed)
 	AnswersKept    int               // final answers kept for the transaction linger
 	Security       SecurityStats     // unknown sources: limits, refusals, reports
@@ -146,6 +150,8 @@ func (c *counters) snapshot() Stats {
 		DurableWaits:   c.durableN.Load(),
 		DurableTime:    time.Duration(c.durableNs.Load()),
 		DurableTimeout: c.durableTO.Load(),
+		DurableHeld:    c.durableIn.Load(),
+		DurableHeldTop: c.durableTop.Load(),
 		Retransmitted:  c.retrans.Load(),
 		Security:       c.gate.snapshot(),
 	}
