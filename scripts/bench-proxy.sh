@@ -366,6 +366,9 @@ cpu_ticks() {
   echo "$t"
 }
 clk_tck=$(getconf CLK_TCK)
+# curl reads the agent's metrics during the overload runs; without it those
+# figures are "-".
+have_curl=$(command -v curl || true)
 # Context switches per call: on a virtual machine each one is dear, and
 # they show how a proxy's design spends CPU (a switch per message and
 # process for kamailio; the Go runtime's threads handing work between
@@ -710,11 +713,11 @@ recovery() {
 # overload TARGET FACTOR CAPACITY: one overload run; sets the ov_* entries
 # for "TARGET FACTOR".
 declare -A ov_plan ov_offered ov_done ov_pct ov_refused ov_failed ov_mem ov_anon ov_alive ov_rec ov_res ov_probe ov_status
-declare -A ov_pcpu ov_scpu ov_eff
+declare -A ov_pcpu ov_scpu ov_eff ov_gor ov_stk
 overload() {
   local target=$1 factor=$2 cap=$3 key="$1 $2" rate prate dir ov_pid probe_pid=
   local t_start t_probe t_end t_stop mem peak=0 anon apeak=0 rec after good pref rc_ov=0 rc_probe=0 ok_ov failed_ov created_ov refused sf
-  local pt0 pt1=0 st0 st1=0
+  local pt0 pt1=0 st0 st1=0 gor gpeak=- stk spk=-
   rate=$((cap * factor))
   prate=$((cap * probe_pct / 100))
   [ "$prate" -lt 1 ] && prate=1
@@ -750,6 +753,16 @@ overload() {
       [ "${mem:-0}" -gt "$peak" ] && peak=$mem
       anon=$(awk '/^RssAnon/ { print $2 }' "/proc/$proxy_pid/status" 2>/dev/null || true)
       [ "${anon:-0}" -gt "$apeak" ] && apeak=$anon
+      # The agent's goroutines and their stacks, from its local API: what
+      # sipgo's goroutine a message costs when in-dialog traffic bursts
+      # (admission control refuses new calls, never those).
+      if [[ "$target" == agent* ]] && [ -n "$have_curl" ]; then
+        read -r gor stk < <(curl -s --max-time 0.2 --unix-socket "$dir/api.sock" http://agent/metrics 2>/dev/null |
+          awk '$1 == "go_goroutines" { g = $2 } $1 == "go_memstats_stack_inuse_bytes" { k = $2 }
+            END { printf "%d %d\n", g, k / 1048576 }' || echo "0 0")
+        [ "${gor:-0}" -gt 0 ] && { [ "$gpeak" = - ] || [ "$gor" -gt "$gpeak" ]; } && gpeak=$gor
+        [ "${gor:-0}" -gt 0 ] && { [ "$spk" = - ] || [ "$stk" -gt "$spk" ]; } && spk=$stk
+      fi
       next=$((next + 500000))
     fi
     if [ -z "$probe_pid" ] && [ "$now_us" -ge "$t_probe" ]; then
@@ -811,7 +824,7 @@ overload() {
   ov_done[$key]=$(awk -v c="$completed" -v s="$secs" 'BEGIN { printf "%.0f", c / s }')
   ov_pct[$key]=$(awk -v c="$completed" -v s="$secs" -v k="$cap" 'BEGIN { printf "%.0f", c / s / k * 100 }')
   ov_refused[$key]=$refused ov_failed[$key]=$failed_ov
-  ov_mem[$key]=$peak ov_anon[$key]=$apeak
+  ov_mem[$key]=$peak ov_anon[$key]=$apeak ov_gor[$key]=$gpeak ov_stk[$key]=$spk
   # Cores used by the proxy and by SIPp (UAC, probe and UAS) during the
   # overload, and the proxy's completed calls per CPU-second as a share of
   # what it did per CPU-second at its capacity (the search's CPU per call):
@@ -979,8 +992,8 @@ if [ ${#ov_ran[@]} -gt 0 ]; then
   done
   for k in "${ov_ran[@]}"; do
     [[ $k == agent* ]] || continue
-    printf '   %s: anonymous memory (heap, stacks, the runtime: what memory_budget bounds) peaked at %.1f MiB; the rest of the RSS is file pages (the binary, bbolt'"'"'s map)\n' \
-      "${k}x" "$(awk -v k="${ov_anon[$k]}" 'BEGIN { print k / 1024 }')"
+    printf '   %s: anonymous memory (heap, stacks, the runtime: what memory_budget bounds) peaked at %.1f MiB; the rest of the RSS is file pages (the binary, bbolt'"'"'s map); goroutines peaked at %s, their stacks at %s MiB (sampled every 0.5 s)\n' \
+      "${k}x" "$(awk -v k="${ov_anon[$k]}" 'BEGIN { print k / 1024 }')" "${ov_gor[$k]:--}" "${ov_stk[$k]:--}"
   done
 fi
 
