@@ -223,11 +223,14 @@ const DefaultTransactionLinger = 100 * time.Millisecond
 // statelessly (strayResponse, RFC 6026).
 //
 // sipgo's own transactions end as soon as their final answer is out
-// (Timers J, L and I are 0): kept for the linger, each held its
-// request and answer, several KB with sipgo's message objects, and ended
-// by a timer that woke the runtime (answered.go says what that cost). A
+// (Timers J, L and I are 0): kept for the linger, each held its request
+// and answer, several KB with sipgo's message objects, and ended by a
+// timer that woke the runtime (answered.go says what that cost). A
 // failure answer to an INVITE still keeps its transaction until the ACK
-// (Timers G and H), as it must.
+// (Timers G and H), as it must. Timer D (INVITE client after a failure
+// answer) is moot: client transactions end once their final answer is
+// relayed, the ACK for a failure already sent; it is cut to 2 s all the
+// same.
 //
 // Timer M (INVITE client transaction after its first 2xx) is 0 as well,
 // and that has a price. sipgo hands each response to its transaction on a
