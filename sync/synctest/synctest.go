@@ -43,6 +43,10 @@ type Broker struct {
 	// it acknowledged, in order (Acked).
 	unacked map[string]map[uint16]Message
 	acked   map[string][]Message
+	// early holds, per client id, the packet ids of PUBACKs read before
+	// the hook noted the message sent: mochi calls OnPacketSent after the
+	// write, and a fast client can answer before it runs.
+	early map[string]map[uint16]bool
 	// sent0 holds, per client id, the QoS 0 messages written to it
 	// (Delivered).
 	sent0 map[string][]Message
@@ -68,7 +72,8 @@ func FreeAddr(t testing.TB) string {
 // StartBroker starts a broker that stops at the test's cleanup.
 func StartBroker(t testing.TB) *Broker {
 	b := &Broker{t: t, addr: FreeAddr(t), Got: NewCollector(t),
-		unacked: map[string]map[uint16]Message{}, acked: map[string][]Message{}, sent0: map[string][]Message{}}
+		unacked: map[string]map[uint16]Message{}, acked: map[string][]Message{}, early: map[string]map[uint16]bool{},
+		sent0: map[string][]Message{}}
 	b.Start()
 	t.Cleanup(b.Stop)
 	return b
@@ -208,11 +213,16 @@ func (h *tap) OnPacketSent(cl *mochi.Client, pk packets.Packet, _ []byte) {
 			Payload: append([]byte(nil), pk.Payload...), Retained: pk.FixedHeader.Retain})
 		return
 	}
+	m := Message{Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...), Retained: pk.FixedHeader.Retain}
+	if h.b.early[cl.ID][pk.PacketID] {
+		delete(h.b.early[cl.ID], pk.PacketID)
+		h.b.acked[cl.ID] = append(h.b.acked[cl.ID], m)
+		return
+	}
 	if h.b.unacked[cl.ID] == nil {
 		h.b.unacked[cl.ID] = map[uint16]Message{}
 	}
-	h.b.unacked[cl.ID][pk.PacketID] = Message{Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...),
-		Retained: pk.FixedHeader.Retain}
+	h.b.unacked[cl.ID][pk.PacketID] = m
 }
 
 // OnPacketRead takes a client's PUBACK: the message with its packet id has
@@ -227,6 +237,12 @@ func (h *tap) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet,
 	if m, ok := h.b.unacked[cl.ID][pk.PacketID]; ok {
 		delete(h.b.unacked[cl.ID], pk.PacketID)
 		h.b.acked[cl.ID] = append(h.b.acked[cl.ID], m)
+	} else {
+		// Its message is still being written: OnPacketSent takes it.
+		if h.b.early[cl.ID] == nil {
+			h.b.early[cl.ID] = map[uint16]bool{}
+		}
+		h.b.early[cl.ID][pk.PacketID] = true
 	}
 	return pk, nil
 }
