@@ -16,10 +16,8 @@ func (p *Proxy) awaitRecord(callID string) {
 	}
 	// Each answer held keeps its BYE's transactions and goroutine: a store
 	// that stalls under load shows here first (docs/sip.md, "Overload").
-	n := p.c.durableIn.Add(1)
+	raise(&p.c.durableTop, p.c.durableIn.Add(1))
 	defer p.c.durableIn.Add(-1)
-	for top := p.c.durableTop.Load(); n > top && !p.c.durableTop.CompareAndSwap(top, n); top = p.c.durableTop.Load() {
-	}
 	start := time.Now()
 	t := time.NewTimer(p.opts.DurableWait)
 	defer t.Stop()

@@ -74,9 +74,14 @@ func (c *counters) response(code int) {
 func (c *counters) decided(d time.Duration) {
 	c.decisions.Add(1)
 	c.decisionNs.Add(uint64(d))
+	raise(&c.decideMax, int64(d))
+}
+
+// raise makes v at least n: a high-water mark kept without a lock.
+func raise(v *atomic.Int64, n int64) {
 	for {
-		m := c.decideMax.Load()
-		if int64(d) <= m || c.decideMax.CompareAndSwap(m, int64(d)) {
+		m := v.Load()
+		if n <= m || v.CompareAndSwap(m, n) {
 			return
 		}
 	}
