@@ -1,15 +1,19 @@
 package passport
 
 import (
+	"path/filepath"
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
 )
 
 // BenchmarkSign is the agent's cost per INVITE: encoding, SHA-256 and an
-// ECDSA P-256 signature with a key in memory.
+// ECDSA P-256 signature with the device's key (FileKey: RFC 6979 nonces).
 func BenchmarkSign(b *testing.B) {
-	key := newKey(b)
+	key, _, err := LoadOrCreateKey(filepath.Join(b.TempDir(), "device.key"))
+	if err != nil {
+		b.Fatal(err)
+	}
 	c := claims()
 	b.ReportAllocs()
 	for b.Loop() {

@@ -227,6 +227,23 @@ func TestFileKeySigns(t *testing.T) {
 	if !ecdsa.VerifyASN1(k.Public().(*ecdsa.PublicKey), digest, sig) {
 		t.Error("FileKey's signature does not verify")
 	}
+	// RFC 6979: the same digest gives the same signature, whatever reader
+	// is passed; another digest another one.
+	again, err := s.Sign(nil, digest, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sig, again) {
+		t.Error("two signatures of one digest differ: the nonce is not RFC 6979's")
+	}
+	digest[0] = 1
+	other, err := s.Sign(rand.Reader, digest, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(sig, other) || !ecdsa.VerifyASN1(k.Public().(*ecdsa.PublicKey), digest, other) {
+		t.Error("the signature of another digest is the same, or does not verify")
+	}
 }
 
 func TestThumbprint(t *testing.T) {

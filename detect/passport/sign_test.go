@@ -102,9 +102,10 @@ func TestSignIndependent(t *testing.T) {
 	}
 }
 
-// TestSignDeterministic: ECDSA signatures are randomised, but the signed
-// header and payload are fixed by the inputs, byte for byte, as RFC 8225
-// section 9 serialises them.
+// TestSignDeterministic: the signed header and payload are fixed by the
+// inputs, byte for byte, as RFC 8225 section 9 serialises them. The
+// signature is not, with a key that draws its nonces from the reader (a
+// plain *ecdsa.PrivateKey here; FileKey's are RFC 6979's, fixed too).
 func TestSignDeterministic(t *testing.T) {
 	key := newKey(t)
 	c := claims()
