@@ -108,3 +108,41 @@ func BenchmarkDecideOtherTraffic(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecideTrunkLine: a call's three events (INVITE, answer, end)
+// on a line that already has 2,000 calls up, every rule observing: a
+// trunk, or a line being abused, in observe mode, where nothing bounds
+// the calls a line holds. Each event finds the call among the line's.
+func BenchmarkDecideTrunkLine(b *testing.B) {
+	p := policy.Default()
+	p.Lines = []string{"+15550000001"}
+	p.Trunking.Action = policy.Observe
+	p.Forwarding.Action = policy.Observe
+	p.Pacing.Action = policy.Observe
+	e := newEngine(b, p, rules.Options{})
+	const up = 2000
+	for i := 0; i < up; i++ {
+		id := fmt.Sprintf("trunk-%d@pbx.example", i)
+		req := invite(id, "+12125550100", p.Lines[0], detect.Inbound)
+		e.Decide(&detect.Event{At: t0, Direction: detect.Inbound, Line: p.Lines[0], Remote: "+12125550100", Request: req})
+		e.CallAnswered(dialog.Call{CallID: id, Line: p.Lines[0], AnsweredAt: t0.Add(time.Second)})
+	}
+	if s := e.Stats(); s.Calls != up {
+		b.Fatalf("%d calls held, want %d", s.Calls, up)
+	}
+	const n = 1024
+	reqs := make([]*sip.Request, n)
+	for i := range reqs {
+		reqs[i] = invite(fmt.Sprintf("new-%d@pbx.example", i), "+12125550177", p.Lines[0], detect.Inbound)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req := reqs[i%n]
+		at := t0.Add(time.Minute + time.Duration(i)*time.Millisecond)
+		e.Decide(&detect.Event{At: at, Direction: detect.Inbound, Line: p.Lines[0], Remote: "+12125550177", Request: req})
+		id := callIDs(req)
+		e.CallAnswered(dialog.Call{CallID: id, Line: p.Lines[0], AnsweredAt: at})
+		e.CallEnded(dialog.Call{CallID: id, Line: p.Lines[0], Direction: detect.Inbound, StartedAt: at, AnsweredAt: at, EndedAt: at.Add(time.Second), Disposition: dialog.Answered, FinalStatus: 200})
+	}
+}
