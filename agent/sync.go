@@ -191,7 +191,7 @@ func (a *Agent) statusDoc() lpsync.Status {
 		sip.Register = a.registerStatus()
 		sip.Admission = &lpsync.Admission{Refused: s.Overloaded, RefusedByReason: s.Shed, InHand: s.InHand,
 			Pending: s.Pending, Unanswered: s.Unanswered, HeldBytes: s.Held, Runnable: s.Runnable, MemoryBudgetBytes: s.MemoryBudget,
-			ByesHeld: s.DurableHeld, ByesHeldPeak: s.DurableHeldTop}
+			ByesHeld: s.DurableHeld, ByesHeldPeak: s.DurableHeldTop, Waiting: s.Waiting, WaitingPeak: s.WaitingTop}
 	} else {
 		sip.State = "off: sip.upstream is not set"
 	}

@@ -449,14 +449,15 @@ run_uac() { # as start_uac, then finish_uac
 # lines are BENCH_LINES (one for agent-bare). Sets st_lines, st_calls,
 # st_blocks, st_viol (violations recorded, waiting for sync), st_queue (the
 # record writer's queue high-water mark), st_byes (the most BYE answers
-# held for the store at once), st_refused (new requests refused
+# held for the store at once), st_wait (the most requests waiting for a
+# slot to be worked on in at once), st_refused (new requests refused
 # with 503 by admission control, by reason; "-" from an agent without it)
 # and st_summary.
 agent_status() {
   local want=$nlines
   [ "$1" = agent-bare ] && want=1
   "$agent_bin" status --json --socket "$2/api.sock" >"$2/status.json" 2>"$2/status.err" || true
-  read -r st_lines st_calls st_blocks st_viol st_queue st_byes st_refused < <(awk '
+  read -r st_lines st_calls st_blocks st_viol st_queue st_byes st_wait st_refused < <(awk '
     /"lines": \[/ { inl = 1; next }
     inl && /\]/ { inl = 0 }
     inl && /"\+/ { lines++ }
@@ -466,6 +467,7 @@ agent_status() {
     inv && /"pending": [0-9]/ { gsub(/[^0-9]/, ""); viol = $0; inv = 0 }
     /"queue_high_water": [0-9]/ { gsub(/[^0-9]/, ""); queue = $0 }
     /"byes_held_peak": [0-9]/ { gsub(/[^0-9]/, ""); byes = $0 }
+    /"waiting_peak": [0-9]/ { gsub(/[^0-9]/, ""); wait = $0 }
     /"admission": \{/ { inadm = 1 }
     inadm && /"refused": [0-9]/ { gsub(/[^0-9]/, ""); refused = $0; inadm = 0 }
     /"refused_by_reason": \{/ { inr = 1; next }
@@ -474,11 +476,12 @@ agent_status() {
     END {
       if (refused != "" && why != "") refused = refused "(" why ")"
       print lines + 0, (calls == "" ? "?" : calls), (blocks == "" ? "?" : blocks), (viol == "" ? "?" : viol),
-        (queue == "" ? "-" : queue), (byes == "" ? "-" : byes), (refused == "" ? "-" : refused)
+        (queue == "" ? "-" : queue), (byes == "" ? "-" : byes), (wait == "" ? "-" : wait), (refused == "" ? "-" : refused)
     }
   ' "$2/status.json")
   st_summary="$st_lines lines, $st_calls calls, $st_blocks blocked, $st_viol violations recorded"
   [ "$st_byes" != - ] && st_summary+=", BYE answers held for the store at most at once: $st_byes"
+  [ "$st_wait" != - ] && st_summary+=", requests waiting for a slot at most at once: $st_wait"
   [ "$st_refused" != - ] && st_summary+=", 503s sent by admission control: ${st_refused/(/ (}"
   if [ "$st_calls" = "?" ]; then
     st_summary="status unavailable (see $2/status.err)"

@@ -73,7 +73,9 @@ type SIPSecurity struct {
 // the figures it decides on (in_hand: goroutines at work or waiting for an
 // answer); and the answers to BYEs held until the call's usage record is
 // stored, now and at most since start (each keeps its BYE's transactions
-// and goroutine: what a stalling store costs in memory).
+// and goroutine: what a stalling store costs in memory); and the requests
+// waiting for a slot to be worked on in, now and at most (busy: more than
+// 64 wait).
 type Admission struct {
 	Refused           uint64            `json:"refused"`
 	RefusedByReason   map[string]uint64 `json:"refused_by_reason,omitempty"`
@@ -85,6 +87,8 @@ type Admission struct {
 	MemoryBudgetBytes int64             `json:"memory_budget_bytes"`
 	ByesHeld          int64             `json:"byes_held"`
 	ByesHeldPeak      int64             `json:"byes_held_peak"`
+	Waiting           int64             `json:"waiting"`      // requests waiting for one of the slots they are worked on in
+	WaitingPeak       int64             `json:"waiting_peak"` // the most at once since start
 }
 
 // UpstreamCheck is the last OPTIONS to the upstream.

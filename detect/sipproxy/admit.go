@@ -62,6 +62,9 @@ const (
 	// top rate a few dozen wait at a time; hundreds mean it reads faster
 	// than it works.
 	shedRunnable = 256
+	// shedWaiting bounds the requests waiting at the work gate (work.go)
+	// for a slot: the backlog inside the process, counted exactly.
+	shedWaiting = 64
 	// heapShare is the share of the memory budget that live objects and
 	// goroutine stacks may fill before new work is refused; the rest is the
 	// collector's room (garbage between two collections) and the runtime's
@@ -182,6 +185,9 @@ func (p *Proxy) overloaded(waited time.Duration) shedReason {
 	now := time.Now()
 	if p.window.shed(p.unanswered.Load(), now.UnixNano()) {
 		return shedUnanswered
+	}
+	if p.work.waiting.Load() > shedWaiting {
+		return shedBusy
 	}
 	p.admit.refresh(now)
 	if p.admit.runnable.Load() > shedRunnable {

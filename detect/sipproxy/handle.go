@@ -61,6 +61,8 @@ type reqCtx struct {
 	// unanswered: the request counts in Proxy.unanswered until the next
 	// hop's first answer or its end (answered).
 	unanswered bool
+	// working: the request holds a slot of the work gate (work.go).
+	working bool
 }
 
 func callID(m sip.Message) string {
@@ -81,7 +83,11 @@ func hasToTag(req *sip.Request) bool {
 // handle is the entry for every request sipgo hands over, in its own
 // goroutine for the life of the transaction.
 func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
+	p.work.enter()
+	rc := &reqCtx{working: true}
+	defer p.leaveWork(rc)
 	at := p.now()
+	rc.at = at
 	defer p.recoverRequest(req, tx)
 	p.c.request(req.Method)
 	if p.opts.testHook != nil {
@@ -122,7 +128,7 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	inDialog := hasToTag(req)
-	rc := &reqCtx{at: at, inDialog: inDialog, callID: callID(req)}
+	rc.inDialog, rc.callID = inDialog, callID(req)
 	if !inDialog {
 		// New work: refused while the proxy is overloaded (admit.go).
 		// Requests inside dialogs (BYE, re-INVITE, ACK) always pass, so
@@ -572,6 +578,9 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 			v.Params.Add("received", h)
 		}
 	}
+	if !strings.EqualFold(fwd.Transport(), "udp") {
+		p.leaveWork(rc) // a connection may have to be set up first
+	}
 	// The transaction ends by its own timers or by Terminate below; it
 	// needs no context of its own.
 	ctx := context.Background()
@@ -622,6 +631,7 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 			}
 		})
 	}
+	p.leaveWork(rc) // what follows waits on the next hop
 	serverDone := tx.Done()
 	for {
 		select {

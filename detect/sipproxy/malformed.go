@@ -44,6 +44,9 @@ func (p *Proxy) readFilter(s *side, info sip.TransportReadProps, data []byte) []
 // transactions holding it come through the same socket.
 func (p *Proxy) throttle() {
 	busy := func() bool {
+		if p.work.waiting.Load() > maxWaiting {
+			return true
+		}
 		p.admit.refresh(time.Now())
 		return p.admit.runnable.Load() > maxRunnable
 	}
@@ -58,8 +61,12 @@ func (p *Proxy) throttle() {
 }
 
 // maxRunnable is how many goroutines may wait for a CPU before the
-// readers wait: four times the bound at which new work is refused.
-const maxRunnable = 4 * shedRunnable
+// readers wait: four times the bound at which new work is refused;
+// maxWaiting the same for requests waiting at the work gate.
+const (
+	maxRunnable = 4 * shedRunnable
+	maxWaiting  = 4 * shedWaiting
+)
 
 // udpSlot is the last datagram a UDP listener read, valid while sipgo
 // parses it.

@@ -8,6 +8,7 @@
 package sipproxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -128,6 +129,8 @@ type Options struct {
 	// windowGrace, when set by a test, replaces windowGrace; negative:
 	// none, the window refuses as soon as it is full.
 	windowGrace time.Duration
+	// workSlots, when set by a test, replaces workSlots().
+	workSlots int
 }
 
 // Proxy relays SIP between the local side and the upstream.
@@ -150,6 +153,7 @@ type Proxy struct {
 	unanswered atomic.Int64
 	window     window // decides on unanswered
 	admit      *admission
+	work       *workGate                // bounds the requests worked on at once
 	upAddrs    atomic.Pointer[[]net.IP] // upstream host, resolved
 	// udpOnlyUntil (unix ns) is set when the upstream refused TCP for a
 	// large request: until then such requests go over UDP directly.
@@ -313,6 +317,7 @@ func New(opts Options) (*Proxy, error) {
 		regs:    newRegistrations(),
 		answers: newAnswers(),
 		admit:   newAdmission(opts.MemoryBudget, opts.OnBacklog),
+		work:    newWorkGate(cmp.Or(opts.workSlots, workSlots())),
 		ready:   make(chan struct{}),
 	}
 	p.window.size, p.window.grace, p.window.hold = int64(opts.MaxUnanswered), windowGrace, windowHold
@@ -361,6 +366,7 @@ func (p *Proxy) Stats() Stats {
 	s.InHand = p.inHand()
 	s.Held = p.admit.held.Load()
 	s.Runnable = p.admit.runnable.Load()
+	s.Waiting, s.WaitingTop = p.work.waiting.Load(), p.work.top.Load()
 	s.MemoryBudget = p.admit.budget.Load()
 	ts := p.tracker.Stats()
 	s.CallsActive, s.CallsTotal, s.CallsOverflow = ts.Active, ts.Total, ts.Overflow

@@ -123,6 +123,8 @@ type Stats struct {
 	InHand         int64             // goroutines at work or waiting for an answer (estimate)
 	Held           int64             // bytes: live heap at the last collection and goroutine stacks (sampled)
 	Runnable       int64             // goroutines waiting for a CPU (sampled)
+	Waiting        int64             // requests waiting at the work gate for a slot (work.go)
+	WaitingTop     int64             // the most that waited at once since start
 	MemoryBudget   int64             // bytes; 0: none
 	CallsActive    int
 	CallsTotal     uint64

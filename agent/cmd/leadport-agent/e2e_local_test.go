@@ -161,7 +161,7 @@ func TestLocalAPI(t *testing.T) {
 	res.Body.Close()
 	for _, want := range []string{`leadport_rules_blocks_total{rule="forwarding.diversion"} 1`, `leadport_outbox_pending{type="consent"} 1`,
 		"leadport_sip_upstream_up 1", "leadport_store_size_bytes", `leadport_sip_refused_total{reason="unanswered"} 0`, "leadport_sip_unanswered 0",
-		"leadport_sip_retransmissions_answered_total 0", "leadport_sip_byes_held 0"} {
+		"leadport_sip_retransmissions_answered_total 0", "leadport_sip_byes_held 0", "leadport_sip_requests_waiting 0"} {
 		if !strings.Contains(metrics.String(), want) {
 			t.Errorf("metrics lack %q", want)
 		}

@@ -1,0 +1,116 @@
+package sipproxy
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// TestWorkGate: with every slot taken a request waits, counted, and goes
+// in when a slot is given back.
+func TestWorkGate(t *testing.T) {
+	g := newWorkGate(2)
+	g.enter()
+	g.enter()
+	in := make(chan struct{})
+	go func() {
+		g.enter()
+		close(in)
+	}()
+	waitFor(t, "the third request counted waiting", func() bool { return g.waiting.Load() == 1 })
+	select {
+	case <-in:
+		t.Fatal("a third request went in with both slots taken")
+	default:
+	}
+	g.leave()
+	<-in
+	if w, top := g.waiting.Load(), g.top.Load(); w != 0 || top != 1 {
+		t.Errorf("waiting %d, at most %d; want 0 and 1", w, top)
+	}
+}
+
+// TestWorkSlotFreedWhileWaiting: a request gives its slot back before it
+// waits on the next hop. With one slot, a call left ringing at the edge
+// would otherwise hold every other request at the gate, the answers it
+// waits for among them. A request inside the gate makes the next one wait,
+// which the status counts, and with more than shedWaiting waiting new
+// calls are refused as busy.
+func TestWorkSlotFreedWhileWaiting(t *testing.T) {
+	hold := make(chan struct{})
+	holding := make(chan struct{}, 1)
+	r := newRig(t, "udp", func(o *Options, _ *rig) {
+		o.workSlots = 1
+		o.testHook = func(req *sip.Request) {
+			if req.Recipient.User == "+15557654329" {
+				holding <- struct{}{}
+				<-hold
+			}
+		}
+	})
+	ringing := make(chan struct{})
+	release := make(chan struct{})
+	r.edge.setAnswer(func(s *sipgo.DialogServerSession, tx sip.ServerTransaction) {
+		s.Respond(180, "Ringing", nil)
+		close(ringing)
+		<-release
+		s.Respond(486, "Busy Here", nil)
+	})
+	first, err := r.phone.invite(ctxT(t), line, "+15557654322", "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- first.WaitAnswer(ctxT(t), sipgo.AnswerOptions{}) }()
+	<-ringing
+	r.edge.setAnswer(nil)
+
+	second, err := r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Through the one slot while the first rings; without the slot given
+	// back it would wait until the first call's caller gave up.
+	ctx, cancel := context.WithTimeout(ctxT(t), 5*time.Second)
+	defer cancel()
+	if err := second.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatalf("second call while the first rings: %v", err)
+	}
+	if err := second.Ack(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	mustHangUp(t, second)
+	close(release)
+	if err := <-done; err == nil {
+		t.Error("the first call was answered; the edge said 486")
+	}
+
+	// A request held inside the gate: the next one waits at its door.
+	held, err := r.phone.invite(ctxT(t), line, "+15557654329", "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-holding
+	waiting, err := r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a request counted waiting for the slot", func() bool {
+		st := r.p.Stats()
+		return st.Waiting == 1 && st.WaitingTop >= 1
+	})
+	r.p.work.waiting.Store(shedWaiting + 1)
+	if why := r.p.overloaded(0); why != shedBusy {
+		t.Errorf("with %d requests waiting: refused for %d, want busy (%d)", shedWaiting+1, why, shedBusy)
+	}
+	r.p.work.waiting.Store(1)
+	close(hold)
+	mustAnswer(t, held)
+	mustHangUp(t, held)
+	mustAnswer(t, waiting)
+	mustHangUp(t, waiting)
+	waitFor(t, "no request waiting", func() bool { return r.p.Stats().Waiting == 0 })
+}
