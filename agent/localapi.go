@@ -199,7 +199,7 @@ var (
 	mUnanswered    = prometheus.NewDesc("leadport_sip_unanswered", "New requests in the works or not yet answered at all by the next hop (admission control's window).", nil, nil)
 	mRetransmitted = prometheus.NewDesc("leadport_sip_retransmissions_answered_total", "Requests retransmitted after their final answer, answered again (or absorbed) from the answer kept for the transaction linger.", nil, nil)
 	mByesHeld      = prometheus.NewDesc("leadport_sip_byes_held", "Answers to BYEs held until the call's usage record is stored, each with its transactions and goroutine.", nil, nil)
-	mWaiting       = prometheus.NewDesc("leadport_sip_requests_waiting", "Requests read and waiting for one of the slots requests are worked on in (above 64, new ones are refused: busy).", nil, nil)
+	mWaiting       = prometheus.NewDesc("leadport_sip_requests_waiting", "Requests read and waiting for one of the slots requests are worked on in (64 for 50 ms, or 256 at once, refuse new ones: busy).", nil, nil)
 	mHeld          = prometheus.NewDesc("leadport_memory_held_bytes", "Live heap at the last collection plus goroutine stacks, as admission control samples it.", nil, nil)
 	mBudget        = prometheus.NewDesc("leadport_memory_budget_bytes", "The memory budget (memory_budget).", nil, nil)
 	mRegFailing    = prometheus.NewDesc("leadport_sip_register_failing_lines", "Lines whose registrations through the agent fail (two or more non-2xx answers in a row).", nil, nil)

@@ -74,8 +74,8 @@ type SIPSecurity struct {
 // answer); and the answers to BYEs held until the call's usage record is
 // stored, now and at most since start (each keeps its BYE's transactions
 // and goroutine: what a stalling store costs in memory); and the requests
-// waiting for a slot to be worked on in, now and at most (busy: more than
-// 64 wait).
+// waiting for a slot to be worked on in, now and at most (busy: 64 for
+// 50 ms, or 256 at once).
 type Admission struct {
 	Refused           uint64            `json:"refused"`
 	RefusedByReason   map[string]uint64 `json:"refused_by_reason,omitempty"`

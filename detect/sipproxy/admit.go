@@ -63,7 +63,9 @@ const (
 	// than it works.
 	shedRunnable = 256
 	// shedWaiting bounds the requests waiting at the work gate (work.go)
-	// for a slot: the backlog inside the process, counted exactly.
+	// for a slot: the backlog inside the process, counted exactly. As
+	// with the window, a stall's worth of messages read at once past it
+	// is let through (grace); four times as many are not.
 	shedWaiting = 64
 	// heapShare is the share of the memory budget that live objects and
 	// goroutine stacks may fill before new work is refused; the rest is the
@@ -186,7 +188,7 @@ func (p *Proxy) overloaded(waited time.Duration) shedReason {
 	if p.window.shed(p.unanswered.Load(), now.UnixNano()) {
 		return shedUnanswered
 	}
-	if p.work.waiting.Load() > shedWaiting {
+	if p.waiting.shed(p.work.waiting.Load(), now.UnixNano()) {
 		return shedBusy
 	}
 	p.admit.refresh(now)

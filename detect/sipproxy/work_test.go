@@ -37,8 +37,9 @@ func TestWorkGate(t *testing.T) {
 // waits on the next hop. With one slot, a call left ringing at the edge
 // would otherwise hold every other request at the gate, the answers it
 // waits for among them. A request inside the gate makes the next one wait,
-// which the status counts, and with more than shedWaiting waiting new
-// calls are refused as busy.
+// which the status counts, and with four times shedWaiting waiting new
+// calls are refused as busy (fewer for longer than the grace: TestWindow
+// has the window's rules).
 func TestWorkSlotFreedWhileWaiting(t *testing.T) {
 	hold := make(chan struct{})
 	holding := make(chan struct{}, 1)
@@ -102,9 +103,10 @@ func TestWorkSlotFreedWhileWaiting(t *testing.T) {
 		st := r.p.Stats()
 		return st.Waiting == 1 && st.WaitingTop >= 1
 	})
-	r.p.work.waiting.Store(shedWaiting + 1)
+	// Past four times the bound at once, without the grace a stall gets.
+	r.p.work.waiting.Store(4 * shedWaiting)
 	if why := r.p.overloaded(0); why != shedBusy {
-		t.Errorf("with %d requests waiting: refused for %d, want busy (%d)", shedWaiting+1, why, shedBusy)
+		t.Errorf("with %d requests waiting: refused for %d, want busy (%d)", 4*shedWaiting, why, shedBusy)
 	}
 	r.p.work.waiting.Store(1)
 	close(hold)
