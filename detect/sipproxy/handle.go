@@ -83,9 +83,14 @@ func hasToTag(req *sip.Request) bool {
 // handle is the entry for every request sipgo hands over, in its own
 // goroutine for the life of the transaction.
 func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
-	p.work.enter()
-	rc := &reqCtx{working: true}
-	defer p.leaveWork(rc)
+	rc := &reqCtx{}
+	if strings.EqualFold(req.Transport(), "udp") {
+		// Over TCP or TLS the answer is written to the sender's connection,
+		// which a peer that stops reading can hold: no slot for that.
+		p.work.enter()
+		rc.working = true
+		defer p.leaveWork(rc)
+	}
 	at := p.now()
 	rc.at = at
 	defer p.recoverRequest(req, tx)
@@ -101,7 +106,7 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		return // a retransmission of a request already answered (answered.go)
 	}
 	if req.IsAck() {
-		p.relayAck(in, req)
+		p.relayAck(in, req, rc)
 		return
 	}
 	if req.IsCancel() {
@@ -578,8 +583,8 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 			v.Params.Add("received", h)
 		}
 	}
-	if !strings.EqualFold(fwd.Transport(), "udp") {
-		p.leaveWork(rc) // a connection may have to be set up first
+	if !sendsAtOnce(fwd) {
+		p.leaveWork(rc) // a connection or a name lookup may come first
 	}
 	// The transaction ends by its own timers or by Terminate below; it
 	// needs no context of its own.
@@ -825,7 +830,7 @@ func (p *Proxy) sendCancel(out *side, fwd *sip.Request) {
 
 // relayAck forwards an ACK for a 2xx (ACKs for other responses end in
 // their INVITE's server transaction).
-func (p *Proxy) relayAck(in *side, req *sip.Request) {
+func (p *Proxy) relayAck(in *side, req *sip.Request, rc *reqCtx) {
 	if mf := req.MaxForwards(); mf != nil {
 		if mf.Val() == 0 {
 			return
@@ -841,6 +846,9 @@ func (p *Proxy) relayAck(in *side, req *sip.Request) {
 	}
 	setNextHop(req)
 	out := p.egress(p.direction(in, req))
+	if !sendsAtOnce(req) {
+		p.leaveWork(rc)
+	}
 	if err := out.client.WriteRequest(req, out.addVia); err != nil {
 		p.log.Debug("ACK not relayed", "call_id", callID(req), "err", err)
 	}

@@ -1,8 +1,13 @@
 package sipproxy
 
 import (
+	"net"
+	"net/netip"
 	"runtime"
+	"strings"
 	"sync/atomic"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // workGate bounds the requests being worked on at once: from the moment a
@@ -22,9 +27,13 @@ import (
 // than in the process.
 //
 // A request leaves the gate before anything that waits on the network:
-// a relay waiting for the next hop's answer, a connection being set up,
-// the store's commit that a BYE's answer waits for. The answers it waits
-// for come through the reader, which the gate may be holding back.
+// a relay waiting for the next hop's answer, a connection being set up or
+// a name looked up before sending, the store's commit that a BYE's answer
+// waits for. The answers it waits for come through the reader, which the
+// gate may be holding back. Requests that came over TCP or TLS take no
+// slot: their answers are written to the sender's connection, which a
+// peer that stops reading holds, and the gate is for the datagram floods
+// a stream's own flow control does not stop.
 type workGate struct {
 	slots   chan struct{}
 	waiting atomic.Int64
@@ -52,6 +61,21 @@ func (g *workGate) enter() {
 
 // leave gives the slot back.
 func (g *workGate) leave() { <-g.slots }
+
+// sendsAtOnce says whether sending m waits on nothing but the socket: UDP
+// to an address. A name is looked up by sipgo as it sends (DNS may take
+// seconds), and TCP or TLS may have a connection to set up first.
+func sendsAtOnce(m sip.Message) bool {
+	if !strings.EqualFold(m.Transport(), "udp") {
+		return false
+	}
+	host, _, err := net.SplitHostPort(m.Destination())
+	if err != nil {
+		return false
+	}
+	_, err = netip.ParseAddr(host)
+	return err == nil
+}
 
 // leaveWork gives back rc's slot, once: handle defers it, and the relay
 // calls it before it waits on the next hop.

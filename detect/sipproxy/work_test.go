@@ -116,3 +116,26 @@ func TestWorkSlotFreedWhileWaiting(t *testing.T) {
 	mustHangUp(t, waiting)
 	waitFor(t, "no request waiting", func() bool { return r.p.Stats().Waiting == 0 })
 }
+
+// TestSendsAtOnce: only UDP to an address keeps a request's slot while it
+// is sent; a name is looked up, and a stream may have to connect.
+func TestSendsAtOnce(t *testing.T) {
+	for _, c := range []struct {
+		transport, dest string
+		want            bool
+	}{
+		{"UDP", "192.0.2.10:5060", true},
+		{"udp", "[2001:db8::1]:5060", true},
+		{"UDP", "[fe80::1%eth0]:5060", true},
+		{"UDP", "edge.leadport.example:5060", false},
+		{"TCP", "192.0.2.10:5060", false},
+		{"TLS", "192.0.2.10:5061", false},
+	} {
+		req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", Host: "192.0.2.10"})
+		req.SetTransport(c.transport)
+		req.SetDestination(c.dest)
+		if got := sendsAtOnce(req); got != c.want {
+			t.Errorf("%s to %q: %v, want %v", c.transport, c.dest, got, c.want)
+		}
+	}
+}
