@@ -476,7 +476,7 @@ func (e *Engine) begin(d *decision, ls *lineState) {
 	if ls.find(id) >= 0 {
 		return // a second branch of a call already held
 	}
-	ls.calls = append(ls.calls, liveCall{h: idOf(id), id: id, dir: ev.Direction, remote: ev.Remote, start: ev.At})
+	ls.calls = append(ls.calls, liveCall{id: id, dir: ev.Direction, remote: ev.Remote, start: ev.At})
 	if ev.Direction == detect.Inbound && ev.Remote != "" {
 		e.inbound[ev.Remote]++
 	}
@@ -506,7 +506,7 @@ func (e *Engine) CallResumed(c dialog.Call) {
 	if ls.find(c.CallID) >= 0 {
 		return
 	}
-	ls.calls = append(ls.calls, liveCall{h: idOf(c.CallID), id: c.CallID, dir: c.Direction, remote: c.Remote, start: c.StartedAt, answered: c.AnsweredAt})
+	ls.calls = append(ls.calls, liveCall{id: c.CallID, dir: c.Direction, remote: c.Remote, start: c.StartedAt, answered: c.AnsweredAt})
 }
 
 // CallEnded tells the engine a call ended, however it ended. The

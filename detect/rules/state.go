@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"hash/fnv"
 	"sort"
 	"time"
 
@@ -10,7 +11,6 @@ import (
 // liveCall is a call on a line from its INVITE until the engine hears of
 // its end.
 type liveCall struct {
-	h        uint64 // idOf(id): a trunk in observe mode holds thousands, each event looks one up
 	id       string
 	dir      detect.Direction
 	remote   string
@@ -40,14 +40,9 @@ func (a *attempt) when() time.Time { return time.Unix(0, a.at) }
 // Call-ID itself is often 40 or more. Two Call-IDs colliding among one
 // line's last few attempts would only misplace a ring time.
 func idOf(callID string) uint64 {
-	// FNV-1a, 64 bits (hash/fnv's), written out so that it allocates
-	// nothing.
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(callID); i++ {
-		h ^= uint64(callID[i])
-		h *= 1099511628211
-	}
-	return h
+	h := fnv.New64a()
+	h.Write([]byte(callID))
+	return h.Sum64()
 }
 
 // lineState is what the rules remember about one line. Its size is fixed
@@ -173,9 +168,8 @@ func (ls *lineState) hasOutbound() bool {
 }
 
 func (ls *lineState) find(id string) int {
-	h := idOf(id)
 	for i := range ls.calls {
-		if ls.calls[i].h == h && ls.calls[i].id == id {
+		if ls.calls[i].id == id {
 			return i
 		}
 	}
