@@ -188,7 +188,7 @@ func (p *Proxy) overloaded(waited time.Duration) shedReason {
 	if p.window.shed(p.unanswered.Load(), now.UnixNano()) {
 		return shedUnanswered
 	}
-	if p.waiting.shed(p.work.waiting.Load(), now.UnixNano()) {
+	if p.busy.shed(p.work.waiting.Load(), now.UnixNano()) {
 		return shedBusy
 	}
 	p.admit.refresh(now)

@@ -84,7 +84,8 @@ func hasToTag(req *sip.Request) bool {
 // goroutine for the life of the transaction.
 func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	rc := &reqCtx{}
-	if strings.EqualFold(req.Transport(), "udp") {
+	udp := strings.EqualFold(req.Transport(), "udp")
+	if udp {
 		// Over TCP or TLS the answer is written to the sender's connection,
 		// which a peer that stops reading can hold: no slot for that.
 		p.work.enter()
@@ -141,7 +142,6 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		// TLS requests are judged here, and the bound on pending requests
 		// holds for all.
 		r := shedReason(-1)
-		udp := strings.EqualFold(req.Transport(), "udp")
 		if !udp {
 			r = p.overloaded(0) // the window's check included
 		}
@@ -583,7 +583,7 @@ func (p *Proxy) relay(in, out *side, req, fwd *sip.Request, tx sip.ServerTransac
 			v.Params.Add("received", h)
 		}
 	}
-	if !sendsAtOnce(fwd) {
+	if rc.working && !sendsAtOnce(fwd) {
 		p.leaveWork(rc) // a connection or a name lookup may come first
 	}
 	// The transaction ends by its own timers or by Terminate below; it
@@ -846,7 +846,7 @@ func (p *Proxy) relayAck(in *side, req *sip.Request, rc *reqCtx) {
 	}
 	setNextHop(req)
 	out := p.egress(p.direction(in, req))
-	if !sendsAtOnce(req) {
+	if rc.working && !sendsAtOnce(req) {
 		p.leaveWork(rc)
 	}
 	if err := out.client.WriteRequest(req, out.addVia); err != nil {

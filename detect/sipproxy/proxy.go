@@ -152,7 +152,7 @@ type Proxy struct {
 	// first answer (Options.MaxUnanswered)
 	unanswered atomic.Int64
 	window     window // decides on unanswered
-	waiting    window // decides on the requests waiting at the work gate
+	busy       window // decides on the requests waiting at the work gate
 	admit      *admission
 	work       *workGate                // bounds the requests worked on at once
 	upAddrs    atomic.Pointer[[]net.IP] // upstream host, resolved
@@ -322,10 +322,10 @@ func New(opts Options) (*Proxy, error) {
 		ready:   make(chan struct{}),
 	}
 	p.window.size, p.window.grace, p.window.hold = int64(opts.MaxUnanswered), windowGrace, windowHold
-	p.waiting.size, p.waiting.grace, p.waiting.hold = shedWaiting, windowGrace, windowHold
+	p.busy.size, p.busy.grace, p.busy.hold = shedWaiting, windowGrace, windowHold
 	if opts.windowGrace != 0 {
 		p.window.grace = max(opts.windowGrace, 0)
-		p.waiting.grace = p.window.grace
+		p.busy.grace = p.window.grace
 	}
 	p.lines.Store(opts.Lines)
 	p.decider.Store(&deciderBox{opts.Decider})
