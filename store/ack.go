@@ -223,7 +223,7 @@ func (s *Store) sweepAckedLocked(tx *bolt.Tx) error {
 	// One pass over every run: the logged ranges name records, not
 	// subjects, and the index is ordered by subject.
 	dead := map[subjectRef]struct{}{}
-	for _, x := range indexRuns.runs(tx) {
+	for _, x := range indexRuns.all(tx) {
 		rc := x.b.Cursor()
 		// Seek again after each Delete (see AckRanges).
 		for k, _ := rc.First(); k != nil; {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,7 +18,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-var eraseRecords = flag.Int("erase.records", 1_000_000, "records in the store for BenchmarkEraseSubject")
+var (
+	eraseRecords = flag.Int("erase.records", 1_000_000, "records in the store for BenchmarkEraseSubject")
+	heldRecords  = flag.Int("held.records", 1_000_000, "records BenchmarkAppendWait appends")
+)
 
 // benchUsage is a usage record of about 300 bytes as stored (public JSON,
 // header and one sealed field), the size the targets are set for.
@@ -308,5 +312,45 @@ func BenchmarkDrainRanges(b *testing.B) {
 		cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
 		b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-us/record")
+	}
+}
+
+// BenchmarkAppendWait fills a store with -held.records records, one
+// appender in batches of 64, and reports the longest any batch waited:
+// an append waits for the commit in progress, and for whatever else holds
+// the writer then (the index merge, a merge step of its runs). A run of
+// the SIP proxy at twice its capacity holds as many BYE answers as
+// arrive meanwhile. Also reported: the rate over the last tenth.
+//
+//	go test ./store -run '^$' -bench AppendWait -benchtime 1x [-args -held.records=N]
+func BenchmarkAppendWait(b *testing.B) {
+	for range b.N {
+		s := openBench(b)
+		const batch = 64
+		n := *heldRecords / batch
+		waits := make([]time.Duration, 0, n)
+		recs := make([]store.Payload, batch)
+		var lastTenth time.Time
+		start := time.Now()
+		for i := range n {
+			if i == n-n/10 {
+				lastTenth = time.Now()
+			}
+			for j := range recs {
+				recs[j] = benchUsage(i*batch + j)
+			}
+			t0 := time.Now()
+			if _, err := s.Append(context.Background(), recs...); err != nil {
+				b.Fatal(err)
+			}
+			waits = append(waits, time.Since(t0))
+		}
+		total := time.Since(start)
+		slices.Sort(waits)
+		b.ReportMetric(float64(waits[len(waits)-1].Microseconds())/1000, "longest-ms")
+		b.ReportMetric(float64(waits[len(waits)*999/1000].Microseconds())/1000, "p99.9-ms")
+		b.ReportMetric(float64(n/10*batch)/time.Since(lastTenth).Seconds(), "last-tenth-records/s")
+		b.ReportMetric(total.Seconds(), "total-s")
+		s.Close()
 	}
 }

@@ -344,6 +344,15 @@ func (s *Store) commit(batch []*appendReq) {
 				s.log.Warn("merging the subject index failed; will retry", "err", err)
 			}
 		}
+		if s.runWork.Load() {
+			s.runCredit = min(s.runCredit+runCreditPerRecord*n, runStep)
+			if s.runCredit == runStep {
+				s.runCredit = 0
+				if err := s.locked(s.stepRuns); err != nil {
+					s.log.Warn("merging subject index runs failed; will retry", "err", err)
+				}
+			}
+		}
 	}
 }
 

@@ -124,6 +124,11 @@ type Store struct {
 	cache    map[subjectRef]*dataKey
 	fresh    map[subjectRef]*dataKey
 	unmerged atomic.Int64
+	// runWork says the runs may call for a merge step (see stepRuns);
+	// runCredit is how many entries the next step may write, earned by
+	// records committed, guarded by commitMu.
+	runWork   atomic.Bool
+	runCredit int
 	// keyFilter spares a key bucket search for subjects never seen; nil
 	// until the first merge builds it. Only write transactions change it.
 	keyFilter *keyFilter
@@ -195,6 +200,8 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.gatherWant.Store(-1)
+	// A merge of runs may have been left half written, or called for.
+	s.runWork.Store(true)
 	go s.committer()
 	return s, nil
 }
