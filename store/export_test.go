@@ -108,3 +108,11 @@ func ToSchema1ForTest(t testing.TB, path string) {
 		return tx.Bucket(bucketMeta).Put(metaSchema, []byte("1"))
 	})
 }
+
+// TrimMapForTest drops the store's map from the resident set now, as a
+// commit does once a second.
+func TrimMapForTest(s *Store) error {
+	return s.locked(func() error {
+		return s.update(func(tx *bolt.Tx) error { return trimMap(s.db, tx) })
+	})
+}

@@ -67,6 +67,10 @@ func (s *Store) stepRuns() error {
 	return err
 }
 
+// trimEvery is how often a commit drops bbolt's map from the resident set
+// (trimMap): the pages a second of commits and merge steps touched.
+const trimEvery = time.Second
+
 // maxCachedKeys bounds the unwrapped data keys kept in memory; past it the
 // cache starts again (keys are a Get and an unwrap away).
 const maxCachedKeys = 4096

@@ -298,6 +298,12 @@ func (s *Store) commit(batch []*appendReq) {
 				}
 				used += int64(req.size)
 			}
+			if now := time.Now(); now.Sub(s.trimmedAt) >= trimEvery {
+				s.trimmedAt = now
+				if err := trimMap(s.db, tx); err != nil {
+					s.log.Debug("could not trim the store's map", "err", err)
+				}
+			}
 			return nil
 		})
 		if err == nil {

@@ -129,6 +129,9 @@ type Store struct {
 	// records committed, guarded by commitMu.
 	runWork   atomic.Bool
 	runCredit int
+	// trimmedAt is when a commit last dropped bbolt's map from the
+	// resident set (trimMap), guarded by commitMu.
+	trimmedAt time.Time
 	// keyFilter spares a key bucket search for subjects never seen; nil
 	// until the first merge builds it. Only write transactions change it.
 	keyFilter *keyFilter
