@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +45,12 @@ func TestCrashHelper(t *testing.T) {
 				time.Sleep(time.Minute) // wait here for the SIGKILL
 			}
 		})
+	}
+	if n, _ := strconv.Atoi(os.Getenv("LEADPORT_STORE_CRASH_MERGE_EVERY")); n > 0 {
+		store.WithMergeEvery(&opts, n)
+	}
+	if n, _ := strconv.Atoi(os.Getenv("LEADPORT_STORE_CRASH_RUN_STEP")); n > 0 {
+		store.WithRunStep(&opts, n)
 	}
 	s, err := store.Open(opts)
 	if err != nil {
@@ -145,7 +153,10 @@ func next(t *testing.T, lines <-chan string) (string, bool) {
 }
 
 // An append reported as returned must survive a SIGKILL at any moment, and
-// the file must pass bbolt's check every time.
+// the file must pass bbolt's check every time. The child merges its index
+// every 16 records and its runs 8 entries a step, so kills land in index
+// merges and in merges of runs half written too: the runs must keep their
+// rules (Check), and an export must find every record of a subject.
 func TestAppendSurvivesSIGKILL(t *testing.T) {
 	kills := *crashAppends
 	if testing.Short() {
@@ -155,7 +166,7 @@ func TestAppendSurvivesSIGKILL(t *testing.T) {
 	acked := map[string]string{} // id -> remote
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	for i := range kills {
-		cmd, lines := child(t, "append", dir, i)
+		cmd, lines := child(t, "append", dir, i, "LEADPORT_STORE_CRASH_MERGE_EVERY=16", "LEADPORT_STORE_CRASH_RUN_STEP=8")
 		if l, _ := next(t, lines); l != "opened" {
 			cmd.Process.Kill()
 			t.Fatalf("iteration %d: child: %s", i, l)
@@ -196,10 +207,21 @@ func TestAppendSurvivesSIGKILL(t *testing.T) {
 			}
 			got[r.ID] = p.(*store.Usage).Remote
 		}
+		checked := 0
 		for id, remote := range acked {
 			if got[id] != remote {
 				t.Fatalf("iteration %d: record %s reported durable is %q after SIGKILL, want it back", i, id, got[id])
 			}
+			if checked < 3 { // map order: different subjects each time
+				checked++
+				exp, err := s.Export(remote)
+				if err != nil || !slices.ContainsFunc(exp, func(r store.Record) bool { return r.ID == id }) {
+					t.Fatalf("iteration %d: export of %s = %d records, %v; want record %s (the subject index lost it)", i, remote, len(exp), err, id)
+				}
+			}
+		}
+		if err := s.Check(); err != nil {
+			t.Fatalf("iteration %d: check after exports: %v", i, err)
 		}
 		s.Close()
 	}

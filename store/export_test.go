@@ -66,6 +66,10 @@ func WithCrashPoint(o *Options, fn func(name string)) { o.crashPoint = fn }
 // WithMergeEvery makes the store merge its subject index every n records.
 func WithMergeEvery(o *Options, n int) { o.mergeEvery = n }
 
+// WithRunStep makes each merge step of the index runs write at most n
+// entries per table.
+func WithRunStep(o *Options, n int) { o.runStep = n }
+
 // SetLegacyCallsForTest writes the calls document an agent from before the
 // checkpoint kept at a clean stop, into a closed store file.
 func SetLegacyCallsForTest(t testing.TB, path string, doc []byte) {

@@ -53,7 +53,7 @@ func (s *Store) stepRuns() error {
 	err := s.update(func(tx *bolt.Tx) error {
 		more = false
 		for _, r := range []sortedRuns{indexRuns, keyRuns} {
-			m, err := r.step(tx, runStep)
+			m, err := r.step(tx, s.opts.runStep)
 			if err != nil {
 				return err
 			}

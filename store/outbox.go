@@ -351,8 +351,8 @@ func (s *Store) commit(batch []*appendReq) {
 			}
 		}
 		if s.runWork.Load() {
-			s.runCredit = min(s.runCredit+runCreditPerRecord*n, runStep)
-			if s.runCredit == runStep {
+			s.runCredit = min(s.runCredit+runCreditPerRecord*n, s.opts.runStep)
+			if s.runCredit == s.opts.runStep {
 				s.runCredit = 0
 				if err := s.locked(s.stepRuns); err != nil {
 					s.log.Warn("merging subject index runs failed; will retry", "err", err)

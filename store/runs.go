@@ -411,3 +411,43 @@ func (r sortedRuns) runSizes(tx *bolt.Tx) []uint64 {
 	}
 	return out
 }
+
+// check reports what breaks the runs' rules: a key in two runs lookups
+// read, or in the run a merge is writing but in neither run it merges. It
+// walks the runs side by side, in key order, holding one key of each.
+func (r sortedRuns) check(tx *bolt.Tx) error {
+	runs, m := r.state(tx)
+	heads := make([][]byte, len(runs))
+	curs := make([]*bolt.Cursor, len(runs))
+	for i, x := range runs {
+		curs[i] = x.b.Cursor()
+		heads[i], _ = curs[i].First()
+	}
+	var prev []byte
+	for {
+		lo := -1
+		for i, k := range heads {
+			if k != nil && (lo < 0 || bytes.Compare(k, heads[lo]) < 0) {
+				lo = i
+			}
+		}
+		if lo < 0 {
+			break
+		}
+		if prev != nil && bytes.Equal(prev, heads[lo]) {
+			return fmt.Errorf("%w: %s key %x in two runs", ErrCorrupt, r.prefix, prev)
+		}
+		prev = bytes.Clone(heads[lo])
+		heads[lo], _ = curs[lo].Next()
+	}
+	if m == nil {
+		return nil
+	}
+	c := m.into.b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if m.older.b.Get(k) == nil && m.newer.b.Get(k) == nil {
+			return fmt.Errorf("%w: %s key %x in run %s but in neither run it merges", ErrCorrupt, r.prefix, k, m.into.name)
+		}
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -178,6 +179,12 @@ func TestSortedRunsMergeInSteps(t *testing.T) {
 			return err
 		})
 		check(fmt.Sprintf("after step %d", steps+1))
+		db.View(func(tx *bolt.Tx) error {
+			if err := r.check(tx); err != nil {
+				t.Errorf("after step %d: %v", steps+1, err)
+			}
+			return nil
+		})
 		switch steps {
 		case 3:
 			// Copied already (the first 100 keys of 600) and not yet.
@@ -214,6 +221,52 @@ func TestSortedRunsMergeInSteps(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// check finds a key held by two runs, and one in a run being written that
+// neither of the runs it merges holds.
+func TestSortedRunsCheck(t *testing.T) {
+	db := openRunsDB(t, filepath.Join(t.TempDir(), "runs.db"))
+	defer db.Close()
+	r := sortedRuns{prefix: []byte("t."), legacy: []byte("t")}
+	for _, ks := range [][]string{{"a", "c"}, {"b", "d"}} {
+		runsUpdate(t, db, func(tx *bolt.Tx) error {
+			var es []entry
+			for _, k := range ks {
+				es = append(es, entry{[]byte(k), []byte("v")})
+			}
+			return r.add(tx, es)
+		})
+	}
+	runsUpdate(t, db, func(tx *bolt.Tx) error {
+		_, err := r.step(tx, 1) // the merge of the two has begun
+		return err
+	})
+	checkErr := func() error {
+		var err error
+		db.View(func(tx *bolt.Tx) error { err = r.check(tx); return nil })
+		return err
+	}
+	if err := checkErr(); err != nil {
+		t.Fatalf("sound runs: %v", err)
+	}
+	runsUpdate(t, db, func(tx *bolt.Tx) error {
+		_, m := r.state(tx)
+		return m.into.b.Put([]byte("zz"), []byte("v"))
+	})
+	if err := checkErr(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("a key in the merged run only: check = %v, want ErrCorrupt", err)
+	}
+	runsUpdate(t, db, func(tx *bolt.Tx) error {
+		_, m := r.state(tx)
+		if err := m.into.b.Delete([]byte("zz")); err != nil {
+			return err
+		}
+		return r.add(tx, []entry{{[]byte("c"), []byte("v")}})
+	})
+	if err := checkErr(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("a key in two runs: check = %v, want ErrCorrupt", err)
+	}
 }
 
 func countPrefix(m map[string]bool, p string) int {

@@ -78,6 +78,9 @@ type Options struct {
 	crashPoint func(name string)
 	// mergeEvery replaces the const of that name, so tests see many merges.
 	mergeEvery int
+	// runStep replaces the const of that name, so tests see merges of
+	// runs cut short.
+	runStep int
 }
 
 // Store is the agent's bbolt store. Its methods are safe for concurrent use.
@@ -159,6 +162,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.mergeEvery <= 0 {
 		opts.mergeEvery = mergeEvery
+	}
+	if opts.runStep <= 0 {
+		opts.runStep = runStep
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -378,13 +384,19 @@ func (s *Store) Close() error {
 	return err
 }
 
-// Check runs bbolt's consistency check over the whole file.
+// Check runs bbolt's consistency check over the whole file, and checks the
+// rules of the subject index's and key table's runs (see sortedRuns.check).
 func (s *Store) Check() error {
 	return s.locked(func() error {
 		return s.view(func(tx *bolt.Tx) error {
 			var errs []error
 			for err := range tx.Check() {
 				errs = append(errs, err)
+			}
+			for _, r := range []sortedRuns{indexRuns, keyRuns} {
+				if err := r.check(tx); err != nil {
+					errs = append(errs, err)
+				}
 			}
 			return errors.Join(errs...)
 		})
