@@ -49,9 +49,8 @@ const (
 // stepRuns writes one step of the runs' merges. Its own transaction keeps
 // a failed step from failing the records it would have been committed with.
 func (s *Store) stepRuns() error {
-	more := false
 	err := s.update(func(tx *bolt.Tx) error {
-		more = false
+		more := false
 		for _, r := range []sortedRuns{indexRuns, keyRuns} {
 			m, err := r.step(tx, s.opts.runStep)
 			if err != nil {
@@ -59,10 +58,13 @@ func (s *Store) stepRuns() error {
 			}
 			more = more || m
 		}
+		// Set inside the transaction: an index merge's new runs, in
+		// another write transaction, come before or after, never between.
+		s.runWork.Store(more)
 		return nil
 	})
-	if err == nil {
-		s.runWork.Store(more)
+	if err != nil {
+		s.runWork.Store(true)
 	}
 	return err
 }
