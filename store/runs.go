@@ -42,7 +42,10 @@ type sortedRuns struct {
 }
 
 // maxRunEntries bounds the runs a merge makes: past it runs are only added,
-// and a lookup searches one more run for every maxRunEntries held.
+// and a lookup searches one more run for every maxRunEntries held. Merge
+// steps keep a large merge from stalling commits; the bound still caps how
+// often an entry is rewritten (log2(maxRunEntries/mergeEvery) = 5 times),
+// where each merge into a run of millions would rewrite it all again.
 const maxRunEntries = 1 << 18
 
 var (
