@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -145,4 +146,74 @@ func BenchmarkDecideTrunkLine(b *testing.B) {
 		e.CallAnswered(dialog.Call{CallID: id, Line: p.Lines[0], AnsweredAt: at})
 		e.CallEnded(dialog.Call{CallID: id, Line: p.Lines[0], Direction: detect.Inbound, StartedAt: at, AnsweredAt: at, EndedAt: at.Add(time.Second), Disposition: dialog.Answered, FinalStatus: 200})
 	}
+}
+
+// BenchmarkLineStateHeld reports what the rules keep per line (B/line:
+// the live heap after a collection, less the engine's before any
+// attempt) for 10,000 lines that each placed `attempts` outbound calls:
+// one is a quiet line; twelve, two seconds apart, is a dialer whose line
+// trips pacing and cools down, as every line does in make bench-proxy's
+// overload runs, where every rule observes (`observe`) rather than
+// blocks (the default policy). Under a memory budget this is what the
+// collector scans and what admission control counts before a single
+// call is up.
+func BenchmarkLineStateHeld(b *testing.B) {
+	for _, tc := range []struct {
+		attempts int
+		observe  bool
+	}{{1, false}, {12, false}, {12, true}} {
+		name := fmt.Sprintf("attempts=%d", tc.attempts)
+		if tc.observe {
+			name += "/observe"
+		}
+		b.Run(name, func(b *testing.B) {
+			var perLine float64
+			for range b.N {
+				perLine = lineStateHeld(b, tc.attempts, tc.observe)
+			}
+			b.ReportMetric(perLine, "B/line")
+		})
+	}
+}
+
+func lineStateHeld(b *testing.B, attempts int, observe bool) float64 {
+	p := policy.Default()
+	lines := make([]string, 10_000)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("+1555%07d", i)
+	}
+	p.Lines = lines
+	if observe { // as bench-proxy.sh configures the agent
+		p.Forwarding.Action, p.Trunking.Action, p.Pacing.Action = policy.Observe, policy.Observe, policy.Observe
+		p.CallerID.Action, p.Quota.Action = policy.Observe, policy.Observe
+	}
+	e := newEngine(b, p, rules.Options{})
+	reqs := make([]*sip.Request, 0, len(lines)*attempts)
+	for k := range attempts {
+		for i, l := range lines {
+			reqs = append(reqs, invite(fmt.Sprintf("c-%d-%d", i, k), l, fmt.Sprintf("+1212%07d", (i*7919+k)%10_000_000), detect.Outbound))
+		}
+	}
+	before := liveHeap()
+	at := t0
+	for k := range attempts {
+		for i, l := range lines {
+			req := reqs[k*len(lines)+i]
+			e.Decide(&detect.Event{At: at, Direction: detect.Outbound, Line: l, Remote: req.To().Address.User, Request: req})
+			e.CallEnded(dialog.Call{CallID: callIDs(req), Line: l, Direction: detect.Outbound, StartedAt: at,
+				EndedAt: at.Add(time.Second), Disposition: dialog.NoAnswer, FinalStatus: 480})
+		}
+		at = at.Add(2 * time.Second)
+	}
+	after := liveHeap()
+	runtime.KeepAlive(reqs)
+	runtime.KeepAlive(e)
+	return float64(after-before) / float64(len(lines))
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

@@ -476,7 +476,7 @@ func (e *Engine) begin(d *decision, ls *lineState) {
 	if ls.find(id) >= 0 {
 		return // a second branch of a call already held
 	}
-	ls.calls = append(ls.calls, liveCall{id: id, dir: ev.Direction, remote: ev.Remote, start: ev.At})
+	ls.calls = append(ls.calls, liveCall{id: id, dir: ev.Direction, remote: ev.Remote, start: nanos(ev.At)})
 	if ev.Direction == detect.Inbound && ev.Remote != "" {
 		e.inbound[ev.Remote]++
 	}
@@ -488,8 +488,8 @@ func (e *Engine) CallAnswered(c dialog.Call) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if ls := e.state[c.Line]; ls != nil {
-		if i := ls.find(c.CallID); i >= 0 && ls.calls[i].answered.IsZero() {
-			ls.calls[i].answered = c.AnsweredAt
+		if i := ls.find(c.CallID); i >= 0 && !ls.calls[i].isAnswered() {
+			ls.calls[i].answered = nanos(c.AnsweredAt)
 		}
 	}
 }
@@ -506,7 +506,7 @@ func (e *Engine) CallResumed(c dialog.Call) {
 	if ls.find(c.CallID) >= 0 {
 		return
 	}
-	ls.calls = append(ls.calls, liveCall{id: c.CallID, dir: c.Direction, remote: c.Remote, start: c.StartedAt, answered: c.AnsweredAt})
+	ls.calls = append(ls.calls, liveCall{id: c.CallID, dir: c.Direction, remote: c.Remote, start: nanos(c.StartedAt), answered: nanos(c.AnsweredAt)})
 }
 
 // CallEnded tells the engine a call ended, however it ended. The
@@ -526,15 +526,15 @@ func (e *Engine) CallEnded(c dialog.Call) {
 	if i := ls.find(c.CallID); i >= 0 {
 		ls.remove(e, i)
 	}
-	if c.Direction == detect.Outbound && c.Disposition != dialog.Blocked && c.EndedAt.After(ls.lastOutEnd) {
-		ls.lastOutEnd = c.EndedAt
+	if end := c.EndedAt.UnixNano(); c.Direction == detect.Outbound && c.Disposition != dialog.Blocked && !c.EndedAt.IsZero() && end > ls.lastOutEnd {
+		ls.lastOutEnd = end
 	}
 	ls.sig.ended(&c, &e.pol.Pacing)
 	if c.Direction == detect.Outbound && !c.CancelledAt.IsZero() && c.AnsweredAt.IsZero() {
 		id := idOf(c.CallID)
 		for i := 0; i < ls.histLen(); i++ {
 			if a := ls.recent(i); a.id == id {
-				a.ring = c.CancelledAt.Sub(c.StartedAt)
+				a.ringMS = millis(c.CancelledAt.Sub(c.StartedAt))
 				break
 			}
 		}

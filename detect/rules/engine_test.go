@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -190,6 +191,75 @@ func TestSameCallIDOneAttempt(t *testing.T) {
 			}
 			if blocked != tt.wantBlock {
 				t.Errorf("blocked = %v after 20 INVITEs 2 s apart, want %v", blocked, tt.wantBlock)
+			}
+		})
+	}
+}
+
+// TestPacingCooldown: once pacing trips, the line's next attempts fall in
+// its cool-down. Blocking, each is refused with a violation carrying the
+// evidence of the trip and the cool-down's end; observing, each goes out
+// naming the rule and writes nothing more. Either way the line keeps the
+// evidence no longer than it needs it: only while blocking, and only
+// until the cool-down is over.
+func TestPacingCooldown(t *testing.T) {
+	for _, tt := range []struct {
+		action       policy.Action
+		wantBlock    bool
+		wantEvidence bool // kept while cooling
+	}{
+		{policy.Block, true, true},
+		{policy.Observe, false, false},
+	} {
+		t.Run(string(tt.action), func(t *testing.T) {
+			p := policy.Default()
+			p.Pacing.Action = tt.action
+			var viols []rules.Violation
+			e := newEngine(t, p, rules.Options{DefaultCountry: "1", OnViolation: func(v rules.Violation) { viols = append(viols, v) }})
+			attempt := func(i int, at time.Time) detect.Verdict {
+				id, callee := fmt.Sprintf("c%d", i), fmt.Sprintf("+1555765%04d", i*37)
+				v := e.Decide(&detect.Event{At: at, Direction: detect.Outbound, Line: line, Remote: callee, Request: invite(id, line, callee, detect.Outbound)})
+				e.CallEnded(dialog.Call{CallID: id, Line: line, Direction: detect.Outbound, Remote: callee,
+					StartedAt: at, EndedAt: at.Add(time.Second), Disposition: dialog.Failed})
+				return v
+			}
+			at, i := t0, 0
+			for ; len(viols) == 0 && i < 40; i++ {
+				at = at.Add(2 * time.Second)
+				attempt(i, at)
+			}
+			if len(viols) != 1 || viols[0].Rule != policy.Pacing {
+				t.Fatalf("violations after %d attempts 2 s apart: %+v, want one of %s", i, viols, policy.Pacing)
+			}
+			signal := viols[0].Evidence["signal"]
+			if got := rules.CoolEvidenceHeld(e, line); got != tt.wantEvidence {
+				t.Errorf("evidence kept while cooling = %v, want %v", got, tt.wantEvidence)
+			}
+
+			at = at.Add(2 * time.Second)
+			v := attempt(i, at)
+			i++
+			if v.Block != tt.wantBlock || (!v.Block && !slices.Contains(v.Observed, policy.Pacing)) {
+				t.Errorf("attempt in the cool-down: %+v, want blocked %v or pacing observed", v, tt.wantBlock)
+			}
+			switch {
+			case tt.wantBlock && len(viols) != 2:
+				t.Fatalf("%d violations after a blocked repeat, want 2", len(viols))
+			case tt.wantBlock:
+				ev := viols[1].Evidence
+				if ev["signal"] != signal || ev["cooldown_until"] == nil {
+					t.Errorf("repeat's evidence %v, want signal %v and cooldown_until", ev, signal)
+				}
+			case len(viols) != 1:
+				t.Errorf("an observed repeat wrote %d more violations, want none", len(viols)-1)
+			}
+
+			at = at.Add(time.Duration(p.Pacing.CooldownS)*time.Second + time.Minute)
+			if v := attempt(i, at); v.Block || slices.Contains(v.Observed, policy.Pacing) {
+				t.Errorf("attempt after the cool-down: %+v, want allowed", v)
+			}
+			if rules.CoolEvidenceHeld(e, line) {
+				t.Error("evidence still kept after the cool-down")
 			}
 		})
 	}

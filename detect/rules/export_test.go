@@ -6,3 +6,12 @@ func PanicIn(e *Engine, rule string) {
 	e.panicIn = rule
 	e.mu.Unlock()
 }
+
+// CoolEvidenceHeld says whether the line keeps the evidence of a pacing
+// cool-down.
+func CoolEvidenceHeld(e *Engine, line string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ls := e.state[line]
+	return ls != nil && ls.coolEvidence != nil
+}

@@ -183,17 +183,13 @@ func (e *Engine) bridge(d *decision, ls *lineState) {
 // within reports whether at is inside the window after the inbound call
 // started ringing or, once up, after it was answered.
 func within(c *liveCall, at time.Time, win time.Duration) (time.Duration, bool) {
-	ref := c.start
-	if !c.answered.IsZero() {
-		ref = c.answered
-	}
-	t := at.Sub(ref)
+	t := c.since(at)
 	return t, t >= 0 && t <= win
 }
 
 func bridgeTrip(line string, c *liveCall, since, win time.Duration, callee, how string) trip {
 	state := "ringing"
-	if !c.answered.IsZero() {
+	if c.isAnswered() {
 		state = "up"
 	}
 	var numbers []string

@@ -17,15 +17,21 @@ import (
 func (e *Engine) pacing(d *decision, ls *lineState) {
 	p := &e.pol.Pacing
 	at := d.ev.At
-	if at.Before(ls.coolUntil) {
-		d.cooling = true
-		t := ls.coolTrip
-		t.evidence = cloneEvidence(t.evidence)
-		t.evidence["cooldown_until"] = ls.coolUntil.UTC().Format(time.RFC3339)
-		t.numbers = nil
-		t.quiet = true
-		d.add(t)
-		return
+	if ls.coolUntil != 0 {
+		if at.UnixNano() < ls.coolUntil {
+			d.cooling = true
+			t := trip{rule: policy.Pacing, status: sip.StatusForbidden, quiet: true}
+			if t.blocks(e.pol) {
+				// Only a blocked repeat writes a violation, so only it
+				// needs the evidence. One that began while the rule only
+				// observed has none kept: it says when the cool-down ends.
+				t.evidence = cloneEvidence(ls.coolEvidence)
+				t.evidence["cooldown_until"] = time.Unix(0, ls.coolUntil).UTC().Format(time.RFC3339)
+			}
+			d.add(t)
+			return
+		}
+		ls.coolUntil, ls.coolEvidence = 0, nil
 	}
 	if ls.nHist > 0 && ls.recent(0).id == idOf(callID(d.ev.Request)) {
 		// The newest attempt again (same Call-ID): a retransmission the
@@ -49,7 +55,10 @@ func (e *Engine) pacing(d *decision, ls *lineState) {
 	cool := time.Duration(p.CooldownS) * time.Second
 	ev["cooldown_s"] = p.CooldownS
 	t := trip{rule: policy.Pacing, status: sip.StatusForbidden, evidence: ev, numbers: numbers}
-	ls.coolUntil, ls.coolTrip = at.Add(cool), t
+	ls.coolUntil, ls.coolEvidence = at.Add(cool).UnixNano(), nil
+	if t.blocks(e.pol) {
+		ls.coolEvidence = ev // never changed after: repeats clone it
+	}
 	d.add(t)
 }
 
@@ -90,13 +99,13 @@ func (e *Engine) pacingSignal(d *decision, ls *lineState, a *attempt) (map[strin
 			return map[string]any{"signal": "per_hour", "attempts": n, "max_attempts_per_hour": p.MaxAttemptsPerHour}, nil
 		}
 	}
-	if minGap := time.Duration(p.MinGapAfterCallS * float64(time.Second)); p.ShortGaps > 0 && minGap > 0 && a.hasGap && a.gap < minGap {
-		short, shortest := 1, a.gap
+	if minGap := time.Duration(p.MinGapAfterCallS * float64(time.Second)); p.ShortGaps > 0 && minGap > 0 && a.hasGap && a.gap() < minGap {
+		short, shortest := 1, a.gap()
 		window := min(p.RecentAttempts, ls.histLen()+1)
 		for i := 0; i < window-1; i++ {
-			if h := ls.recent(i); h.hasGap && h.gap < minGap {
+			if h := ls.recent(i); h.hasGap && h.gap() < minGap {
 				short++
-				shortest = min(shortest, h.gap)
+				shortest = min(shortest, h.gap())
 			}
 		}
 		if short >= p.ShortGaps {
@@ -179,7 +188,7 @@ func (ls *lineState) sameRing(window, n int, tol time.Duration) map[string]any {
 	var rings [policy.MaxHistory]time.Duration
 	k := 0
 	for i := 0; i < window; i++ {
-		if r := ls.recent(i).ring; r > 0 {
+		if r := ls.recent(i).ring(); r > 0 {
 			rings[k] = r
 			k++
 		}

@@ -20,20 +20,22 @@ func (e *Engine) quota(d *decision, ls *lineState) {
 	at := d.ev.At.UTC()
 	month := monthOf(at)
 	used := 0.0
-	if ls.quotaMonth == month {
+	if int(ls.quotaMonth) == month {
 		used = ls.quotaSecs
 	}
 	for i := range ls.calls {
-		if a := ls.calls[i].answered; !a.IsZero() && monthOf(a) == month && at.After(a) {
-			used += at.Sub(a).Seconds()
+		if c := &ls.calls[i]; c.isAnswered() {
+			if a := time.Unix(0, c.answered); monthOf(a) == month && at.After(a) {
+				used += at.Sub(a).Seconds()
+			}
 		}
 	}
 	minutes := used / 60
 	if minutes < float64(allow) {
 		return
 	}
-	quiet := ls.quotaNoticed == month
-	ls.quotaNoticed = month
+	quiet := int(ls.quotaNoticed) == month
+	ls.quotaNoticed = int32(month)
 	d.add(trip{rule: policy.QuotaMinutes, status: sip.StatusForbidden, quiet: quiet,
 		evidence: map[string]any{"minutes_used": round3(minutes), "monthly_minutes": allow,
 			"month": fmt.Sprintf("%04d-%02d", at.Year(), int(at.Month()))}})
@@ -46,7 +48,7 @@ func monthOf(t time.Time) int {
 
 // addMinutes counts an answered call in the month it was answered.
 func (ls *lineState) addMinutes(answered time.Time, d time.Duration) {
-	m := monthOf(answered)
+	m := int32(monthOf(answered))
 	switch {
 	case m > ls.quotaMonth:
 		ls.quotaMonth, ls.quotaSecs = m, d.Seconds()

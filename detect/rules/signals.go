@@ -66,13 +66,13 @@ func (s *signals) advance(a *attempt, ls *lineState, p *policy.PacingRule) sigNe
 		}
 		// An attempt with no gap (a call still up, a redial) continues
 		// the run: only idle time is a pause.
-		if s.runN > 0 && !(a.hasGap && a.gap >= time.Duration(p.PauseS)*time.Second) {
+		if s.runN > 0 && !(a.hasGap && a.gap() >= time.Duration(p.PauseS)*time.Second) {
 			n.runN, n.runStart = s.runN+1, s.runStart
 		}
 	}
 	if s.afterConv && a.hasGap && (p.BusyHourAttempts == 0 || ls.lastHour(time.Unix(0, a.at)) >= p.BusyHourAttempts) {
 		n.convNew = true
-		n.convFast = a.gap < time.Duration(p.MinGapAfterConversationS*float64(time.Second))
+		n.convFast = a.gap() < time.Duration(p.MinGapAfterConversationS*float64(time.Second))
 	}
 	return n
 }
