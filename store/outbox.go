@@ -347,7 +347,9 @@ func (s *Store) commit(batch []*appendReq) {
 			// after the next commit, and the records are safe either
 			// way: they carry their keys.
 			if err := s.locked(func() error { return s.updateMerged(nil) }); err != nil {
-				s.log.Warn("merging the subject index failed; will retry", "err", err)
+				s.mergeFailures.failed(s.log, time.Now(), err)
+			} else {
+				s.mergeFailures.succeeded(s.log)
 			}
 		}
 		if s.runWork.Load() {
@@ -355,7 +357,9 @@ func (s *Store) commit(batch []*appendReq) {
 			if s.runCredit == s.opts.runStep {
 				s.runCredit = 0
 				if err := s.locked(s.stepRuns); err != nil {
-					s.log.Warn("merging subject index runs failed; will retry", "err", err)
+					s.stepFailures.failed(s.log, time.Now(), err)
+				} else {
+					s.stepFailures.succeeded(s.log)
 				}
 			}
 		}

@@ -132,6 +132,9 @@ type Store struct {
 	// records committed, guarded by commitMu.
 	runWork   atomic.Bool
 	runCredit int
+	// mergeFailures and stepFailures keep the retries of a failing index
+	// merge or merge step (a full disk) from flooding the log.
+	mergeFailures, stepFailures failureLog
 	// trimmedAt is when a commit last dropped bbolt's map from the
 	// resident set (trimMap), guarded by commitMu.
 	trimmedAt time.Time
@@ -173,15 +176,17 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: data directory: %w", err)
 	}
 	s := &Store{
-		path:     filepath.Join(opts.Dir, FileName),
-		opts:     opts,
-		log:      opts.Logger.With("component", "store"),
-		cache:    make(map[subjectRef]*dataKey),
-		fresh:    make(map[subjectRef]*dataKey),
-		appendCh: make(chan *appendReq, 1024),
-		left:     make(chan struct{}, 1),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		path:          filepath.Join(opts.Dir, FileName),
+		opts:          opts,
+		log:           opts.Logger.With("component", "store"),
+		mergeFailures: failureLog{what: "merging the subject index"},
+		stepFailures:  failureLog{what: "merging subject index runs"},
+		cache:         make(map[subjectRef]*dataKey),
+		fresh:         make(map[subjectRef]*dataKey),
+		appendCh:      make(chan *appendReq, 1024),
+		left:          make(chan struct{}, 1),
+		stop:          make(chan struct{}),
+		done:          make(chan struct{}),
 		boltOpt: &bolt.Options{
 			// A second agent on the same directory must fail fast and
 			// say why, not hang on the file lock.
