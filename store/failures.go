@@ -2,7 +2,6 @@ package store
 
 import (
 	"log/slog"
-	"sync"
 	"time"
 )
 
@@ -16,42 +15,31 @@ const failureLogEvery = time.Minute
 // unlogged since the one before, and a line when the task succeeds
 // again. On a full disk the retries come with every few commits, hundreds
 // a second on a busy proxy, and the log would bury what else goes wrong.
+// Only commits use it, so commitMu guards it.
 type failureLog struct {
-	what string // "merging the subject index"
-
-	mu      sync.Mutex
-	failing bool
-	last    time.Time // the last warning
-	missed  int       // failures since it, not logged
-	total   int       // failures since the task last succeeded
+	what   string    // "merging the subject index"
+	last   time.Time // the last warning
+	missed int       // failures since it, not logged
+	total  int       // failures since the task last succeeded
 }
 
 // failed notes a failure at now, logging it unless one was logged less
 // than failureLogEvery before.
 func (f *failureLog) failed(log *slog.Logger, now time.Time, err error) {
-	f.mu.Lock()
-	f.failing = true
 	f.total++
 	if !f.last.IsZero() && now.Sub(f.last) < failureLogEvery {
 		f.missed++
-		f.mu.Unlock()
 		return
 	}
-	missed := f.missed
+	log.Warn(f.what+" failed; will retry", "err", err, "failures_not_logged", f.missed)
 	f.last, f.missed = now, 0
-	f.mu.Unlock()
-	log.Warn(f.what+" failed; will retry", "err", err, "failures_not_logged", missed)
 }
 
 // succeeded notes a success, logging it when failures came before.
 func (f *failureLog) succeeded(log *slog.Logger) {
-	f.mu.Lock()
-	if !f.failing {
-		f.mu.Unlock()
+	if f.total == 0 {
 		return
 	}
-	total := f.total
-	f.failing, f.last, f.missed, f.total = false, time.Time{}, 0, 0
-	f.mu.Unlock()
-	log.Info(f.what+" succeeded again", "failures", total)
+	log.Info(f.what+" succeeded again", "failures", f.total)
+	*f = failureLog{what: f.what}
 }

@@ -133,7 +133,8 @@ type Store struct {
 	runWork   atomic.Bool
 	runCredit int
 	// mergeFailures and stepFailures keep the retries of a failing index
-	// merge or merge step (a full disk) from flooding the log.
+	// merge or merge step (a full disk) from flooding the log; guarded by
+	// commitMu.
 	mergeFailures, stepFailures failureLog
 	// trimmedAt is when a commit last dropped bbolt's map from the
 	// resident set (trimMap), guarded by commitMu.

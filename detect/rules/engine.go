@@ -526,7 +526,7 @@ func (e *Engine) CallEnded(c dialog.Call) {
 	if i := ls.find(c.CallID); i >= 0 {
 		ls.remove(e, i)
 	}
-	if end := c.EndedAt.UnixNano(); c.Direction == detect.Outbound && c.Disposition != dialog.Blocked && !c.EndedAt.IsZero() && end > ls.lastOutEnd {
+	if end := nanos(c.EndedAt); c.Direction == detect.Outbound && c.Disposition != dialog.Blocked && end > ls.lastOutEnd {
 		ls.lastOutEnd = end
 	}
 	ls.sig.ended(&c, &e.pol.Pacing)
