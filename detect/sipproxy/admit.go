@@ -153,10 +153,13 @@ const (
 	windowHold  = time.Second
 )
 
-// shed says whether a new request must be refused with n new requests
-// in the works at now (unix ns).
-func (w *window) shed(n, now int64) bool {
-	if n < w.size {
+// shed says whether a new request must be refused at now (unix ns), with
+// n new requests in the works and coming more admitted and on their way
+// to a work slot (transit). Those on their way fill the window like the
+// rest, but only those in the works count towards four times its size:
+// a stall's backlog, read at once, is not an overload by itself.
+func (w *window) shed(n, coming, now int64) bool {
+	if n+coming < w.size {
 		w.fullSince.Store(0)
 		return false
 	}
@@ -175,6 +178,60 @@ func (w *window) shed(n, now int64) bool {
 	return refuse
 }
 
+// transit counts the new requests admitted before parsing that have not
+// yet reached a work slot: parsed, their goroutine waiting for a CPU or at
+// the work gate. The window judges each datagram on them as well as on
+// the requests in the works. Without them a burst read at once was
+// admitted whole and most of it refused only once it reached the window
+// after parsing, a transaction and a goroutine each: 41-42 % of the
+// refusals at two and three times the proxy's capacity, each costing what
+// relaying a request does (docs/sip.md, "Admission control").
+//
+// A request admitted that never reaches a slot (a retransmission sipgo
+// absorbs into its transaction, a datagram it cannot parse) would stay
+// counted, so the count decays by a quarter every transitDecay: such
+// leftovers are gone within a second or two, and a count that was right
+// is low for a moment, which the window's own check after parsing covers.
+type transit struct {
+	n         atomic.Int64
+	decayedAt atomic.Int64 // unix ns
+}
+
+const transitDecay = 100 * time.Millisecond
+
+// admitted counts a new request let in before parsing.
+func (t *transit) admitted() { t.n.Add(1) }
+
+// arrived takes a request that reached its work slot out of the count.
+func (t *transit) arrived() {
+	for {
+		v := t.n.Load()
+		if v <= 0 || t.n.CompareAndSwap(v, v-1) {
+			return
+		}
+	}
+}
+
+// load returns the count at now (unix ns), decayed for the time since the
+// last look.
+func (t *transit) load(now int64) int64 {
+	at := t.decayedAt.Load()
+	steps := (now - at) / int64(transitDecay)
+	if steps <= 0 || !t.decayedAt.CompareAndSwap(at, now) {
+		return t.n.Load()
+	}
+	for {
+		v := t.n.Load()
+		d := v
+		for i := int64(0); i < steps && d > 0; i++ {
+			d -= (d + 3) / 4 // a quarter, rounded up, so that it reaches 0
+		}
+		if t.n.CompareAndSwap(v, d) {
+			return d
+		}
+	}
+}
+
 // backlogHint runnable goroutines call Options.OnBacklog: far below
 // shedRunnable, so that processors come back before anything is refused.
 const backlogHint = 16
@@ -185,10 +242,10 @@ func (p *Proxy) overloaded(waited time.Duration) shedReason {
 		return shedQueue
 	}
 	now := time.Now()
-	if p.window.shed(p.unanswered.Load(), now.UnixNano()) {
+	if p.window.shed(p.unanswered.Load(), p.transit.load(now.UnixNano()), now.UnixNano()) {
 		return shedUnanswered
 	}
-	if p.busy.shed(p.work.waiting.Load(), now.UnixNano()) {
+	if p.busy.shed(p.work.waiting.Load(), 0, now.UnixNano()) {
 		return shedBusy
 	}
 	p.admit.refresh(now)
@@ -226,6 +283,7 @@ func (p *Proxy) admitDatagram(c *udpConn, data []byte, from *net.UDPAddr, rx tim
 	}
 	r := p.overloaded(sojourn(rx))
 	if r < 0 {
+		p.transit.admitted()
 		return true
 	}
 	p.c.shed[r].Add(1)

@@ -306,25 +306,70 @@ func TestWindow(t *testing.T) {
 	type look struct {
 		n, at  int64 // in the works, ms
 		refuse bool
+		coming int64 // admitted, on their way to a work slot
 	}
 	tests := []struct {
 		name  string
 		looks []look
 	}{
-		{"below the size", []look{{0, 0, false}, {3, 1, false}, {3, 500, false}}},
-		{"a stall shorter than the grace", []look{{4, 0, false}, {9, 30, false}, {2, 40, false}, {4, 60, false}, {4, 100, false}}},
-		{"full past the grace", []look{{4, 0, false}, {5, 49, false}, {5, 50, true}, {4, 60, true}}},
-		{"held after a refusal", []look{{4, 0, false}, {4, 50, true}, {1, 51, false}, {4, 52, true}, {4, 1051, true}}},
-		{"the hold ends", []look{{4, 0, false}, {4, 50, true}, {1, 500, false}, {4, 1050, false}, {4, 1099, false}, {4, 1100, true}}},
-		{"four times the size", []look{{16, 0, true}, {3, 1, false}, {4, 2, true}}},
+		{"below the size", []look{{0, 0, false, 0}, {3, 1, false, 0}, {3, 500, false, 0}}},
+		{"a stall shorter than the grace", []look{{4, 0, false, 0}, {9, 30, false, 0}, {2, 40, false, 0}, {4, 60, false, 0}, {4, 100, false, 0}}},
+		{"full past the grace", []look{{4, 0, false, 0}, {5, 49, false, 0}, {5, 50, true, 0}, {4, 60, true, 0}}},
+		{"held after a refusal", []look{{4, 0, false, 0}, {4, 50, true, 0}, {1, 51, false, 0}, {4, 52, true, 0}, {4, 1051, true, 0}}},
+		{"the hold ends", []look{{4, 0, false, 0}, {4, 50, true, 0}, {1, 500, false, 0}, {4, 1050, false, 0}, {4, 1099, false, 0}, {4, 1100, true, 0}}},
+		{"four times the size", []look{{16, 0, true, 0}, {3, 1, false, 0}, {4, 2, true, 0}}},
+		{"those on their way fill it", []look{{1, 0, false, 2}, {1, 10, false, 3}, {2, 59, false, 2}, {0, 60, true, 4}}},
+		{"but do not refuse at once", []look{{0, 0, false, 16}, {3, 1, false, 13}, {16, 2, true, 0}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := &window{size: 4, grace: 50 * time.Millisecond, hold: time.Second}
 			for i, l := range tt.looks {
-				if got := w.shed(l.n, (1000+l.at)*ms); got != l.refuse {
-					t.Fatalf("look %d (%d in the works at %d ms): shed = %v, want %v", i, l.n, l.at, got, l.refuse)
+				if got := w.shed(l.n, l.coming, (1000+l.at)*ms); got != l.refuse {
+					t.Fatalf("look %d (%d in the works, %d coming, at %d ms): shed = %v, want %v", i, l.n, l.coming, l.at, got, l.refuse)
 				}
+			}
+		})
+	}
+}
+
+// TestTransit: the count of new requests on their way to a work slot
+// never goes below zero, and what is left in it decays by a quarter
+// (rounded up) every transitDecay, so a request admitted and never handled
+// cannot hold the window full.
+func TestTransit(t *testing.T) {
+	step := int64(transitDecay)
+	tests := []struct {
+		name              string
+		admitted, arrived int
+		after             int64 // since the last look
+		want              int64
+	}{
+		{"counted", 5, 2, 0, 3},
+		{"never below zero", 1, 3, 0, 0},
+		{"within a step, no decay", 8, 0, step - 1, 8},
+		{"one step", 8, 0, step, 6},
+		{"two steps", 8, 0, 2 * step, 4},
+		{"rounded up, so it ends", 1, 0, step, 0},
+		{"a long idle", 1000, 0, 3600 * int64(time.Second), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var tr transit
+			now := int64(1e18)
+			tr.decayedAt.Store(now)
+			for range tt.admitted {
+				tr.admitted()
+			}
+			for range tt.arrived {
+				tr.arrived()
+			}
+			if got := tr.load(now + tt.after); got != tt.want {
+				t.Errorf("load after %v = %d, want %d", time.Duration(tt.after), got, tt.want)
+			}
+			tr.admitted()
+			if got := tr.n.Load(); got != tt.want+1 {
+				t.Errorf("a request admitted after the look: %d, want %d", got, tt.want+1)
 			}
 		})
 	}

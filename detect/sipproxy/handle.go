@@ -91,6 +91,9 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		p.work.enter()
 		rc.working = true
 		defer p.leaveWork(rc)
+		if !req.IsAck() && !req.IsCancel() && !hasToTag(req) {
+			p.transit.arrived() // admitted as new work before parsing
+		}
 	}
 	at := p.now()
 	rc.at = at
@@ -148,10 +151,11 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		if n := p.pending.Add(1); r < 0 && n > int64(p.opts.MaxPending) {
 			r = shedPending
 		}
-		// UDP datagrams were let in against the count of a moment ago;
-		// those read since then and queued for a CPU are counted now.
+		// UDP datagrams were let in against the requests in the works and
+		// those on their way (transit); this catches what that count
+		// missed, one that decayed or arrived between two looks.
 		rc.unanswered = true
-		if n := p.unanswered.Add(1); r < 0 && udp && p.window.shed(n-1, time.Now().UnixNano()) {
+		if n := p.unanswered.Add(1); r < 0 && udp && p.window.shed(n-1, 0, time.Now().UnixNano()) {
 			r = shedUnanswered
 		}
 		defer p.answered(rc)

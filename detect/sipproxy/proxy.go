@@ -151,8 +151,9 @@ type Proxy struct {
 	// unanswered: new requests being worked on or awaiting the next hop's
 	// first answer (Options.MaxUnanswered)
 	unanswered atomic.Int64
-	window     window // decides on unanswered
-	busy       window // decides on the requests waiting at the work gate
+	window     window  // decides on unanswered
+	transit    transit // new requests admitted and on their way to a work slot
+	busy       window  // decides on the requests waiting at the work gate
 	admit      *admission
 	work       *workGate                // bounds the requests worked on at once
 	upAddrs    atomic.Pointer[[]net.IP] // upstream host, resolved

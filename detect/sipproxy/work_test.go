@@ -2,6 +2,8 @@ package sipproxy
 
 import (
 	"context"
+	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -138,4 +140,89 @@ func TestSendsAtOnce(t *testing.T) {
 			t.Errorf("%s to %q: %v, want %v", c.transport, c.dest, got, c.want)
 		}
 	}
+}
+
+// TestWindowCountsRequestsOnTheirWay: new requests admitted and waiting for
+// a work slot fill the window before they are parsed into it, so the
+// next one is refused as it arrives, before parsing, rather than admitted
+// to wait behind them and be refused only once it reaches a slot.
+func TestWindowCountsRequestsOnTheirWay(t *testing.T) {
+	hold := make(chan struct{})
+	holding := make(chan struct{}, 1)
+	r := newRig(t, "udp", func(o *Options, _ *rig) {
+		o.workSlots = 1
+		o.MaxUnanswered = 3
+		o.windowGrace = -1
+		o.testHook = func(req *sip.Request) {
+			if req.Recipient.User == "+15557654329" {
+				holding <- struct{}{}
+				<-hold
+			}
+		}
+	})
+	// The count decays with time; a slow machine must not make room here.
+	r.p.transit.decayedAt.Store(math.MaxInt64)
+
+	held, err := r.phone.invite(ctxT(t), line, "+15557654329", "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-holding // in the only slot, not yet in the window
+	var queued []*sipgo.DialogClientSession
+	for range 3 {
+		s, err := r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, s)
+	}
+	waitFor(t, "three new requests waiting for the slot", func() bool { return r.p.work.waiting.Load() == 3 })
+	if n := r.p.Stats().Unanswered; n != 0 {
+		t.Fatalf("unanswered = %d before any request reached the window, want 0", n)
+	}
+
+	refused, err := r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(ctxT(t), 5*time.Second)
+	defer cancel()
+	err = refused.WaitAnswer(ctx, sipgo.AnswerOptions{})
+	var de *sipgo.ErrDialogResponse
+	if !errors.As(err, &de) || de.Res.StatusCode != 503 {
+		t.Fatalf("a fourth new request with three on their way and a window of three: %v, want 503 at once", err)
+	}
+	if w := r.p.work.waiting.Load(); w != 3 {
+		t.Errorf("%d requests waiting for the slot after the refusal, want 3: it was refused before it got there", w)
+	}
+	if st := r.p.Stats(); st.Shed["unanswered"] != 1 {
+		t.Errorf("shed by reason = %v, want one unanswered", st.Shed)
+	}
+
+	r.p.transit.decayedAt.Store(0)
+	close(hold)
+	mustAnswer(t, held)
+	mustHangUp(t, held)
+	// Behind the held call, two of them fit the window whatever the next
+	// hop has answered by then; the last to reach a slot fits only if it
+	// has answered one of those before. Their goroutines reach the gate in
+	// any order.
+	refusedLate := 0
+	for i, s := range queued {
+		err := s.WaitAnswer(ctxT(t), sipgo.AnswerOptions{})
+		if errors.As(err, &de) && de.Res.StatusCode == 503 {
+			if refusedLate++; refusedLate > 1 {
+				t.Fatalf("queued call %d refused too: more than one of three on their way refused", i)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("queued call %d: %v", i, err)
+		}
+		if err := s.Ack(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		mustHangUp(t, s)
+	}
+	waitFor(t, "none on their way", func() bool { return r.p.transit.n.Load() == 0 })
 }
