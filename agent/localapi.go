@@ -196,7 +196,7 @@ var (
 	mCmdRejected   = prometheus.NewDesc("leadport_sync_commands_rejected_total", "Platform commands rejected.", nil, nil)
 	mUpstreamAlive = prometheus.NewDesc("leadport_sip_upstream_up", "1 when the upstream answered the last OPTIONS.", nil, nil)
 	mRefused       = prometheus.NewDesc("leadport_sip_refused_total", "New requests refused with 503 by admission control, by reason (queue, busy, memory, pending, unanswered).", []string{"reason"}, nil)
-	mUnanswered    = prometheus.NewDesc("leadport_sip_unanswered", "New requests in the works or not yet answered at all by the next hop (admission control's window).", nil, nil)
+	mUnanswered    = prometheus.NewDesc("leadport_sip_unanswered", "New requests on their way to be worked on, in the works, or not yet answered at all by the next hop (admission control's window).", nil, nil)
 	mRetransmitted = prometheus.NewDesc("leadport_sip_retransmissions_answered_total", "Requests retransmitted after their final answer, answered again (or absorbed) from the answer kept for the transaction linger.", nil, nil)
 	mByesHeld      = prometheus.NewDesc("leadport_sip_byes_held", "Answers to BYEs held until the call's usage record is stored, each with its transactions and goroutine.", nil, nil)
 	mWaiting       = prometheus.NewDesc("leadport_sip_requests_waiting", "Requests read and waiting for one of the slots requests are worked on in (64 for 50 ms, or 256 at once, refuse new ones: busy).", nil, nil)

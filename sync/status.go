@@ -69,7 +69,8 @@ type SIPSecurity struct {
 // too long in the socket buffer; busy: too many goroutines waiting for a
 // CPU; memory: live objects and stacks past 60 % of the budget; pending: too
 // many requests awaiting their final response; unanswered: too many new
-// requests in the works or not yet answered at all by the next hop), and
+// requests on their way to be worked on, in the works or not yet answered
+// at all by the next hop), and
 // the figures it decides on (in_hand: goroutines at work or waiting for an
 // answer); and the answers to BYEs held until the call's usage record is
 // stored, now and at most since start (each keeps its BYE's transactions

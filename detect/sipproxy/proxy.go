@@ -366,7 +366,7 @@ func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 func (p *Proxy) Stats() Stats {
 	s := p.c.snapshot()
 	s.Pending = p.pending.Load()
-	s.Unanswered = p.unanswered.Load()
+	s.Unanswered = p.unanswered.Load() + p.transit.load(time.Now().UnixNano())
 	s.InHand = p.inHand()
 	s.Held = p.admit.held.Load()
 	s.Runnable = p.admit.runnable.Load()

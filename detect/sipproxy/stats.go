@@ -119,7 +119,7 @@ type Stats struct {
 	AnswersKept    int               // final answers kept for the transaction linger
 	Security       SecurityStats     // unknown sources: limits, refusals, reports
 	Pending        int64             // initial requests awaiting a final response
-	Unanswered     int64             // new requests in the works or awaiting a first answer
+	Unanswered     int64             // new requests on their way to a work slot, in the works or awaiting a first answer: the window's count
 	InHand         int64             // goroutines at work or waiting for an answer (estimate)
 	Held           int64             // bytes: live heap at the last collection and goroutine stacks (sampled)
 	Runnable       int64             // goroutines waiting for a CPU (sampled)

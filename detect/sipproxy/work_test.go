@@ -177,8 +177,8 @@ func TestWindowCountsRequestsOnTheirWay(t *testing.T) {
 		queued = append(queued, s)
 	}
 	waitFor(t, "three new requests waiting for the slot", func() bool { return r.p.work.waiting.Load() == 3 })
-	if n := r.p.Stats().Unanswered; n != 0 {
-		t.Fatalf("unanswered = %d before any request reached the window, want 0", n)
+	if n, st := r.p.unanswered.Load(), r.p.Stats().Unanswered; n != 0 || st != 3 {
+		t.Fatalf("in the works %d, the window's count in the status %d; want 0 and the 3 on their way", n, st)
 	}
 
 	refused, err := r.phone.invite(ctxT(t), line, callee, "udp", r.port("udp"))
