@@ -176,9 +176,10 @@ const (
 	DefaultDataDirUser = "./var/leadport"
 	DefaultSocketRoot  = "/run/leadport-agent/api.sock"
 	DefaultMaxSize     = 256 * MiB
-	// DefaultMemoryBudget fits beside a PBX on a 512 MB appliance: the
-	// process stays at 57-64 MB resident up to its capacity and 74-77 MB
-	// with three times that offered (docs/sip.md, "Figures").
+	// DefaultMemoryBudget fits beside a PBX on a 512 MB appliance: with
+	// 10,000 lines and two or three times its capacity offered the process
+	// stays at 68-75 MB resident, 46-47 MB of it anonymous (docs/sip.md,
+	// "Figures").
 	DefaultMemoryBudget = 48 * MiB
 	// GCPercent is the agent's GOGC unless the environment sets one: half
 	// Go's collections, within the memory budget as the soft limit
