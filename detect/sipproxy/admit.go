@@ -217,7 +217,9 @@ func (t *transit) arrived() {
 func (t *transit) load(now int64) int64 {
 	at := t.decayedAt.Load()
 	steps := (now - at) / int64(transitDecay)
-	if steps <= 0 || !t.decayedAt.CompareAndSwap(at, now) {
+	// The part of a step not yet taken stays for the next look, so looks
+	// closer together than a step decay as fast as looks far apart.
+	if steps <= 0 || !t.decayedAt.CompareAndSwap(at, at+steps*int64(transitDecay)) {
 		return t.n.Load()
 	}
 	for {

@@ -350,6 +350,7 @@ func TestTransit(t *testing.T) {
 		{"within a step, no decay", 8, 0, step - 1, 8},
 		{"one step", 8, 0, step, 6},
 		{"two steps", 8, 0, 2 * step, 4},
+		{"two steps and a half", 8, 0, 2*step + step/2, 4},
 		{"rounded up, so it ends", 1, 0, step, 0},
 		{"a long idle", 1000, 0, 3600 * int64(time.Second), 0},
 	}
@@ -367,10 +368,25 @@ func TestTransit(t *testing.T) {
 			if got := tr.load(now + tt.after); got != tt.want {
 				t.Errorf("load after %v = %d, want %d", time.Duration(tt.after), got, tt.want)
 			}
+			if at := tr.decayedAt.Load(); at > now+tt.after || now+tt.after-at >= step {
+				t.Errorf("decayed up to %v before the look, want the last whole step", time.Duration(now+tt.after-at))
+			}
 			tr.admitted()
 			if got := tr.n.Load(); got != tt.want+1 {
 				t.Errorf("a request admitted after the look: %d, want %d", got, tt.want+1)
 			}
 		})
 	}
+	t.Run("looks a step and a half apart", func(t *testing.T) {
+		var tr transit
+		now := int64(1e18)
+		tr.decayedAt.Store(now)
+		for range 64 {
+			tr.admitted()
+		}
+		tr.load(now + 3*step/2)
+		if got := tr.load(now + 3*step); got != 27 {
+			t.Errorf("after three steps' time in two looks: %d, want 27 (64 decayed three times)", got)
+		}
+	})
 }
