@@ -28,8 +28,9 @@ import (
 //     for every message it reads);
 //   - live objects and goroutine stacks passed the share of the memory
 //     budget kept for calls;
-//   - MaxUnanswered new requests are being worked on or wait for the next
-//     hop's first answer: the work in progress, bounded like a window;
+//   - MaxUnanswered new requests are on their way to be worked on, being
+//     worked on or waiting for the next hop's first answer: the work in
+//     progress, bounded like a window;
 //   - MaxPending initial requests await their final response.
 //
 // Refusing costs a scan of the header bytes and one send, a few

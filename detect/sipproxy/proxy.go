@@ -80,9 +80,10 @@ type Options struct {
 	// that a call storm costs a bounded amount of memory and the calls in
 	// progress keep being served. Default 2,000.
 	MaxPending int
-	// MaxUnanswered bounds the new requests in the works: read and not
-	// yet relayed, or relayed and not yet answered at all (not even 100
-	// Trying) by the next hop. Past it new ones get 503 with Retry-After.
+	// MaxUnanswered bounds the new requests in the works: admitted and
+	// waiting for a work slot, read and not yet relayed, or relayed and not
+	// yet answered at all (not even 100 Trying) by the next hop. Past it
+	// new ones get 503 with Retry-After.
 	// It is the window that keeps an overloaded proxy's queue, and the
 	// collector's work on it, short (docs/sip.md, "Admission control").
 	// Default 64.
