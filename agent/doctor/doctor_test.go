@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -158,22 +159,25 @@ func exitCode(rep *Report) int {
 	return 0
 }
 
-// doctorFreePorts is a loopback port free for both UDP and TCP.
+// doctorFreePorts is a loopback port free for both UDP and TCP. It is
+// closed again before the doctor checks it, so it is taken below Linux's
+// ephemeral range (32768 up by default): a port the kernel hands out for
+// ":0" could go to a socket of a test running beside this one in the
+// meantime, and the doctor then rightly calls it in use.
 func doctorFreePorts(t *testing.T) string {
 	t.Helper()
-	for range 50 {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
+	for range 200 {
+		port := 20000 + mrand.IntN(12000)
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
 		l, err := net.Listen("tcp", u.LocalAddr().String())
-		if err == nil {
-			_, port, _ := net.SplitHostPort(l.Addr().String())
-			l.Close()
-			u.Close()
-			return port
-		}
 		u.Close()
+		if err == nil {
+			l.Close()
+			return fmt.Sprint(port)
+		}
 	}
 	t.Fatal("no free port pair")
 	return ""
