@@ -85,13 +85,14 @@ func hasToTag(req *sip.Request) bool {
 func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 	rc := &reqCtx{}
 	udp := strings.EqualFold(req.Transport(), "udp")
+	inDialog := hasToTag(req)
 	if udp {
 		// Over TCP or TLS the answer is written to the sender's connection,
 		// which a peer that stops reading can hold: no slot for that.
 		p.work.enter()
 		rc.working = true
 		defer p.leaveWork(rc)
-		if !req.IsAck() && !req.IsCancel() && !hasToTag(req) {
+		if !inDialog && !req.IsAck() && !req.IsCancel() {
 			p.transit.arrived() // admitted as new work before parsing
 		}
 	}
@@ -136,7 +137,6 @@ func (p *Proxy) handle(in *side, req *sip.Request, tx sip.ServerTransaction) {
 		p.reply(tx, req, sip.StatusTooManyHops, "", "")
 		return
 	}
-	inDialog := hasToTag(req)
 	rc.inDialog, rc.callID = inDialog, callID(req)
 	if !inDialog {
 		// New work: refused while the proxy is overloaded (admit.go).
