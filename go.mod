@@ -4,7 +4,7 @@ go 1.26.8
 
 require (
 	github.com/eclipse/paho.mqtt.golang v1.5.1
-	github.com/emiago/sipgo v1.7.3
+	github.com/emiago/sipgo v1.7.4
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/kardianos/service v1.3.0
 	github.com/mochi-mqtt/server/v2 v2.7.9

@@ -195,7 +195,7 @@ func init() {
 	// left to IP fragmentation rather than failing the call.
 	sip.UDPMTUSize = 65535
 	SetTransactionLinger(DefaultTransactionLinger)
-	sip.Timer_D = 2 * time.Second
+	sip.Timer_D, sip.Timer_K = 2*time.Second, 2*time.Second
 	// A request whose next hop does not answer at all (a BYE, above all;
 	// or an INVITE without even a 100) is given up after 8 s rather than
 	// 64*T1 = 32 s, and its sender answered 408. Its goroutine and
@@ -203,7 +203,7 @@ func init() {
 	// UAS gave up its calls and no longer answered their BYEs, 32 s of
 	// them at 1,700 calls/s were half a gigabyte. The sender's own
 	// transaction gives up at 32 s; a UAC takes any final answer to its
-	// BYE as the end of the call. sipgo 1.7.3 times out every client
+	// BYE as the end of the call. sipgo 1.7.4 times out every client
 	// transaction by Timer B (Timer F is declared, not used); an INVITE
 	// that had a provisional answer is no longer subject to it.
 	sip.Timer_B, sip.Timer_F = 8*time.Second, 8*time.Second
@@ -237,7 +237,8 @@ const DefaultTransactionLinger = 100 * time.Millisecond
 // (Timers G and H), as it must. Timer D (INVITE client after a failure
 // answer) is moot: client transactions end once their final answer is
 // relayed, the ACK for a failure already sent; it is cut to 2 s all the
-// same.
+// same, and so is Timer K (non-INVITE client, which sipgo 1.7.4 uses where
+// 1.7.3 used Timer D).
 //
 // Timer M (INVITE client transaction after its first 2xx) is 0 as well,
 // and that has a price. sipgo hands each response to its transaction on a

@@ -90,8 +90,14 @@ func newRigAt(t testing.TB, host, upTransport string, mod func(*Options, *rig)) 
 	r.p = p
 	runProxy(t, p)
 	t.Cleanup(func() {
-		if testing.Verbose() && t.Failed() {
-			t.Log(r.logs.String())
+		if t.Failed() {
+			// Always, not only with -v: a failure seen once in CI must
+			// bring the proxy's side of the story with it.
+			logs := r.logs.String()
+			if n := len(logs); n > 32<<10 && !testing.Verbose() {
+				logs = "...\n" + logs[n-32<<10:]
+			}
+			t.Log(logs)
 		}
 		// Numbers must never appear whole in logs.
 		for _, n := range []string{"5551230001", "5557654321"} {
