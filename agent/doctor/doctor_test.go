@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	gosync "sync"
 	"sync/atomic"
@@ -35,6 +35,7 @@ import (
 	"github.com/leadport/leadport-agent/agent/config"
 	"github.com/leadport/leadport-agent/detect/passport"
 	"github.com/leadport/leadport-agent/internal/testcert"
+	"github.com/leadport/leadport-agent/internal/testport"
 	"github.com/leadport/leadport-agent/store"
 	"github.com/leadport/leadport-agent/sync/synctest"
 )
@@ -74,7 +75,7 @@ func newDoctorEnv(t *testing.T) *doctorEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := doctorFreePorts(t)
+	port := strconv.Itoa(testport.Free(t))
 	return &doctorEnv{
 		t:        t,
 		deviceID: "pbx-test",
@@ -157,30 +158,6 @@ func exitCode(rep *Report) int {
 		return 1
 	}
 	return 0
-}
-
-// doctorFreePorts is a loopback port free for both UDP and TCP. It is
-// closed again before the doctor checks it, so it is taken below Linux's
-// ephemeral range (32768 up by default): a port the kernel hands out for
-// ":0" could go to a socket of a test running beside this one in the
-// meantime, and the doctor then rightly calls it in use.
-func doctorFreePorts(t *testing.T) string {
-	t.Helper()
-	for range 200 {
-		port := 20000 + mrand.IntN(12000)
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l, err := net.Listen("tcp", u.LocalAddr().String())
-		u.Close()
-		if err == nil {
-			l.Close()
-			return fmt.Sprint(port)
-		}
-	}
-	t.Fatal("no free port pair")
-	return ""
 }
 
 var doctorQuietLog = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -2,11 +2,11 @@ package sipproxy
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/leadport/leadport-agent/internal/testport"
 )
 
 // TestPingUpstream: the upstream (a sipgo peer) answers the agent's
@@ -66,12 +66,4 @@ func TestPing(t *testing.T) {
 }
 
 // freeUDPPort is a loopback UDP port nothing listens on.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+func freeUDPPort(t *testing.T) int { return testport.Free(t) }

@@ -10,17 +10,16 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/leadport/leadport-agent/internal/testport"
 	"github.com/leadport/leadport-agent/store"
 )
 
@@ -317,45 +316,9 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) {
 	}
 }
 
-// portsGiven are the ports freePort has handed out in this process: a port
-// is free again once its probe closes, and tests running in parallel must
-// not be given the same one.
-var portsGiven struct {
-	sync.Mutex
-	m map[int]bool
-}
-
-// freePort returns a port that is free on 127.0.0.1 for both UDP and TCP
-// right now, and that it has not returned before in this process.
-func freePort(t *testing.T) int {
-	t.Helper()
-	portsGiven.Lock()
-	defer portsGiven.Unlock()
-	if portsGiven.m == nil {
-		portsGiven.m = map[int]bool{}
-	}
-	for range 50 {
-		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		if portsGiven.m[port] {
-			u.Close()
-			continue
-		}
-		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		u.Close()
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portsGiven.m[port] = true
-		return port
-	}
-	t.Fatal("no port free for both UDP and TCP")
-	return 0
-}
+// freePort returns a loopback port free for both UDP and TCP, for a
+// process started later to bind (testport says why not ":0").
+func freePort(t *testing.T) int { return testport.Free(t) }
 
 // waitListening polls /proc/net/{udp,tcp} until a socket is bound to
 // 127.0.0.1:port (for TCP: listening), failing when p exits or 20 s pass.
