@@ -114,9 +114,13 @@ func ToSchema1ForTest(t testing.TB, path string) {
 }
 
 // TrimMapForTest drops the store's map from the resident set now, as a
-// commit does once a second.
+// commit does every trimEvery.
 func TrimMapForTest(s *Store) error {
 	return s.locked(func() error {
 		return s.update(func(tx *bolt.Tx) error { return trimMap(s.db, tx) })
 	})
 }
+
+// StepRunsForTest runs one merge step of the index runs now, as a commit
+// does once it has earned one.
+func StepRunsForTest(s *Store) error { return s.locked(s.stepRuns) }

@@ -75,13 +75,26 @@ func TestTrimMap(t *testing.T) {
 	if mapped < 1024 {
 		t.Fatalf("%d KiB of the store resident after reading 20,000 records: the test reads too little to see a trim", mapped)
 	}
-	if err := store.TrimMapForTest(db.Store); err != nil {
-		t.Fatalf("trim: %v", err)
-	}
-	if left := mappedKiB(t, path); left > mapped/4 {
-		t.Errorf("%d KiB resident after the trim, %d before", left, mapped)
-	}
-	if after := readAll(); !bytes.Equal(before, after) {
-		t.Errorf("records read after the trim differ from before (%d against %d bytes)", len(after), len(before))
+	// A trim of its own (a commit's), and the one a merge step of the
+	// index runs makes once it has read them.
+	for _, trim := range []struct {
+		name string
+		do   func(*store.Store) error
+	}{{"trim", store.TrimMapForTest}, {"merge step", store.StepRunsForTest}} {
+		if trim.name != "trim" {
+			readAll()
+			if mapped = mappedKiB(t, path); mapped < 1024 {
+				t.Fatalf("%d KiB resident after reading again", mapped)
+			}
+		}
+		if err := trim.do(db.Store); err != nil {
+			t.Fatalf("%s: %v", trim.name, err)
+		}
+		if left := mappedKiB(t, path); left > mapped/4 {
+			t.Errorf("%s: %d KiB resident after it, %d before", trim.name, left, mapped)
+		}
+		if after := readAll(); !bytes.Equal(before, after) {
+			t.Errorf("%s: records read after it differ from before (%d against %d bytes)", trim.name, len(after), len(before))
+		}
 	}
 }
