@@ -163,6 +163,10 @@ func runClientCtx(t testing.TB, ctx context.Context, db *storetest.DB, k keys, h
 // smallBatches, set by a test, makes the drain proceed in small steps.
 var smallBatches bool
 
+// barrierTimeout, set by a test, replaces the client's default
+// BarrierTimeout (5 s).
+var barrierTimeout time.Duration
+
 func newClient(t testing.TB, ctx context.Context, db *storetest.DB, k keys, h lpsync.Handler, brokers ...string) (*lpsync.Client, <-chan struct{}) {
 	t.Helper()
 	o := lpsync.Options{
@@ -177,6 +181,7 @@ func newClient(t testing.TB, ctx context.Context, db *storetest.DB, k keys, h lp
 	if smallBatches {
 		o.BatchBytes, o.MaxInFlight = 8<<10, 1
 	}
+	o.BarrierTimeout = barrierTimeout
 	c, err := lpsync.New(o)
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,12 @@ import (
 // kept by the broker, the network cut by a gate) and through mosquitto
 // restarted with its state on disk.
 func TestCommandsFirstOnReconnect(t *testing.T) {
+	// The order is what is tested here, not the bound on the wait
+	// (TestBarrierTimeout): a three-node NATS cluster on a CI machine
+	// running every package at once took the barrier past the default
+	// 5 s once, and the backlog went up before the erase.
+	barrierTimeout = 30 * time.Second
+	defer func() { barrierTimeout = 0 }()
 	cases := []struct {
 		name string
 		// broker starts one and returns its host:port, and what to do
