@@ -178,7 +178,7 @@ const (
 	DefaultMaxSize     = 256 * MiB
 	// DefaultMemoryBudget fits beside a PBX on a 512 MB appliance: with
 	// 10,000 lines and two or three times its capacity offered the process
-	// stays at 67-73 MiB resident, 45-47 MiB of it anonymous (docs/sip.md,
+	// stays at 60-64 MiB resident, 45-47 MiB of it anonymous (docs/sip.md,
 	// "Figures").
 	DefaultMemoryBudget = 48 * MiB
 	// GCPercent is the agent's GOGC unless the environment sets one: half
